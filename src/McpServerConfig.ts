@@ -1,0 +1,160 @@
+/**
+ * How to reach one MCP server. A config is plain data plus, where the connection depends on the scope
+ * (a working directory per chat thread, say), functions of the scope key.
+ *
+ * - `stdio`: a child process speaking MCP over stdin/stdout, spawned in its own process group and closed
+ *   in steps (end stdin → grace → SIGTERM to the group → grace → SIGKILL to the group).
+ * - `inMemory`: an SDK `McpServer` running in this process — for tests of agent code against a fake
+ *   server, and for servers you implement yourself.
+ * - `custom`: any SDK `Transport`, acquired in a `Scope` that the pool closes with the session.
+ *
+ * Every config also takes the per-server lifecycle options of {@link ServerOptions}.
+ *
+ * @since 0.1.0
+ */
+import type { Server } from "@modelcontextprotocol/sdk/server/index.js"
+import type { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js"
+import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js"
+import type { Duration, Effect, Redacted, Scope } from "effect"
+
+/**
+ * Options every kind of server accepts. Unset fields take the pool's defaults.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ServerOptions {
+  /** Spawn or dial plus the MCP `initialize` handshake. On expiry whatever was opened is released. */
+  readonly connectTimeout?: Duration.Input | undefined
+  /** Default bound for each request on a session; a call may pass its own. */
+  readonly callTimeout?: Duration.Input | undefined
+}
+
+/**
+ * A value that may depend on the scope key (e.g. a working directory per chat thread).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type PerScope<A> = A | ((scope: string) => A)
+
+/**
+ * Environment values for a child process. Use `Redacted` for secrets: they reach the child unchanged
+ * and never appear in errors, logs or spans.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Environment = Readonly<Record<string, string | Redacted.Redacted<string>>>
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Stdio extends ServerOptions {
+  readonly _tag: "Stdio"
+  readonly command: string
+  readonly args: ReadonlyArray<string>
+  /** Added to the SDK's safe default environment (PATH, HOME, …), not to the whole parent environment. */
+  readonly env: PerScope<Environment>
+  /** Pass the whole parent environment (plus `env`) instead of the safe default. */
+  readonly inheritEnv: boolean
+  readonly cwd: PerScope<string> | undefined
+  /** What to do with the server's stderr: ignore it (default), pass it through, or log it at Debug. */
+  readonly stderr: "ignore" | "inherit" | "log"
+  /** After stdin is ended, how long the server may take to exit before SIGTERM. */
+  readonly stdinGrace: Duration.Input
+  /** After SIGTERM, how long the group may take to exit before SIGKILL. */
+  readonly terminateGrace: Duration.Input
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface InMemory extends ServerOptions {
+  readonly _tag: "InMemory"
+  /** Called once per session: a fresh server per (server, scope), as a real process would be. */
+  readonly makeServer: (scope: string) => McpServer | Server
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Custom extends ServerOptions {
+  readonly _tag: "Custom"
+  /** Opens a transport (not yet started) in the session's `Scope`; the pool closes that scope. */
+  readonly connect: (scope: string) => Effect.Effect<Transport, unknown, Scope.Scope>
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type McpServerConfig = Stdio | InMemory | Custom
+
+/**
+ * A local server as a child process.
+ *
+ * ```ts
+ * McpServerConfig.stdio({ command: "npx", args: ["@playwright/mcp", "--headless"] })
+ * McpServerConfig.stdio({ command: "python", args: ["repl.py"], cwd: (thread) => `/work/threads/${thread}` })
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const stdio = (
+  options: {
+    readonly command: string
+    readonly args?: ReadonlyArray<string> | undefined
+    readonly env?: PerScope<Environment> | undefined
+    readonly inheritEnv?: boolean | undefined
+    readonly cwd?: PerScope<string> | undefined
+    readonly stderr?: "ignore" | "inherit" | "log" | undefined
+    readonly stdinGrace?: Duration.Input | undefined
+    readonly terminateGrace?: Duration.Input | undefined
+  } & ServerOptions
+): Stdio => ({
+  ...options,
+  _tag: "Stdio",
+  command: options.command,
+  args: options.args ?? [],
+  env: options.env ?? {},
+  inheritEnv: options.inheritEnv ?? false,
+  cwd: options.cwd,
+  stderr: options.stderr ?? "ignore",
+  stdinGrace: options.stdinGrace ?? "2 seconds",
+  terminateGrace: options.terminateGrace ?? "2 seconds"
+})
+
+/**
+ * An SDK server in this process, one instance per session.
+ *
+ * ```ts
+ * McpServerConfig.inMemory(() => {
+ *   const server = new McpServer({ name: "fake", version: "1.0.0" })
+ *   server.registerTool("echo", { inputSchema: { text: z.string() } }, ({ text }) => ({ content: [{ type: "text", text }] }))
+ *   return server
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const inMemory = (
+  makeServer: (scope: string) => McpServer | Server,
+  options?: ServerOptions
+): InMemory => ({ ...options, _tag: "InMemory", makeServer })
+
+/**
+ * Any SDK transport. The effect runs in the session's `Scope`: add finalizers there for what it opens.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const custom = (
+  connect: (scope: string) => Effect.Effect<Transport, unknown, Scope.Scope>,
+  options?: ServerOptions
+): Custom => ({ ...options, _tag: "Custom", connect })

@@ -1,0 +1,131 @@
+/**
+ * The pool: one persistent MCP session per (server, scope), where the scope is usually a chat thread.
+ *
+ * ```ts
+ * const PoolLive = McpSessionPool.layer({
+ *   servers: { notebook: McpServerConfig.stdio({ command: "node", args: ["notebook-server.js"] }) },
+ *   capacity: 256
+ * })
+ *
+ * const turn = (threadId: string) =>
+ *   Effect.gen(function*() {
+ *     const pool = yield* McpSessionPool
+ *     yield* pool.callTool({ server: "notebook", scope: threadId, name: "note_write", arguments: { key: "a", text: "1" } })
+ *   })
+ * ```
+ *
+ * Lifecycle, in short:
+ * - `get` returns a lease held until the caller's `Scope` closes; `use` and `callTool` hold one for their
+ *   own duration. Concurrent `get`s of a missing key create exactly one session; a failed creation is
+ *   not cached; when every waiter of a connecting session is interrupted, the connect is cancelled.
+ * - Capacity counts the sessions kept. A new key evicts the least recently used idle session; leased and
+ *   connecting sessions are never evicted, so the pool may exceed capacity for a while and trims as leases
+ *   end.
+ * - `invalidate`, `closeScope` and `closeServer` detach sessions at once (the next `get` makes a fresh
+ *   one) and close each when its last lease ends.
+ * - A session whose transport dies is dropped (that exact entry), its in-flight calls fail with
+ *   `SessionLost`, and the next `get` connects afresh.
+ * - `closeAll` and layer shutdown are forced: in-flight calls fail with `PoolClosed`, every session is
+ *   closed in parallel within `closeTimeout`, and the pool refuses new work with `PoolClosed`.
+ *
+ * @since 0.1.0
+ */
+import * as NodeServices from "@effect/platform-node/NodeServices"
+import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js"
+import { Context, Effect, Layer } from "effect"
+import type { ChildProcessSpawner } from "effect/process/ChildProcessSpawner"
+import { type PoolOptions, resolveOptions } from "./internal/options.ts"
+import * as internal from "./internal/pool.ts"
+import type { ConfigError, McpGetError, McpSessionError } from "./McpPoolError.ts"
+import type { CallToolParams, McpSession, RequestOptions } from "./McpSession.ts"
+
+/**
+ * Pool options. Durations accept `Duration.Input` (`"30 seconds"`, milliseconds, …).
+ *
+ * - `servers`: name → `McpServerConfig`.
+ * - `capacity`: sessions kept across servers (default 256). Soft: see the module docs.
+ * - `connectTimeout`: spawn/dial plus `initialize` (default 30 seconds). Servers may override.
+ * - `callTimeout`: default bound per request (default 60 seconds). Servers and calls may override.
+ * - `closeTimeout`: bound on closing one session (default 10 seconds; stdio graces fit inside it).
+ * - `clientInfo`: the client name and version sent in `initialize`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Options = PoolOptions
+
+/**
+ * One row of {@link McpSessionPool.snapshot}.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type SessionInfo = internal.SessionInfo
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface CallToolRequest extends CallToolParams {
+  readonly server: string
+  readonly scope: string
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface McpSessionPoolShape {
+  /** A lease on the session for (server, scope), held until the caller's `Scope` closes. */
+  readonly get: (server: string, scope: string) => Effect.Effect<McpSession, McpGetError, Scope>
+  /** Runs `f` with a lease held for its duration. */
+  readonly use: <A, E, R>(
+    server: string,
+    scope: string,
+    f: (session: McpSession) => Effect.Effect<A, E, R>
+  ) => Effect.Effect<A, E | McpGetError, R>
+  /** One tool call on the (server, scope) session. `isError` results are results, not failures. */
+  readonly callTool: (
+    request: CallToolRequest,
+    options?: RequestOptions
+  ) => Effect.Effect<CallToolResult, McpGetError | McpSessionError>
+  /** Detaches the (server, scope) session; it closes when its last lease ends (waits if none). */
+  readonly invalidate: (server: string, scope: string) => Effect.Effect<void>
+  /** The thread is gone: detaches its sessions on every server, closing them as their leases end. */
+  readonly closeScope: (scope: string) => Effect.Effect<void>
+  /** Detaches every session of one server. */
+  readonly closeServer: (server: string) => Effect.Effect<void>
+  /** Forced: interrupts in-flight calls, closes every session in parallel, refuses new work. */
+  readonly closeAll: Effect.Effect<void>
+  /** The live sessions: server, scope, state, leases, idle since, pid. */
+  readonly snapshot: Effect.Effect<ReadonlyArray<SessionInfo>>
+}
+
+type Scope = import("effect").Scope.Scope
+
+/**
+ * @since 0.1.0
+ * @category services
+ */
+export class McpSessionPool extends Context.Service<McpSessionPool, McpSessionPoolShape>()(
+  "effect-mcp-pool/McpSessionPool"
+) {
+  /**
+   * Builds a pool in the current scope; closing the scope closes every session (forced, bounded).
+   * Needs a `ChildProcessSpawner` for stdio servers.
+   */
+  static readonly make = (
+    options: Options
+  ): Effect.Effect<McpSessionPoolShape, ConfigError, Scope | ChildProcessSpawner> =>
+    Effect.flatMap(resolveOptions(options, "McpSessionPool options"), internal.make)
+
+  /** The pool as a layer, with Node's process spawner for stdio servers. */
+  static readonly layer = (options: Options): Layer.Layer<McpSessionPool, ConfigError> =>
+    McpSessionPool.layerWithoutPlatform(options).pipe(Layer.provide(NodeServices.layer))
+
+  /** The pool as a layer that takes the `ChildProcessSpawner` from its context (e.g. for tests). */
+  static readonly layerWithoutPlatform = (
+    options: Options
+  ): Layer.Layer<McpSessionPool, ConfigError, ChildProcessSpawner> =>
+    Layer.effect(McpSessionPool, McpSessionPool.make(options))
+}

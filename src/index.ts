@@ -1,0 +1,10 @@
+/**
+ * effect-mcp-pool: persistent, scoped MCP client sessions for Effect agent apps.
+ *
+ * @since 0.1.0
+ */
+export * as McpPoolError from "./McpPoolError.ts"
+export * as McpServerConfig from "./McpServerConfig.ts"
+export * as McpSession from "./McpSession.ts"
+export { McpSessionPool } from "./McpSessionPool.ts"
+export * as McpSessionPoolModule from "./McpSessionPool.ts"

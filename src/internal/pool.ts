@@ -1,0 +1,473 @@
+/**
+ * The pool's machinery.
+ *
+ * Lifecycle of one entry (one session for one (server, scope) key):
+ *
+ *   Connecting ──ready──▶ Ready ──close signal / lost──▶ Closed
+ *        └──── failed / cancelled / pool closed ─────────▶ Closed
+ *
+ * - One owner fiber per entry, forked (uninterruptible) into the pool's owners scope. It opens a `Scope`,
+ *   connects inside it, publishes the session through `ready`, waits for `closeSignal` (or the transport's
+ *   death), then closes that scope: acquire and release run in that one fiber, whoever asked.
+ * - Leases: every `get` counts one lease from the moment it asks (a waiter is a lease), so a session is
+ *   never closed to make room while someone waits for it or uses it.
+ * - Attached entries are in the indexes and are what `get` finds. Detaching (evict, invalidate, closeScope,
+ *   closeServer, death) removes an entry from the indexes at once — the next `get` makes a fresh one —
+ *   and its owner is told to close when its last lease ends. Removals check identity, so a stale owner
+ *   never removes its replacement.
+ * - All state changes go through one `SynchronizedRef`, always under `uninterruptibleMask`, and never wait
+ *   for an owner while holding it (owners need it to detach themselves).
+ */
+import type { CallToolResult, Implementation } from "@modelcontextprotocol/sdk/types.js"
+import { Cause, Clock, Deferred, Duration, Effect, Exit, Fiber, Metric, Scope, SynchronizedRef } from "effect"
+import type { ChildProcessSpawner } from "effect/process/ChildProcessSpawner"
+import type { McpGetError, McpSessionError } from "../McpPoolError.ts"
+import { ConnectError, ConnectTimeout, PoolClosed, SessionLost, UnknownServer } from "../McpPoolError.ts"
+import type { McpServerConfig } from "../McpServerConfig.ts"
+import type { CallToolParams, McpSession, RequestOptions } from "../McpSession.ts"
+import { openSession, type SessionHandle } from "./session.ts"
+
+/** Options after validation, durations parsed once. */
+export interface ResolvedOptions {
+  readonly servers: ReadonlyMap<string, McpServerConfig>
+  readonly capacity: number
+  readonly connectTimeout: Duration.Duration
+  readonly callTimeout: Duration.Duration
+  readonly closeTimeout: Duration.Duration
+  readonly clientInfo: Implementation
+}
+
+/** Why an entry is being closed. `pool-closed` is the only forced one. */
+export type CloseReason =
+  | "released"
+  | "evicted"
+  | "invalidated"
+  | "scope-closed"
+  | "server-closed"
+  | "cancelled"
+  | "lost"
+  | "failed"
+  | "pool-closed"
+
+type EntryState =
+  | { readonly _tag: "Connecting" }
+  | { readonly _tag: "Ready"; readonly handle: SessionHandle }
+  | { readonly _tag: "Closing" }
+
+interface Entry {
+  readonly server: string
+  readonly scope: string
+  readonly config: McpServerConfig
+  readonly createdAt: number
+  state: EntryState
+  /** Waiters and holders. */
+  leases: number
+  attached: boolean
+  /** Set once, at detach; the owner closes for this reason when the last lease ends. */
+  closeReason: CloseReason | undefined
+  idleSince: number
+  readonly ready: Deferred.Deferred<McpSession, McpGetError>
+  readonly closeSignal: Deferred.Deferred<CloseReason>
+  owner: Fiber.Fiber<void> | undefined
+}
+
+interface Open {
+  readonly _tag: "Open"
+  /** server → scope → entry: the primary index; `closeServer` reads one inner map. */
+  readonly byServer: Map<string, Map<string, Entry>>
+  readonly byScope: Map<string, Set<Entry>>
+  /** Attached, ready, unleased entries in least-recently-used order (first = coldest). */
+  readonly idle: Set<Entry>
+  /** Every entry whose owner still runs, attached or not: what a forced close must reach. */
+  readonly live: Set<Entry>
+  attachedCount: number
+}
+
+type PoolState = Open | { readonly _tag: "Closed" }
+
+/** One row of `snapshot`. */
+export interface SessionInfo {
+  readonly server: string
+  readonly scope: string
+  readonly state: "connecting" | "ready" | "closing"
+  /** False once detached (invalidated, evicted, …): it closes when its last lease ends. */
+  readonly attached: boolean
+  readonly leases: number
+  readonly createdAt: Date
+  readonly idleSince: Date | undefined
+  readonly pid: number | undefined
+}
+
+export interface PoolShape {
+  readonly get: (server: string, scope: string) => Effect.Effect<McpSession, McpGetError, Scope.Scope>
+  readonly use: <A, E, R>(
+    server: string,
+    scope: string,
+    f: (session: McpSession) => Effect.Effect<A, E, R>
+  ) => Effect.Effect<A, E | McpGetError, R>
+  readonly callTool: (
+    params: CallToolParams & { readonly server: string; readonly scope: string },
+    options?: RequestOptions
+  ) => Effect.Effect<CallToolResult, McpGetError | McpSessionError>
+  readonly invalidate: (server: string, scope: string) => Effect.Effect<void>
+  readonly closeScope: (scope: string) => Effect.Effect<void>
+  readonly closeServer: (server: string) => Effect.Effect<void>
+  readonly closeAll: Effect.Effect<void>
+  readonly snapshot: Effect.Effect<ReadonlyArray<SessionInfo>>
+}
+
+const sessionsCreated = Metric.counter("mcp_pool_sessions_created", {
+  description: "Sessions connected successfully",
+  incremental: true
+})
+const connectFailures = Metric.counter("mcp_pool_connect_failures", {
+  description: "Connect attempts that failed or timed out",
+  incremental: true
+})
+const sessionsClosed = Metric.counter("mcp_pool_sessions_closed", {
+  description: "Sessions closed, by reason",
+  incremental: true
+})
+
+export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
+  const layerScope = yield* Effect.scope
+  // Owners live in their own scope, closed after the pool is marked closed (finalizers run in reverse).
+  const ownersScope = yield* Scope.fork(layerScope, "parallel")
+  // Owners run with the layer's services, never the first caller's (its span, its provided services).
+  const ownerContext = yield* Effect.context<ChildProcessSpawner>()
+  const ref = yield* SynchronizedRef.make<PoolState>({
+    _tag: "Open",
+    byServer: new Map(),
+    byScope: new Map(),
+    idle: new Set(),
+    live: new Set(),
+    attachedCount: 0
+  })
+  const knownServers = Array.from(options.servers.keys())
+
+  // --- state transitions; each runs inside the ref's lock and only touches memory ---
+
+  const signalClose = (entry: Entry, reason: CloseReason): void => {
+    Deferred.doneUnsafe(entry.closeSignal, Exit.succeed(reason))
+  }
+
+  const detach = (state: Open, entry: Entry, reason: CloseReason): void => {
+    if (!entry.attached) return
+    entry.attached = false
+    entry.closeReason = reason
+    const scopes = state.byServer.get(entry.server)
+    if (scopes?.get(entry.scope) === entry) {
+      scopes.delete(entry.scope)
+      if (scopes.size === 0) state.byServer.delete(entry.server)
+    }
+    const servers = state.byScope.get(entry.scope)
+    if (servers !== undefined) {
+      servers.delete(entry)
+      if (servers.size === 0) state.byScope.delete(entry.scope)
+    }
+    state.idle.delete(entry)
+    state.attachedCount--
+  }
+
+  /** Detach, and close now if nobody holds it; otherwise the last lease closes it. */
+  const retire = (state: Open, entry: Entry, reason: CloseReason): void => {
+    detach(state, entry, reason)
+    if (entry.leases === 0) signalClose(entry, entry.closeReason ?? reason)
+  }
+
+  /** Evict idle sessions, coldest first, while over capacity. Connecting or leased ones are never evicted. */
+  const trim = (state: Open, room: number): void => {
+    for (const victim of state.idle) {
+      if (state.attachedCount + room <= options.capacity) return
+      retire(state, victim, "evicted")
+    }
+  }
+
+  const releaseLease = (entry: Entry) =>
+    Effect.flatMap(Clock.currentTimeMillis, (now) =>
+      SynchronizedRef.update(ref, (state) => {
+        entry.leases--
+        if (entry.leases > 0) return state
+        if (state._tag === "Closed" || !entry.attached) {
+          signalClose(entry, entry.closeReason ?? "released")
+        } else if (entry.state._tag === "Connecting") {
+          // The last waiter gave up: cancel the connect rather than keep a session nobody asked for.
+          retire(state, entry, "cancelled")
+        } else {
+          entry.idleSince = now
+          state.idle.add(entry)
+          trim(state, 0)
+        }
+        return state
+      }))
+
+  // --- the owner fiber ---
+
+  const connectTimeoutOf = (entry: Entry) =>
+    entry.config.connectTimeout === undefined
+      ? options.connectTimeout
+      : Duration.fromInputUnsafe(entry.config.connectTimeout)
+
+  const connect = (entry: Entry, sessionScope: Scope.Scope) => {
+    const timeout = connectTimeoutOf(entry)
+    return openSession({
+      server: entry.server,
+      scope: entry.scope,
+      config: entry.config,
+      clientInfo: options.clientInfo,
+      connectTimeout: timeout,
+      callTimeout: entry.config.callTimeout === undefined
+        ? options.callTimeout
+        : Duration.fromInputUnsafe(entry.config.callTimeout)
+    }).pipe(
+      Scope.provide(sessionScope),
+      Effect.timeoutOrElse({
+        duration: timeout,
+        orElse: () =>
+          Effect.fail(
+            new ConnectTimeout({ server: entry.server, scope: entry.scope, timeoutMillis: Duration.toMillis(timeout) })
+          )
+      }),
+      Effect.withSpan("McpSession.connect", {
+        attributes: { "mcp.server": entry.server, "mcp.scope": entry.scope }
+      })
+    )
+  }
+
+  /** Owner: runs uninterruptibly; only its two waits can be interrupted (by the owners scope closing). */
+  const runOwner = Effect.fnUntraced(function*(entry: Entry) {
+    const sessionScope = yield* Scope.make()
+    const outcome = yield* Effect.exit(Effect.interruptible(Effect.raceFirst(
+      Effect.map(connect(entry, sessionScope), (handle) => ({ _tag: "Connected" as const, handle })),
+      Effect.map(Deferred.await(entry.closeSignal), (reason) => ({ _tag: "Cancelled" as const, reason }))
+    )))
+
+    let reason: CloseReason
+    if (Exit.isSuccess(outcome) && outcome.value._tag === "Connected") {
+      const handle = outcome.value.handle
+      yield* Metric.update(sessionsCreated, 1)
+      yield* Effect.logDebug("MCP session ready")
+      const now = yield* Clock.currentTimeMillis
+      yield* SynchronizedRef.update(ref, (state) => {
+        entry.state = { _tag: "Ready", handle }
+        Deferred.doneUnsafe(entry.ready, Exit.succeed(handle.session))
+        if (state._tag === "Open" && entry.attached && entry.leases === 0) {
+          entry.idleSince = now
+          state.idle.add(entry)
+        }
+        // Several keys may finish at once while others sit idle: trim after each.
+        if (state._tag === "Open") trim(state, 0)
+        return state
+      })
+      const ended = yield* Effect.exit(Effect.interruptible(Effect.raceFirst(
+        Deferred.await(entry.closeSignal),
+        Effect.as(Deferred.await(handle.lost), "lost" as const)
+      )))
+      reason = Exit.isSuccess(ended) ? ended.value : "pool-closed"
+      if (reason === "lost") {
+        yield* Effect.logWarning("MCP session lost: its transport closed")
+        yield* SynchronizedRef.update(ref, (state) => {
+          if (state._tag === "Open") detach(state, entry, "lost")
+          return state
+        })
+      }
+      yield* handle.terminate(
+        reason === "pool-closed"
+          ? new PoolClosed({ server: entry.server, scope: entry.scope })
+          : new SessionLost({ server: entry.server, scope: entry.scope, reason: `the session was closed (${reason})` })
+      )
+    } else {
+      // Connect failed, was cancelled, or the owners scope closed under it.
+      const failure: McpGetError = Exit.isSuccess(outcome)
+        ? new PoolClosed({ server: entry.server, scope: entry.scope })
+        : Cause.findErrorOption(outcome.cause).pipe((found) =>
+          found._tag === "Some"
+            ? found.value
+            : Cause.hasInterruptsOnly(outcome.cause)
+            ? new PoolClosed({ server: entry.server, scope: entry.scope })
+            : new ConnectError({
+              server: entry.server,
+              scope: entry.scope,
+              reason: "unexpected defect",
+              cause: Cause.squash(outcome.cause)
+            })
+        )
+      reason = Exit.isSuccess(outcome) && outcome.value._tag === "Cancelled"
+        ? outcome.value.reason
+        : failure._tag === "PoolClosed"
+        ? "pool-closed"
+        : "failed"
+      if (reason === "failed") {
+        yield* Metric.update(connectFailures, 1)
+        yield* Effect.logDebug("MCP connect failed", failure.message)
+      }
+      // Detach first: the next `get` must try again, never see this failure cached.
+      yield* SynchronizedRef.update(ref, (state) => {
+        if (state._tag === "Open") detach(state, entry, reason)
+        Deferred.doneUnsafe(entry.ready, Exit.fail(failure))
+        return state
+      })
+    }
+
+    entry.state = { _tag: "Closing" }
+    const closed = yield* Effect.exit(
+      Effect.timeoutOrElse(Scope.close(sessionScope, Exit.void), {
+        duration: options.closeTimeout,
+        orElse: () => Effect.fail("timeout" as const)
+      })
+    )
+    if (Exit.isFailure(closed)) {
+      yield* Effect.logWarning(`MCP session did not close within ${Duration.format(options.closeTimeout)}`)
+    }
+    yield* Metric.update(Metric.withAttributes(sessionsClosed, { reason }), 1)
+    yield* Effect.logDebug(`MCP session closed (${reason})`)
+    yield* SynchronizedRef.update(ref, (state) => {
+      if (state._tag === "Open") state.live.delete(entry)
+      return state
+    })
+  }, (effect, entry) => Effect.annotateLogs(effect, { "mcp.server": entry.server, "mcp.scope": entry.scope }))
+
+  // --- leases ---
+
+  /** Takes a lease on the entry for (server, scope), creating it (and its owner) if missing. */
+  const acquireLease = (server: string, scope: string) =>
+    Effect.flatMap(Clock.currentTimeMillis, (now) =>
+      SynchronizedRef.modifyEffect(
+        ref,
+        (state): Effect.Effect<readonly [Entry, PoolState], UnknownServer | PoolClosed> => {
+          if (state._tag === "Closed") return Effect.fail(new PoolClosed({ server, scope }))
+          const existing = state.byServer.get(server)?.get(scope)
+          if (existing !== undefined) {
+            existing.leases++
+            state.idle.delete(existing)
+            return Effect.succeed([existing, state] as const)
+          }
+          const config = options.servers.get(server)
+          if (config === undefined) return Effect.fail(new UnknownServer({ server, scope, known: knownServers }))
+          trim(state, 1)
+          const entry: Entry = {
+            server,
+            scope,
+            config,
+            createdAt: now,
+            state: { _tag: "Connecting" },
+            leases: 1,
+            attached: true,
+            closeReason: undefined,
+            idleSince: now,
+            ready: Deferred.makeUnsafe(),
+            closeSignal: Deferred.makeUnsafe(),
+            owner: undefined
+          }
+          let scopes = state.byServer.get(server)
+          if (scopes === undefined) state.byServer.set(server, scopes = new Map())
+          scopes.set(scope, entry)
+          let servers = state.byScope.get(scope)
+          if (servers === undefined) state.byScope.set(scope, servers = new Set())
+          servers.add(entry)
+          state.attachedCount++
+          state.live.add(entry)
+          return Effect.map(
+            Effect.forkIn(Effect.provideContext(runOwner(entry), ownerContext), ownersScope, {
+              startImmediately: true,
+              uninterruptible: true
+            }),
+            (fiber) => {
+              entry.owner = fiber
+              return [entry, state] as const
+            }
+          )
+        }
+      ))
+
+  /**
+   * Lease + wait for the session. On failure or interruption of the wait the lease is returned at once,
+   * so the last waiter leaving a connecting entry cancels its connect.
+   */
+  const acquireSession = (server: string, scope: string) =>
+    Effect.uninterruptibleMask((restore) =>
+      Effect.flatMap(acquireLease(server, scope), (entry) =>
+        Effect.onExit(
+          restore(Deferred.await(entry.ready)),
+          (exit) => Exit.isSuccess(exit) ? Effect.void : releaseLease(entry)
+        ).pipe(Effect.map((session) => [entry, session] as const)))
+    )
+
+  const get = (server: string, scope: string) =>
+    Effect.uninterruptibleMask((restore) =>
+      Effect.gen(function*() {
+        const [entry, session] = yield* restore(acquireSession(server, scope))
+        yield* Effect.addFinalizer(() => releaseLease(entry))
+        return session
+      })
+    ).pipe(Effect.withSpan("McpSessionPool.get", { attributes: { "mcp.server": server, "mcp.scope": scope } }))
+
+  const use = <A, E, R>(server: string, scope: string, f: (session: McpSession) => Effect.Effect<A, E, R>) =>
+    Effect.acquireUseRelease(
+      acquireSession(server, scope),
+      ([, session]) => f(session),
+      ([entry]) => releaseLease(entry)
+    )
+
+  // --- closing ---
+
+  /** Retires the chosen entries; waits for those nobody holds to finish closing. */
+  const retireWhere = (select: (state: Open) => Iterable<Entry>, reason: CloseReason) =>
+    Effect.uninterruptible(
+      SynchronizedRef.modify(ref, (state) => {
+        if (state._tag === "Closed") return [[], state]
+        const closingNow: Array<Fiber.Fiber<void>> = []
+        for (const entry of Array.from(select(state))) {
+          retire(state, entry, reason)
+          if (entry.leases === 0 && entry.owner !== undefined) closingNow.push(entry.owner)
+        }
+        return [closingNow, state]
+      })
+    ).pipe(Effect.flatMap((owners) => Fiber.awaitAll(owners)), Effect.asVoid)
+
+  const closeAll = Effect.uninterruptible(Effect.gen(function*() {
+    const entries = yield* SynchronizedRef.modify(ref, (state): readonly [Array<Entry>, PoolState] => {
+      if (state._tag === "Closed") return [[], state]
+      return [Array.from(state.live), { _tag: "Closed" }]
+    })
+    for (const entry of entries) signalClose(entry, "pool-closed")
+    const owners = entries.flatMap((entry) => entry.owner === undefined ? [] : [entry.owner])
+    // Each owner bounds its own close; this bound only guards against an owner that never returns.
+    yield* Effect.timeoutOrElse(Fiber.awaitAll(owners), {
+      duration: Duration.sum(options.closeTimeout, Duration.seconds(1)),
+      orElse: () => Effect.logWarning("MCP pool: some sessions did not close in time")
+    })
+  }))
+
+  yield* Scope.addFinalizer(layerScope, closeAll)
+
+  const snapshot = Effect.map(SynchronizedRef.get(ref), (state): ReadonlyArray<SessionInfo> => {
+    if (state._tag === "Closed") return []
+    return Array.from(state.live, (entry) => ({
+      server: entry.server,
+      scope: entry.scope,
+      state: entry.state._tag === "Connecting" ? "connecting" : entry.state._tag === "Ready" ? "ready" : "closing",
+      attached: entry.attached,
+      leases: entry.leases,
+      createdAt: new Date(entry.createdAt),
+      idleSince: entry.leases === 0 && entry.state._tag === "Ready" ? new Date(entry.idleSince) : undefined,
+      pid: entry.state._tag === "Ready" ? entry.state.handle.session.pid : undefined
+    }))
+  })
+
+  return {
+    get,
+    use,
+    callTool: ({ server, scope, ...params }, requestOptions) =>
+      use(server, scope, (session) => session.callTool(params, requestOptions)),
+    invalidate: (server, scope) =>
+      retireWhere((state) => {
+        const entry = state.byServer.get(server)?.get(scope)
+        return entry === undefined ? [] : [entry]
+      }, "invalidated"),
+    closeScope: (scope) => retireWhere((state) => state.byScope.get(scope) ?? [], "scope-closed"),
+    closeServer: (server) => retireWhere((state) => state.byServer.get(server)?.values() ?? [], "server-closed"),
+    closeAll,
+    snapshot
+  } satisfies PoolShape
+})

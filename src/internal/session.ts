@@ -1,0 +1,226 @@
+/**
+ * Opening one session: transport (per config kind), SDK client, `initialize` — all inside the `Scope`
+ * that the session's owner fiber holds, so that closing that scope releases exactly what was opened,
+ * in reverse order (client, then transport / process).
+ */
+import { Client } from "@modelcontextprotocol/sdk/client/index.js"
+import { InMemoryTransport } from "@modelcontextprotocol/sdk/inMemory.js"
+import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js"
+import {
+  type CallToolResult,
+  ErrorCode,
+  type Implementation,
+  McpError,
+  type ServerNotification
+} from "@modelcontextprotocol/sdk/types.js"
+import { Deferred, Duration, Effect, PubSub, Scope, Stream } from "effect"
+import type { ChildProcessSpawner } from "effect/process/ChildProcessSpawner"
+import { CallTimeout, ConnectError, McpProtocolError, PoolClosed, SessionLost } from "../McpPoolError.ts"
+import type { McpSessionError } from "../McpPoolError.ts"
+import type { McpServerConfig } from "../McpServerConfig.ts"
+import type { McpSession, RequestOptions } from "../McpSession.ts"
+import { spawnStdio } from "./stdioTransport.ts"
+
+/** Why a session stopped serving: the error every later (and every in-flight) request fails with. */
+export type Termination = SessionLost | PoolClosed
+
+export interface SessionHandle {
+  readonly session: McpSession
+  /** Completes when the transport dies on its own, never when the pool closes the session. */
+  readonly lost: Deferred.Deferred<SessionLost>
+  /** Fails in-flight and later requests with `reason` and closes the client. Idempotent. */
+  readonly terminate: (reason: Termination) => Effect.Effect<void>
+}
+
+export interface OpenSessionOptions {
+  readonly server: string
+  readonly scope: string
+  readonly config: McpServerConfig
+  readonly clientInfo: Implementation
+  readonly connectTimeout: Duration.Duration
+  readonly callTimeout: Duration.Duration
+}
+
+interface OpenedTransport {
+  readonly transport: Transport
+  readonly pid: number | undefined
+}
+
+const resolvePerScope = <A>(value: A | ((scope: string) => A), scope: string): A =>
+  typeof value === "function" ? (value as (scope: string) => A)(scope) : value
+
+const errorText = (error: unknown): string => error instanceof Error ? error.message : String(error)
+
+const openTransport = (
+  options: OpenSessionOptions
+): Effect.Effect<OpenedTransport, ConnectError, Scope.Scope | ChildProcessSpawner> => {
+  const { config, scope, server } = options
+  const connectError = (reason: string) => (cause: unknown) => new ConnectError({ server, scope, reason, cause })
+  switch (config._tag) {
+    case "Stdio":
+      return Effect.suspend(() =>
+        spawnStdio({
+          command: config.command,
+          args: config.args,
+          env: resolvePerScope(config.env, scope),
+          inheritEnv: config.inheritEnv,
+          cwd: config.cwd === undefined ? undefined : resolvePerScope(config.cwd, scope),
+          stderr: config.stderr === "log" ? "pipe" : config.stderr,
+          stdinGrace: Duration.fromInputUnsafe(config.stdinGrace),
+          terminateGrace: Duration.fromInputUnsafe(config.terminateGrace)
+        })
+      ).pipe(
+        Effect.map(({ pid, transport }) => ({ transport, pid })),
+        Effect.mapError((error) => connectError(`could not start "${config.command}": ${error.message}`)(error))
+      )
+    case "InMemory":
+      return Effect.gen(function*() {
+        const mcpServer = yield* Effect.try({
+          try: () => config.makeServer(scope),
+          catch: connectError("the in-memory server factory threw")
+        })
+        const [clientTransport, serverTransport] = InMemoryTransport.createLinkedPair()
+        yield* Effect.acquireRelease(
+          Effect.tryPromise({
+            try: () => mcpServer.connect(serverTransport),
+            catch: connectError("the in-memory server did not start")
+          }),
+          () => Effect.promise(() => mcpServer.close().catch(() => undefined))
+        )
+        return { transport: clientTransport, pid: undefined }
+      })
+    case "Custom":
+      return Effect.suspend(() => config.connect(scope)).pipe(
+        Effect.map((transport) => ({ transport, pid: undefined })),
+        Effect.mapError((error) => connectError(errorText(error))(error))
+      )
+  }
+}
+
+/**
+ * Opens a session in the current scope. Interrupting it (connect timeout, last waiter gone, pool closed)
+ * aborts `initialize` and the scope's finalizers release whatever was opened.
+ */
+export const openSession = (
+  options: OpenSessionOptions
+): Effect.Effect<SessionHandle, ConnectError, Scope.Scope | ChildProcessSpawner> =>
+  Effect.gen(function*() {
+    const { scope, server } = options
+    const opened = yield* openTransport(options)
+    const client = new Client(options.clientInfo, { capabilities: {} })
+    const lost = Deferred.makeUnsafe<SessionLost>()
+    let terminated: Termination | undefined
+    const notifications = yield* PubSub.sliding<ServerNotification>(1024)
+
+    // The SDK calls onclose once the transport is gone, whoever closed it; only a close we did not start
+    // is a death.
+    client.onclose = () => {
+      if (terminated === undefined) {
+        terminated = new SessionLost({ server, scope, reason: "the connection closed" })
+        Deferred.doneUnsafe(lost, Effect.succeed(terminated))
+      }
+    }
+    client.fallbackNotificationHandler = async (notification) => {
+      PubSub.publishUnsafe(notifications, notification as ServerNotification)
+    }
+
+    const terminate = (reason: Termination) =>
+      Effect.suspend(() => {
+        if (terminated === undefined) terminated = reason
+        // Closing the client rejects every pending request at once (the SDK fails them on close).
+        return Effect.promise(() => client.close().catch(() => undefined))
+      }).pipe(Effect.andThen(PubSub.shutdown(notifications)))
+
+    yield* Scope.addFinalizer(
+      yield* Effect.scope,
+      terminate(new SessionLost({ server, scope, reason: "the session was closed" }))
+    )
+
+    yield* Effect.tryPromise({
+      try: (signal) => client.connect(opened.transport, { signal, timeout: Duration.toMillis(options.connectTimeout) }),
+      catch: (cause) =>
+        new ConnectError({
+          server,
+          scope,
+          reason: `initialize failed: ${terminated === undefined ? errorText(cause) : terminated.message}`,
+          cause
+        })
+    })
+
+    const defaultTimeout = Duration.toMillis(options.callTimeout)
+    const toError = (method: string, timeoutMillis: number) => (cause: unknown): McpSessionError => {
+      if (terminated !== undefined) return terminated
+      if (cause instanceof McpError) {
+        if (cause.code === ErrorCode.RequestTimeout) {
+          return new CallTimeout({ server, scope, method, timeoutMillis })
+        }
+        if (cause.code === ErrorCode.ConnectionClosed) {
+          return new SessionLost({ server, scope, reason: cause.message, cause })
+        }
+        return new McpProtocolError({
+          server,
+          scope,
+          method,
+          code: cause.code,
+          message: cause.message,
+          data: cause.data
+        })
+      }
+      if (cause instanceof Error && cause.message === "Not connected") {
+        return new SessionLost({ server, scope, reason: "not connected", cause })
+      }
+      return new McpProtocolError({ server, scope, method, code: ErrorCode.InternalError, message: errorText(cause) })
+    }
+
+    const request = <A>(
+      method: string,
+      run: (sdkOptions: { readonly signal: AbortSignal; readonly timeout: number }) => Promise<A>,
+      requestOptions: RequestOptions | undefined
+    ): Effect.Effect<A, McpSessionError> => {
+      const timeout = requestOptions?.timeout === undefined
+        ? defaultTimeout
+        : Duration.toMillis(Duration.fromInputUnsafe(requestOptions.timeout))
+      return Effect.tryPromise({
+        try: (signal) => terminated === undefined ? run({ signal, timeout }) : Promise.reject(terminated),
+        catch: toError(method, timeout)
+      })
+    }
+
+    const serverInfo = client.getServerVersion() ?? { name: server, version: "unknown" }
+    const session: McpSession = {
+      server,
+      scope,
+      pid: opened.pid,
+      serverInfo,
+      serverCapabilities: client.getServerCapabilities() ?? {},
+      instructions: client.getInstructions(),
+      notifications: Stream.fromPubSub(notifications),
+      client,
+      listTools: (params, requestOptions) =>
+        request("tools/list", (o) => client.listTools(params?.cursor === undefined ? {} : params, o), requestOptions),
+      // The SDK's declared result also covers a pre-2024 shape it never returns for the default schema.
+      callTool: (params, requestOptions) =>
+        request(
+          "tools/call",
+          (o) => client.callTool(params, undefined, o) as Promise<CallToolResult>,
+          requestOptions
+        ),
+      listResources: (params, requestOptions) =>
+        request(
+          "resources/list",
+          (o) => client.listResources(params?.cursor === undefined ? {} : params, o),
+          requestOptions
+        ),
+      readResource: (params, requestOptions) =>
+        request("resources/read", (o) => client.readResource(params, o), requestOptions),
+      listPrompts: (params, requestOptions) =>
+        request(
+          "prompts/list",
+          (o) => client.listPrompts(params?.cursor === undefined ? {} : params, o),
+          requestOptions
+        ),
+      getPrompt: (params, requestOptions) => request("prompts/get", (o) => client.getPrompt(params, o), requestOptions),
+      ping: (requestOptions) => Effect.asVoid(request("ping", (o) => client.ping(o), requestOptions))
+    }
+    return { session, lost, terminate } satisfies SessionHandle
+  })

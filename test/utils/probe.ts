@@ -1,0 +1,73 @@
+/**
+ * A controllable in-memory server config for pool tests: counts connects and releases, can hold each
+ * connect at a latch, fail the next connects, and runs a fresh notebook server per session.
+ */
+import { InMemoryTransport } from "@modelcontextprotocol/sdk/inMemory.js"
+import { type Duration, Effect, Latch, Queue } from "effect"
+import { makeNotebookServer } from "../../examples/notebook-server.ts"
+import * as McpServerConfig from "../../src/McpServerConfig.ts"
+
+export interface Probe {
+  readonly config: McpServerConfig.Custom
+  /** Scope keys, in the order their connects started. */
+  readonly connectStarted: Queue.Queue<string>
+  /** Scope keys, in the order their transports were released. */
+  readonly released: Queue.Queue<string>
+  readonly counts: { connects: number; releases: number }
+  /** Connects wait here while it is closed. */
+  readonly gate: Latch.Latch
+  /** The next `failures` connects fail. */
+  failures: number
+  /** When true, connects never finish (until interrupted). */
+  hang: boolean
+}
+
+export const makeProbe = (
+  options?: { readonly gateOpen?: boolean; readonly connectTimeout?: Duration.Input }
+) =>
+  Effect.gen(function*() {
+    const connectStarted = yield* Queue.unbounded<string>()
+    const released = yield* Queue.unbounded<string>()
+    const gate = yield* Latch.make(options?.gateOpen ?? true)
+    const probe: Probe = {
+      connectStarted,
+      released,
+      gate,
+      counts: { connects: 0, releases: 0 },
+      failures: 0,
+      hang: false,
+      config: McpServerConfig.custom(
+        (scope) =>
+          Effect.gen(function*() {
+            probe.counts.connects++
+            // Everything opened from here on is released when the session's scope closes.
+            yield* Effect.addFinalizer(() =>
+              Effect.sync(() => {
+                probe.counts.releases++
+                Queue.offerUnsafe(released, scope)
+              })
+            )
+            Queue.offerUnsafe(connectStarted, scope)
+            yield* gate.await
+            if (probe.hang) return yield* Effect.never
+            if (probe.failures > 0) {
+              probe.failures--
+              return yield* Effect.fail(new Error("injected connect failure"))
+            }
+            const [clientTransport, serverTransport] = InMemoryTransport.createLinkedPair()
+            const server = makeNotebookServer()
+            yield* Effect.promise(() => server.connect(serverTransport))
+            yield* Effect.addFinalizer(() => Effect.promise(() => server.close()))
+            return clientTransport
+          }),
+        options?.connectTimeout === undefined ? undefined : { connectTimeout: options.connectTimeout }
+      )
+    }
+    return probe
+  })
+
+/** The text of a tool result's first content block. */
+export const firstText = (result: { readonly content: ReadonlyArray<unknown> }): string => {
+  const block = result.content[0] as { readonly type?: string; readonly text?: string } | undefined
+  return block?.type === "text" && block.text !== undefined ? block.text : ""
+}
