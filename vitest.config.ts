@@ -7,6 +7,6 @@ export default defineConfig({
     hookTimeout: 30_000,
     // Real child processes and loopback servers: keep the 2-core machine from oversubscribing.
     maxWorkers: 2,
-    reporters: ["default"]
+    reporters: ["default", "./test/summary-reporter.ts"]
   }
 })

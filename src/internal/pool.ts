@@ -337,7 +337,10 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
         (state): Effect.Effect<readonly [Entry, PoolState], UnknownServer | PoolClosed> => {
           if (state._tag === "Closed") return Effect.fail(new PoolClosed({ server, scope }))
           const existing = state.byServer.get(server)?.get(scope)
-          if (existing !== undefined) {
+          // A session known to be dead is never handed out, even before its owner has detached it.
+          if (existing?.state._tag === "Ready" && Deferred.isDoneUnsafe(existing.state.handle.lost)) {
+            retire(state, existing, "lost")
+          } else if (existing !== undefined) {
             existing.leases++
             state.idle.delete(existing)
             return Effect.succeed([existing, state] as const)
