@@ -153,6 +153,20 @@ export class ConfigError extends Schema.TaggedError<ConfigError>()("ConfigError"
 }
 
 /**
+ * A pool call named no scope and none was provided as `McpScope` (never falls back to a shared scope).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class MissingScope extends Schema.TaggedError<MissingScope>()("MissingScope", {
+  server: Schema.String
+}) {
+  override get message(): string {
+    return `No scope for MCP server "${this.server}": pass \`scope\` or provide McpScope (e.g. the chat thread id)`
+  }
+}
+
+/**
  * What a request on a session can fail with.
  *
  * @since 0.1.0
@@ -166,4 +180,4 @@ export type McpSessionError = SessionLost | PoolClosed | CallTimeout | McpProtoc
  * @since 0.1.0
  * @category errors
  */
-export type McpGetError = UnknownServer | ConnectError | ConnectTimeout | PoolClosed
+export type McpGetError = UnknownServer | ConnectError | ConnectTimeout | PoolClosed | MissingScope

@@ -6,6 +6,7 @@
  *   in steps (end stdin → grace → SIGTERM to the group → grace → SIGKILL to the group).
  * - `inMemory`: an SDK `McpServer` running in this process — for tests of agent code against a fake
  *   server, and for servers you implement yourself.
+ * - `http` / `sse`: a remote server over streamable HTTP (optionally falling back to SSE) or legacy SSE.
  * - `custom`: any SDK `Transport`, acquired in a `Scope` that the pool closes with the session.
  *
  * Every config also takes the per-server lifecycle options of {@link ServerOptions}.
@@ -89,10 +90,35 @@ export interface Custom extends ServerOptions {
 }
 
 /**
+ * HTTP headers. Use `Redacted` for secrets (tokens): they are sent as is and never appear in errors,
+ * logs or spans.
+ *
  * @since 0.1.0
  * @category models
  */
-export type McpServerConfig = Stdio | InMemory | Custom
+export type Headers = Readonly<Record<string, string | Redacted.Redacted<string>>>
+
+/**
+ * A remote server over streamable HTTP (or legacy SSE, or HTTP falling back to SSE).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Http extends ServerOptions {
+  readonly _tag: "Http"
+  readonly url: PerScope<string>
+  readonly headers: PerScope<Headers>
+  /** Headers computed for each request, e.g. a refreshed bearer token. Merged over `headers`. */
+  readonly auth: Effect.Effect<Headers, unknown> | undefined
+  /** "streamable-http" (default), "sse" (legacy), or "auto": streamable HTTP, falling back to SSE. */
+  readonly transport: "streamable-http" | "sse" | "auto"
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type McpServerConfig = Stdio | InMemory | Custom | Http
 
 /**
  * A local server as a child process.
@@ -147,6 +173,58 @@ export const inMemory = (
   makeServer: (scope: string) => McpServer | Server,
   options?: ServerOptions
 ): InMemory => ({ ...options, _tag: "InMemory", makeServer })
+
+/**
+ * A remote server over streamable HTTP. Each pooled session keeps its own MCP session id; closing a
+ * session sends DELETE so the server frees its state.
+ *
+ * ```ts
+ * McpServerConfig.http({ url: "http://127.0.0.1:8080/mcp", headers: { Authorization: Redacted.make("Bearer …") } })
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const http = (
+  options: {
+    readonly url: PerScope<string>
+    readonly headers?: PerScope<Headers> | undefined
+    readonly auth?: Effect.Effect<Headers, unknown> | undefined
+    /** Try streamable HTTP, then fall back to legacy SSE (for older servers). */
+    readonly fallbackToSse?: boolean | undefined
+  } & ServerOptions
+): Http => {
+  const { fallbackToSse, ...rest } = options
+  return {
+    ...rest,
+    _tag: "Http",
+    url: options.url,
+    headers: options.headers ?? {},
+    auth: options.auth,
+    transport: fallbackToSse === true ? "auto" : "streamable-http"
+  }
+}
+
+/**
+ * A remote server over the legacy HTTP+SSE transport.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const sse = (
+  options: {
+    readonly url: PerScope<string>
+    readonly headers?: PerScope<Headers> | undefined
+    readonly auth?: Effect.Effect<Headers, unknown> | undefined
+  } & ServerOptions
+): Http => ({
+  ...options,
+  _tag: "Http",
+  url: options.url,
+  headers: options.headers ?? {},
+  auth: options.auth,
+  transport: "sse"
+})
 
 /**
  * Any SDK transport. The effect runs in the session's `Scope`: add finalizers there for what it opens.

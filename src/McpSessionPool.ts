@@ -68,7 +68,8 @@ export type SessionInfo = internal.SessionInfo
  */
 export interface CallToolRequest extends CallToolParams {
   readonly server: string
-  readonly scope: string
+  /** Defaults to the current `McpScope`. */
+  readonly scope?: string | undefined
 }
 
 /**
@@ -76,12 +77,15 @@ export interface CallToolRequest extends CallToolParams {
  * @category models
  */
 export interface McpSessionPoolShape {
-  /** A lease on the session for (server, scope), held until the caller's `Scope` closes. */
-  readonly get: (server: string, scope: string) => Effect.Effect<McpSession, McpGetError, Scope>
-  /** Runs `f` with a lease held for its duration. */
+  /**
+   * A lease on the session for (server, scope), held until the caller's `Scope` closes. Without `scope`,
+   * the current `McpScope`.
+   */
+  readonly get: (server: string, scope?: string) => Effect.Effect<McpSession, McpGetError, Scope>
+  /** Runs `f` with a lease held for its duration. `scope` undefined: the current `McpScope`. */
   readonly use: <A, E, R>(
     server: string,
-    scope: string,
+    scope: string | undefined,
     f: (session: McpSession) => Effect.Effect<A, E, R>
   ) => Effect.Effect<A, E | McpGetError, R>
   /** One tool call on the (server, scope) session. `isError` results are results, not failures. */

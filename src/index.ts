@@ -4,6 +4,7 @@
  * @since 0.1.0
  */
 export * as McpPoolError from "./McpPoolError.ts"
+export * as McpScope from "./McpScope.ts"
 export * as McpServerConfig from "./McpServerConfig.ts"
 export * as McpSession from "./McpSession.ts"
 export { McpSessionPool } from "./McpSessionPool.ts"

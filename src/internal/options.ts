@@ -58,7 +58,7 @@ const isRecord = (u: unknown): u is Record<string, unknown> => Predicate.isObjec
 
 const validateServer = (issues: Issues, path: string, config: unknown): void => {
   if (!isRecord(config)) {
-    issues.add(path, `expected a server config (McpServerConfig.stdio/inMemory/custom), got ${show(config)}`)
+    issues.add(path, `expected a server config (McpServerConfig.stdio/http/sse/inMemory/custom), got ${show(config)}`)
     return
   }
   issues.optionalDuration(`${path}.connectTimeout`, config.connectTimeout)
@@ -100,6 +100,31 @@ const validateServer = (issues: Issues, path: string, config: unknown): void => 
         issues.add(`${path}.makeServer`, `expected a function returning an McpServer, got ${show(config.makeServer)}`)
       }
       return
+    case "Http": {
+      if (typeof config.url === "string") {
+        if (!URL.canParse(config.url) || !/^https?:$/.test(new URL(config.url).protocol)) {
+          issues.add(`${path}.url`, `expected an http(s) URL, got ${show(config.url)}`)
+        }
+      } else if (typeof config.url !== "function") {
+        issues.add(`${path}.url`, `expected a URL or a function of the scope, got ${show(config.url)}`)
+      }
+      if (isRecord(config.headers)) {
+        for (const [name, value] of Object.entries(config.headers)) {
+          if (typeof value !== "string" && !Redacted.isRedacted(value)) {
+            issues.add(`${path}.headers.${name}`, `expected a string or a Redacted string, got ${show(value)}`)
+          }
+        }
+      } else if (typeof config.headers !== "function") {
+        issues.add(
+          `${path}.headers`,
+          `expected an object of strings or a function of the scope, got ${show(config.headers)}`
+        )
+      }
+      if (!["streamable-http", "sse", "auto"].includes(config.transport as string)) {
+        issues.add(`${path}.transport`, `expected "streamable-http", "sse" or "auto", got ${show(config.transport)}`)
+      }
+      return
+    }
     case "Custom":
       if (typeof config.connect !== "function") {
         issues.add(

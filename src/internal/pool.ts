@@ -18,13 +18,15 @@
  * - All state changes go through one `SynchronizedRef`, always under `uninterruptibleMask`, and never wait
  *   for an owner while holding it (owners need it to detach themselves).
  */
-import type { CallToolResult, Implementation } from "@modelcontextprotocol/sdk/types.js"
+import type { Implementation } from "@modelcontextprotocol/sdk/types.js"
 import { Cause, Clock, Deferred, Duration, Effect, Exit, Fiber, Metric, Scope, SynchronizedRef } from "effect"
 import type { ChildProcessSpawner } from "effect/process/ChildProcessSpawner"
-import type { McpGetError, McpSessionError } from "../McpPoolError.ts"
-import { ConnectError, ConnectTimeout, PoolClosed, SessionLost, UnknownServer } from "../McpPoolError.ts"
+import type { McpGetError } from "../McpPoolError.ts"
+import { ConnectError, ConnectTimeout, MissingScope, PoolClosed, SessionLost, UnknownServer } from "../McpPoolError.ts"
+import { McpScope } from "../McpScope.ts"
 import type { McpServerConfig } from "../McpServerConfig.ts"
-import type { CallToolParams, McpSession, RequestOptions } from "../McpSession.ts"
+import type { McpSession } from "../McpSession.ts"
+import type { McpSessionPoolShape } from "../McpSessionPool.ts"
 import { openSession, type SessionHandle } from "./session.ts"
 
 /** Options after validation, durations parsed once. */
@@ -96,24 +98,6 @@ export interface SessionInfo {
   readonly createdAt: Date
   readonly idleSince: Date | undefined
   readonly pid: number | undefined
-}
-
-export interface PoolShape {
-  readonly get: (server: string, scope: string) => Effect.Effect<McpSession, McpGetError, Scope.Scope>
-  readonly use: <A, E, R>(
-    server: string,
-    scope: string,
-    f: (session: McpSession) => Effect.Effect<A, E, R>
-  ) => Effect.Effect<A, E | McpGetError, R>
-  readonly callTool: (
-    params: CallToolParams & { readonly server: string; readonly scope: string },
-    options?: RequestOptions
-  ) => Effect.Effect<CallToolResult, McpGetError | McpSessionError>
-  readonly invalidate: (server: string, scope: string) => Effect.Effect<void>
-  readonly closeScope: (scope: string) => Effect.Effect<void>
-  readonly closeServer: (server: string) => Effect.Effect<void>
-  readonly closeAll: Effect.Effect<void>
-  readonly snapshot: Effect.Effect<ReadonlyArray<SessionInfo>>
 }
 
 const sessionsCreated = Metric.counter("mcp_pool_sessions_created", {
@@ -383,29 +367,44 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
         }
       ))
 
+  /** No scope given: take the caller's `McpScope`; never fall back to a shared one. */
+  const currentScope = (server: string): Effect.Effect<Entry, UnknownServer | PoolClosed | MissingScope> =>
+    Effect.flatMap(
+      Effect.serviceOption(McpScope),
+      (scope): Effect.Effect<Entry, UnknownServer | PoolClosed | MissingScope> =>
+        scope._tag === "Some" ? acquireLease(server, scope.value) : Effect.fail(new MissingScope({ server }))
+    )
+
   /**
    * Lease + wait for the session. On failure or interruption of the wait the lease is returned at once,
    * so the last waiter leaving a connecting entry cancels its connect.
    */
-  const acquireSession = (server: string, scope: string) =>
+  const acquireSession = (server: string, scope: string | undefined) =>
     Effect.uninterruptibleMask((restore) =>
-      Effect.flatMap(acquireLease(server, scope), (entry) =>
-        Effect.onExit(
-          restore(Deferred.await(entry.ready)),
-          (exit) => Exit.isSuccess(exit) ? Effect.void : releaseLease(entry)
-        ).pipe(Effect.map((session) => [entry, session] as const)))
+      Effect.flatMap(
+        scope === undefined ? currentScope(server) : acquireLease(server, scope),
+        (entry) =>
+          Effect.onExit(
+            restore(Deferred.await(entry.ready)),
+            (exit) => Exit.isSuccess(exit) ? Effect.void : releaseLease(entry)
+          ).pipe(Effect.map((session) => [entry, session] as const))
+      )
     )
 
-  const get = (server: string, scope: string) =>
+  const get = (server: string, scope?: string) =>
     Effect.uninterruptibleMask((restore) =>
       Effect.gen(function*() {
         const [entry, session] = yield* restore(acquireSession(server, scope))
         yield* Effect.addFinalizer(() => releaseLease(entry))
         return session
       })
-    ).pipe(Effect.withSpan("McpSessionPool.get", { attributes: { "mcp.server": server, "mcp.scope": scope } }))
+    ).pipe(Effect.withSpan("McpSessionPool.get", { attributes: { "mcp.server": server, "mcp.scope": scope ?? "" } }))
 
-  const use = <A, E, R>(server: string, scope: string, f: (session: McpSession) => Effect.Effect<A, E, R>) =>
+  const use = <A, E, R>(
+    server: string,
+    scope: string | undefined,
+    f: (session: McpSession) => Effect.Effect<A, E, R>
+  ) =>
     Effect.acquireUseRelease(
       acquireSession(server, scope),
       ([, session]) => f(session),
@@ -472,5 +471,5 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
     closeServer: (server) => retireWhere((state) => state.byServer.get(server)?.values() ?? [], "server-closed"),
     closeAll,
     snapshot
-  } satisfies PoolShape
+  } satisfies McpSessionPoolShape
 })

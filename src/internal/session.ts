@@ -19,6 +19,7 @@ import { CallTimeout, ConnectError, McpProtocolError, PoolClosed, SessionLost } 
 import type { McpSessionError } from "../McpPoolError.ts"
 import type { McpServerConfig } from "../McpServerConfig.ts"
 import type { McpSession, RequestOptions } from "../McpSession.ts"
+import { openRemote } from "./remote.ts"
 import { spawnStdio } from "./stdioTransport.ts"
 
 /** Why a session stopped serving: the error every later (and every in-flight) request fails with. */
@@ -89,6 +90,8 @@ const openTransport = (
         )
         return { transport: clientTransport, pid: undefined }
       })
+    case "Http":
+      return Effect.map(openRemote(config, server, scope), (transport) => ({ transport, pid: undefined }))
     case "Custom":
       return Effect.suspend(() => config.connect(scope)).pipe(
         Effect.map((transport) => ({ transport, pid: undefined })),
