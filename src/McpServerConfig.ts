@@ -29,6 +29,14 @@ export interface ServerOptions {
   readonly connectTimeout?: Duration.Input | undefined
   /** Default bound for each request on a session; a call may pass its own. */
   readonly callTimeout?: Duration.Input | undefined
+  /** Close a session left idle (no lease) this long. Measured on the `Clock`. */
+  readonly idleTimeToLive?: Duration.Input | undefined
+  /** Retire a session this long after it was created, once its leases end. */
+  readonly maxLifetime?: Duration.Input | undefined
+  /** Ping a session idle longer than this before handing it out; a failed ping means a fresh session. */
+  readonly pingAfterIdle?: Duration.Input | undefined
+  /** Calls in flight at once on one session; more wait their turn (e.g. 1 for a browser). */
+  readonly maxConcurrentCalls?: number | undefined
 }
 
 /**

@@ -37,6 +37,7 @@ import type { ChildProcessSpawner } from "effect/process/ChildProcessSpawner"
 import { type PoolOptions, resolveOptions } from "./internal/options.ts"
 import * as internal from "./internal/pool.ts"
 import type { ConfigError, McpGetError, McpSessionError } from "./McpPoolError.ts"
+import type { McpServerConfig } from "./McpServerConfig.ts"
 import type { CallToolParams, McpSession, RequestOptions } from "./McpSession.ts"
 
 /**
@@ -103,6 +104,11 @@ export interface McpSessionPoolShape {
   readonly closeAll: Effect.Effect<void>
   /** The live sessions: server, scope, state, leases, idle since, pid. */
   readonly snapshot: Effect.Effect<ReadonlyArray<SessionInfo>>
+  /**
+   * Replaces the server configs. Sessions whose server was removed or whose config (or lifecycle
+   * settings) changed are retired like `invalidate`; sessions of unchanged servers stay.
+   */
+  readonly reload: (servers: Readonly<Record<string, McpServerConfig>>) => Effect.Effect<void, ConfigError>
 }
 
 type Scope = import("effect").Scope.Scope

@@ -2,21 +2,40 @@
  * Validates and normalises the pool options once, reporting every problem at once with the path of each
  * bad field. Configs may come from untyped sources (JSON, JavaScript callers), so nothing is assumed.
  */
+import type { Implementation } from "@modelcontextprotocol/sdk/types.js"
 import { Duration, Effect, Option, Predicate, Redacted } from "effect"
 import { ConfigError, ConfigIssue } from "../McpPoolError.ts"
-import type { McpServerConfig } from "../McpServerConfig.ts"
-import type { ResolvedOptions } from "./pool.ts"
+import type { McpServerConfig, ServerOptions } from "../McpServerConfig.ts"
 
-export interface PoolOptions {
+export interface PoolOptions extends ServerOptions {
   readonly servers: Readonly<Record<string, McpServerConfig>>
   readonly capacity?: number | undefined
-  readonly connectTimeout?: Duration.Input | undefined
-  readonly callTimeout?: Duration.Input | undefined
   readonly closeTimeout?: Duration.Input | undefined
   readonly clientInfo?: { readonly name: string; readonly version: string } | undefined
 }
 
-export const defaults = {
+/** One server's config with every lifecycle setting decided (server's own, else the pool's default). */
+export interface ServerPolicy {
+  readonly config: McpServerConfig
+  readonly connectTimeout: Duration.Duration
+  readonly callTimeout: Duration.Duration
+  readonly idleTimeToLive: Duration.Duration | undefined
+  readonly maxLifetime: Duration.Duration | undefined
+  readonly pingAfterIdle: Duration.Duration | undefined
+  readonly maxConcurrentCalls: number | undefined
+}
+
+/** Options after validation, durations parsed once. */
+export interface ResolvedOptions {
+  readonly servers: ReadonlyMap<string, ServerPolicy>
+  readonly capacity: number
+  readonly closeTimeout: Duration.Duration
+  readonly clientInfo: Implementation
+  /** The pool-level defaults, kept to resolve the servers given to `reload`. */
+  readonly defaults: PolicyDefaults
+}
+
+export const defaultSettings = {
   capacity: 256,
   connectTimeout: "30 seconds",
   callTimeout: "60 seconds",
@@ -41,8 +60,15 @@ class Issues {
     }
     return parsed.value
   }
-  optionalDuration(path: string, value: unknown): void {
-    if (value !== undefined) this.duration(path, value, 0)
+  optionalDuration(path: string, value: unknown): Duration.Duration | undefined {
+    return value === undefined ? undefined : this.duration(path, value, 0)
+  }
+  optionalPositiveInteger(path: string, value: unknown): number | undefined {
+    if (value === undefined) return undefined
+    if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 1) {
+      this.add(path, `expected a whole number >= 1, got ${show(value)}`)
+    }
+    return value as number
   }
 }
 
@@ -61,8 +87,6 @@ const validateServer = (issues: Issues, path: string, config: unknown): void => 
     issues.add(path, `expected a server config (McpServerConfig.stdio/http/sse/inMemory/custom), got ${show(config)}`)
     return
   }
-  issues.optionalDuration(`${path}.connectTimeout`, config.connectTimeout)
-  issues.optionalDuration(`${path}.callTimeout`, config.callTimeout)
   switch (config._tag) {
     case "Stdio": {
       if (typeof config.command !== "string" || config.command.trim() === "") {
@@ -138,30 +162,70 @@ const validateServer = (issues: Issues, path: string, config: unknown): void => 
   }
 }
 
+/** The pool-wide lifecycle settings: every server's default. */
+export type PolicyDefaults = Omit<ServerPolicy, "config">
+
+const resolvePolicy = (
+  issues: Issues,
+  path: string,
+  config: McpServerConfig,
+  defaults: PolicyDefaults
+): ServerPolicy => {
+  const duration = (key: "connectTimeout" | "callTimeout") =>
+    config[key] === undefined ? defaults[key] : issues.duration(`${path}.${key}`, config[key], defaults[key])
+  const optional = (key: "idleTimeToLive" | "maxLifetime" | "pingAfterIdle") =>
+    config[key] === undefined ? defaults[key] : issues.optionalDuration(`${path}.${key}`, config[key])
+  return {
+    config,
+    connectTimeout: duration("connectTimeout"),
+    callTimeout: duration("callTimeout"),
+    idleTimeToLive: optional("idleTimeToLive"),
+    maxLifetime: optional("maxLifetime"),
+    pingAfterIdle: optional("pingAfterIdle"),
+    maxConcurrentCalls: config.maxConcurrentCalls === undefined
+      ? defaults.maxConcurrentCalls
+      : issues.optionalPositiveInteger(`${path}.maxConcurrentCalls`, config.maxConcurrentCalls)
+  }
+}
+
+const collectServers = (
+  issues: Issues,
+  servers: unknown,
+  defaults: PolicyDefaults
+): Map<string, ServerPolicy> => {
+  const resolved = new Map<string, ServerPolicy>()
+  if (!isRecord(servers)) {
+    issues.add("servers", `expected an object of server configs, got ${show(servers)}`)
+    return resolved
+  }
+  for (const [name, config] of Object.entries(servers)) {
+    const path = `servers.${name}`
+    if (name.trim() === "") issues.add("servers", "a server name is empty")
+    validateServer(issues, path, config)
+    if (isRecord(config)) {
+      resolved.set(name, resolvePolicy(issues, path, config as unknown as McpServerConfig, defaults))
+    }
+  }
+  return resolved
+}
+
+const fail = (source: string, issues: Issues) => Effect.fail(new ConfigError({ source, issues: issues.list }))
+
 export const resolveOptions = (options: PoolOptions, source: string): Effect.Effect<ResolvedOptions, ConfigError> =>
   Effect.suspend(() => {
     const issues = new Issues()
-    const servers = new Map<string, McpServerConfig>()
-    if (!isRecord(options.servers)) {
-      issues.add("servers", `expected an object of server configs, got ${show(options.servers)}`)
-    } else {
-      for (const [name, config] of Object.entries(options.servers)) {
-        if (name.trim() === "") issues.add("servers", "a server name is empty")
-        validateServer(issues, `servers.${name}`, config)
-        servers.set(name, config)
-      }
+    const defaults: PolicyDefaults = {
+      connectTimeout: issues.duration("connectTimeout", options.connectTimeout, defaultSettings.connectTimeout),
+      callTimeout: issues.duration("callTimeout", options.callTimeout, defaultSettings.callTimeout),
+      idleTimeToLive: issues.optionalDuration("idleTimeToLive", options.idleTimeToLive),
+      maxLifetime: issues.optionalDuration("maxLifetime", options.maxLifetime),
+      pingAfterIdle: issues.optionalDuration("pingAfterIdle", options.pingAfterIdle),
+      maxConcurrentCalls: issues.optionalPositiveInteger("maxConcurrentCalls", options.maxConcurrentCalls)
     }
-    const capacity = options.capacity ?? defaults.capacity
+    const servers = collectServers(issues, options.servers, defaults)
+    const capacity = options.capacity ?? defaultSettings.capacity
     if (!Number.isSafeInteger(capacity) || capacity < 1) {
       issues.add("capacity", `expected a whole number of sessions >= 1, got ${show(capacity)}`)
-    }
-    const resolved: ResolvedOptions = {
-      servers,
-      capacity,
-      connectTimeout: issues.duration("connectTimeout", options.connectTimeout, defaults.connectTimeout),
-      callTimeout: issues.duration("callTimeout", options.callTimeout, defaults.callTimeout),
-      closeTimeout: issues.duration("closeTimeout", options.closeTimeout, defaults.closeTimeout),
-      clientInfo: options.clientInfo ?? defaults.clientInfo
     }
     if (
       options.clientInfo !== undefined &&
@@ -169,7 +233,46 @@ export const resolveOptions = (options: PoolOptions, source: string): Effect.Eff
     ) {
       issues.add("clientInfo.name", `expected a non-empty string, got ${show(options.clientInfo.name)}`)
     }
-    return issues.list.length === 0
-      ? Effect.succeed(resolved)
-      : Effect.fail(new ConfigError({ source, issues: issues.list }))
+    const resolved: ResolvedOptions = {
+      servers,
+      capacity,
+      closeTimeout: issues.duration("closeTimeout", options.closeTimeout, defaultSettings.closeTimeout),
+      clientInfo: options.clientInfo ?? defaultSettings.clientInfo,
+      defaults
+    }
+    return issues.list.length === 0 ? Effect.succeed(resolved) : fail(source, issues)
   })
+
+/** The servers given to `reload`, resolved with the pool's defaults. */
+export const resolveServers = (
+  servers: Readonly<Record<string, McpServerConfig>>,
+  defaults: PolicyDefaults,
+  source: string
+): Effect.Effect<ReadonlyMap<string, ServerPolicy>, ConfigError> =>
+  Effect.suspend(() => {
+    const issues = new Issues()
+    const resolved = collectServers(issues, servers, defaults)
+    return issues.list.length === 0 ? Effect.succeed(resolved) : fail(source, issues)
+  })
+
+const isPlainRecord = (u: unknown): u is Record<string, unknown> =>
+  isRecord(u) && (Object.getPrototypeOf(u) === Object.prototype || Object.getPrototypeOf(u) === null)
+
+/**
+ * Structural equality for configs: what `reload` uses to keep sessions whose config did not change.
+ * Functions and effects compare by reference (their behaviour cannot be compared), secrets by value.
+ */
+const sameValue = (a: unknown, b: unknown): boolean => {
+  if (a === b) return true
+  if (Redacted.isRedacted(a) && Redacted.isRedacted(b)) return Redacted.value(a) === Redacted.value(b)
+  if (Duration.isDuration(a) && Duration.isDuration(b)) return Duration.equals(a, b)
+  if (Array.isArray(a) && Array.isArray(b)) return a.length === b.length && a.every((x, i) => sameValue(x, b[i]))
+  if (isPlainRecord(a) && isPlainRecord(b)) {
+    const keys = new Set([...Object.keys(a), ...Object.keys(b)])
+    for (const key of keys) if (!sameValue(a[key], b[key])) return false
+    return true
+  }
+  return false
+}
+
+export const samePolicy = (a: ServerPolicy, b: ServerPolicy | undefined): boolean => b !== undefined && sameValue(a, b)

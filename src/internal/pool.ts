@@ -18,26 +18,15 @@
  * - All state changes go through one `SynchronizedRef`, always under `uninterruptibleMask`, and never wait
  *   for an owner while holding it (owners need it to detach themselves).
  */
-import type { Implementation } from "@modelcontextprotocol/sdk/types.js"
 import { Cause, Clock, Deferred, Duration, Effect, Exit, Fiber, Metric, Scope, SynchronizedRef } from "effect"
 import type { ChildProcessSpawner } from "effect/process/ChildProcessSpawner"
 import type { McpGetError } from "../McpPoolError.ts"
 import { ConnectError, ConnectTimeout, MissingScope, PoolClosed, SessionLost, UnknownServer } from "../McpPoolError.ts"
 import { McpScope } from "../McpScope.ts"
-import type { McpServerConfig } from "../McpServerConfig.ts"
 import type { McpSession } from "../McpSession.ts"
 import type { McpSessionPoolShape } from "../McpSessionPool.ts"
+import { type ResolvedOptions, resolveServers, samePolicy, type ServerPolicy } from "./options.ts"
 import { openSession, type SessionHandle } from "./session.ts"
-
-/** Options after validation, durations parsed once. */
-export interface ResolvedOptions {
-  readonly servers: ReadonlyMap<string, McpServerConfig>
-  readonly capacity: number
-  readonly connectTimeout: Duration.Duration
-  readonly callTimeout: Duration.Duration
-  readonly closeTimeout: Duration.Duration
-  readonly clientInfo: Implementation
-}
 
 /** Why an entry is being closed. `pool-closed` is the only forced one. */
 export type CloseReason =
@@ -47,6 +36,8 @@ export type CloseReason =
   | "scope-closed"
   | "server-closed"
   | "cancelled"
+  | "expired"
+  | "reloaded"
   | "lost"
   | "failed"
   | "pool-closed"
@@ -59,7 +50,7 @@ type EntryState =
 interface Entry {
   readonly server: string
   readonly scope: string
-  readonly config: McpServerConfig
+  readonly policy: ServerPolicy
   readonly createdAt: number
   state: EntryState
   /** Waiters and holders. */
@@ -71,6 +62,12 @@ interface Entry {
   readonly ready: Deferred.Deferred<McpSession, McpGetError>
   readonly closeSignal: Deferred.Deferred<CloseReason>
   owner: Fiber.Fiber<void> | undefined
+}
+
+/** A lease just taken; `probe` asks for a ping first (the session sat idle past `pingAfterIdle`). */
+interface Lease {
+  readonly entry: Entry
+  readonly probe: boolean
 }
 
 interface Open {
@@ -127,7 +124,8 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
     live: new Set(),
     attachedCount: 0
   })
-  const knownServers = Array.from(options.servers.keys())
+  // Replaced by `reload`; read and written only inside the ref's lock.
+  let serverPolicies = options.servers
 
   // --- state transitions; each runs inside the ref's lock and only touches memory ---
 
@@ -187,34 +185,59 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
 
   // --- the owner fiber ---
 
-  const connectTimeoutOf = (entry: Entry) =>
-    entry.config.connectTimeout === undefined
-      ? options.connectTimeout
-      : Duration.fromInputUnsafe(entry.config.connectTimeout)
-
   const connect = (entry: Entry, sessionScope: Scope.Scope) => {
-    const timeout = connectTimeoutOf(entry)
+    const { connectTimeout } = entry.policy
     return openSession({
       server: entry.server,
       scope: entry.scope,
-      config: entry.config,
-      clientInfo: options.clientInfo,
-      connectTimeout: timeout,
-      callTimeout: entry.config.callTimeout === undefined
-        ? options.callTimeout
-        : Duration.fromInputUnsafe(entry.config.callTimeout)
+      policy: entry.policy,
+      clientInfo: options.clientInfo
     }).pipe(
       Scope.provide(sessionScope),
       Effect.timeoutOrElse({
-        duration: timeout,
+        duration: connectTimeout,
         orElse: () =>
           Effect.fail(
-            new ConnectTimeout({ server: entry.server, scope: entry.scope, timeoutMillis: Duration.toMillis(timeout) })
+            new ConnectTimeout({
+              server: entry.server,
+              scope: entry.scope,
+              timeoutMillis: Duration.toMillis(connectTimeout)
+            })
           )
       }),
       Effect.withSpan("McpSession.connect", {
         attributes: { "mcp.server": entry.server, "mcp.scope": entry.scope }
       })
+    )
+  }
+
+  /**
+   * Retires the entry when its idle time-to-live or maximum lifetime runs out, on the `Clock` (so
+   * `TestClock` drives it). Wakes at the nearest deadline and re-reads the entry: leases may have come
+   * and gone meanwhile. Never completes by itself; retiring signals the owner's close.
+   */
+  const expireWhenDue = (entry: Entry): Effect.Effect<never> => {
+    const { idleTimeToLive, maxLifetime } = entry.policy
+    const lifetimeEnds = maxLifetime === undefined ? Infinity : entry.createdAt + Duration.toMillis(maxLifetime)
+    const check = Effect.flatMap(
+      Clock.currentTimeMillis,
+      (now) =>
+        SynchronizedRef.modify(ref, (state): readonly [number, PoolState] => {
+          if (state._tag === "Closed" || !entry.attached) return [Infinity, state]
+          const idleEnds = idleTimeToLive === undefined
+            ? Infinity
+            : entry.leases === 0
+            ? entry.idleSince + Duration.toMillis(idleTimeToLive)
+            : now + Duration.toMillis(idleTimeToLive)
+          if (now >= lifetimeEnds || now >= idleEnds) {
+            retire(state, entry, "expired")
+            return [Infinity, state]
+          }
+          return [Math.min(lifetimeEnds, idleEnds) - now, state]
+        })
+    )
+    return Effect.flatMap(check, (wait) => wait === Infinity ? Effect.never : Effect.sleep(wait)).pipe(
+      Effect.forever
     )
   }
 
@@ -243,10 +266,14 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
         if (state._tag === "Open") trim(state, 0)
         return state
       })
-      const ended = yield* Effect.exit(Effect.interruptible(Effect.raceFirst(
+      const closeOrDeath = Effect.raceFirst(
         Deferred.await(entry.closeSignal),
         Effect.as(Deferred.await(handle.lost), "lost" as const)
-      )))
+      )
+      const expires = entry.policy.idleTimeToLive !== undefined || entry.policy.maxLifetime !== undefined
+      const ended = yield* Effect.exit(Effect.interruptible(
+        expires ? Effect.raceFirst(closeOrDeath, expireWhenDue(entry)) : closeOrDeath
+      ))
       reason = Exit.isSuccess(ended) ? ended.value : "pool-closed"
       if (reason === "lost") {
         yield* Effect.logWarning("MCP session lost: its transport closed")
@@ -318,24 +345,29 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
     Effect.flatMap(Clock.currentTimeMillis, (now) =>
       SynchronizedRef.modifyEffect(
         ref,
-        (state): Effect.Effect<readonly [Entry, PoolState], UnknownServer | PoolClosed> => {
+        (state): Effect.Effect<readonly [Lease, PoolState], UnknownServer | PoolClosed> => {
           if (state._tag === "Closed") return Effect.fail(new PoolClosed({ server, scope }))
           const existing = state.byServer.get(server)?.get(scope)
           // A session known to be dead is never handed out, even before its owner has detached it.
           if (existing?.state._tag === "Ready" && Deferred.isDoneUnsafe(existing.state.handle.lost)) {
             retire(state, existing, "lost")
           } else if (existing !== undefined) {
+            const probe = existing.leases === 0 && existing.state._tag === "Ready" &&
+              existing.policy.pingAfterIdle !== undefined &&
+              now - existing.idleSince >= Duration.toMillis(existing.policy.pingAfterIdle)
             existing.leases++
             state.idle.delete(existing)
-            return Effect.succeed([existing, state] as const)
+            return Effect.succeed([{ entry: existing, probe }, state] as const)
           }
-          const config = options.servers.get(server)
-          if (config === undefined) return Effect.fail(new UnknownServer({ server, scope, known: knownServers }))
+          const policy = serverPolicies.get(server)
+          if (policy === undefined) {
+            return Effect.fail(new UnknownServer({ server, scope, known: Array.from(serverPolicies.keys()) }))
+          }
           trim(state, 1)
           const entry: Entry = {
             server,
             scope,
-            config,
+            policy,
             createdAt: now,
             state: { _tag: "Connecting" },
             leases: 1,
@@ -361,17 +393,17 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
             }),
             (fiber) => {
               entry.owner = fiber
-              return [entry, state] as const
+              return [{ entry, probe: false }, state] as const
             }
           )
         }
       ))
 
   /** No scope given: take the caller's `McpScope`; never fall back to a shared one. */
-  const currentScope = (server: string): Effect.Effect<Entry, UnknownServer | PoolClosed | MissingScope> =>
+  const currentScope = (server: string): Effect.Effect<Lease, UnknownServer | PoolClosed | MissingScope> =>
     Effect.flatMap(
       Effect.serviceOption(McpScope),
-      (scope): Effect.Effect<Entry, UnknownServer | PoolClosed | MissingScope> =>
+      (scope): Effect.Effect<Lease, UnknownServer | PoolClosed | MissingScope> =>
         scope._tag === "Some" ? acquireLease(server, scope.value) : Effect.fail(new MissingScope({ server }))
     )
 
@@ -379,15 +411,45 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
    * Lease + wait for the session. On failure or interruption of the wait the lease is returned at once,
    * so the last waiter leaving a connecting entry cancels its connect.
    */
-  const acquireSession = (server: string, scope: string | undefined) =>
+  const acquireSession = (
+    server: string,
+    scope: string | undefined
+  ): Effect.Effect<readonly [Entry, McpSession], McpGetError> =>
     Effect.uninterruptibleMask((restore) =>
       Effect.flatMap(
         scope === undefined ? currentScope(server) : acquireLease(server, scope),
-        (entry) =>
+        ({ entry, probe }) =>
           Effect.onExit(
-            restore(Deferred.await(entry.ready)),
+            restore(
+              probe ? Effect.flatMap(Deferred.await(entry.ready), probeSession(entry)) : Deferred.await(entry.ready)
+            ),
             (exit) => Exit.isSuccess(exit) ? Effect.void : releaseLease(entry)
-          ).pipe(Effect.map((session) => [entry, session] as const))
+          ).pipe(
+            Effect.flatMap((session) =>
+              session === undefined
+                // The idle session failed its ping: it was retired; connect afresh.
+                ? Effect.andThen(releaseLease(entry), restore(acquireSession(entry.server, entry.scope)))
+                : Effect.succeed([entry, session] as const)
+            )
+          )
+      )
+    )
+
+  /** Pings a session that sat idle too long; `undefined` (after retiring it) when it does not answer. */
+  const probeSession = (entry: Entry) => (session: McpSession): Effect.Effect<McpSession | undefined> =>
+    session.ping({ timeout: entry.policy.connectTimeout }).pipe(
+      Effect.as(session),
+      Effect.catch((error) =>
+        Effect.as(
+          Effect.andThen(
+            Effect.logWarning(`MCP session failed its idle ping (${error._tag}); reconnecting`),
+            SynchronizedRef.update(ref, (state) => {
+              if (state._tag === "Open") retire(state, entry, "lost")
+              return state
+            })
+          ),
+          undefined
+        )
       )
     )
 
@@ -470,6 +532,21 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
     closeScope: (scope) => retireWhere((state) => state.byScope.get(scope) ?? [], "scope-closed"),
     closeServer: (server) => retireWhere((state) => state.byServer.get(server)?.values() ?? [], "server-closed"),
     closeAll,
-    snapshot
+    snapshot,
+    reload: (servers) =>
+      Effect.flatMap(
+        resolveServers(servers, options.defaults, "McpSessionPool.reload"),
+        (next) =>
+          retireWhere((state) => {
+            serverPolicies = next
+            const stale: Array<Entry> = []
+            for (const scopes of state.byServer.values()) {
+              for (const entry of scopes.values()) {
+                if (!samePolicy(entry.policy, next.get(entry.server))) stale.push(entry)
+              }
+            }
+            return stale
+          }, "reloaded")
+      )
   } satisfies McpSessionPoolShape
 })

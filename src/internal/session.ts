@@ -13,12 +13,19 @@ import {
   McpError,
   type ServerNotification
 } from "@modelcontextprotocol/sdk/types.js"
-import { Deferred, Duration, Effect, PubSub, Scope, Stream } from "effect"
+import { Deferred, Duration, Effect, PubSub, Scope, Semaphore, Stream } from "effect"
 import type { ChildProcessSpawner } from "effect/process/ChildProcessSpawner"
-import { CallTimeout, ConnectError, McpProtocolError, PoolClosed, SessionLost } from "../McpPoolError.ts"
+import {
+  CallTimeout,
+  ConnectError,
+  ConnectTimeout,
+  McpProtocolError,
+  PoolClosed,
+  SessionLost
+} from "../McpPoolError.ts"
 import type { McpSessionError } from "../McpPoolError.ts"
-import type { McpServerConfig } from "../McpServerConfig.ts"
 import type { McpSession, RequestOptions } from "../McpSession.ts"
+import type { ServerPolicy } from "./options.ts"
 import { openRemote } from "./remote.ts"
 import { spawnStdio } from "./stdioTransport.ts"
 
@@ -36,10 +43,8 @@ export interface SessionHandle {
 export interface OpenSessionOptions {
   readonly server: string
   readonly scope: string
-  readonly config: McpServerConfig
+  readonly policy: ServerPolicy
   readonly clientInfo: Implementation
-  readonly connectTimeout: Duration.Duration
-  readonly callTimeout: Duration.Duration
 }
 
 interface OpenedTransport {
@@ -55,7 +60,7 @@ const errorText = (error: unknown): string => error instanceof Error ? error.mes
 const openTransport = (
   options: OpenSessionOptions
 ): Effect.Effect<OpenedTransport, ConnectError, Scope.Scope | ChildProcessSpawner> => {
-  const { config, scope, server } = options
+  const { policy: { config }, scope, server } = options
   const connectError = (reason: string) => (cause: unknown) => new ConnectError({ server, scope, reason, cause })
   switch (config._tag) {
     case "Stdio":
@@ -106,7 +111,7 @@ const openTransport = (
  */
 export const openSession = (
   options: OpenSessionOptions
-): Effect.Effect<SessionHandle, ConnectError, Scope.Scope | ChildProcessSpawner> =>
+): Effect.Effect<SessionHandle, ConnectError | ConnectTimeout, Scope.Scope | ChildProcessSpawner> =>
   Effect.gen(function*() {
     const { scope, server } = options
     const opened = yield* openTransport(options)
@@ -140,17 +145,20 @@ export const openSession = (
     )
 
     yield* Effect.tryPromise({
-      try: (signal) => client.connect(opened.transport, { signal, timeout: Duration.toMillis(options.connectTimeout) }),
+      try: (signal) =>
+        client.connect(opened.transport, { signal, timeout: Duration.toMillis(options.policy.connectTimeout) }),
       catch: (cause) =>
-        new ConnectError({
-          server,
-          scope,
-          reason: `initialize failed: ${terminated === undefined ? errorText(cause) : terminated.message}`,
-          cause
-        })
+        // The SDK's own initialize timeout (same bound as ours) may fire first: report it as what it is.
+        cause instanceof McpError && cause.code === ErrorCode.RequestTimeout
+          ? new ConnectTimeout({ server, scope, timeoutMillis: Duration.toMillis(options.policy.connectTimeout) })
+          : new ConnectError({ server, scope, reason: `initialize failed: ${errorText(cause)}`, cause })
     })
 
-    const defaultTimeout = Duration.toMillis(options.callTimeout)
+    // Only when limited: a semaphore on every call would cost the common, unlimited case.
+    const permits = options.policy.maxConcurrentCalls === undefined
+      ? undefined
+      : yield* Semaphore.make(options.policy.maxConcurrentCalls)
+    const defaultTimeout = Duration.toMillis(options.policy.callTimeout)
     const toError = (method: string, timeoutMillis: number) => (cause: unknown): McpSessionError => {
       if (terminated !== undefined) return terminated
       if (cause instanceof McpError) {
@@ -183,10 +191,11 @@ export const openSession = (
       const timeout = requestOptions?.timeout === undefined
         ? defaultTimeout
         : Duration.toMillis(Duration.fromInputUnsafe(requestOptions.timeout))
-      return Effect.tryPromise({
+      const call = Effect.tryPromise({
         try: (signal) => terminated === undefined ? run({ signal, timeout }) : Promise.reject(terminated),
         catch: toError(method, timeout)
       })
+      return permits === undefined ? call : permits.withPermit(call)
     }
 
     const serverInfo = client.getServerVersion() ?? { name: server, version: "unknown" }

@@ -20,6 +20,8 @@ export interface Probe {
   failures: number
   /** When true, connects never finish (until interrupted). */
   hang: boolean
+  /** From now on the scope's current server gets nothing the client sends, yet its transport stays open. */
+  readonly mute: (scope: string) => void
 }
 
 export const makeProbe = (
@@ -29,7 +31,12 @@ export const makeProbe = (
     const connectStarted = yield* Queue.unbounded<string>()
     const released = yield* Queue.unbounded<string>()
     const gate = yield* Latch.make(options?.gateOpen ?? true)
+    const connections = new Map<string, { muted: boolean }>()
     const probe: Probe = {
+      mute: (scope) => {
+        const connection = connections.get(scope)
+        if (connection !== undefined) connection.muted = true
+      },
       connectStarted,
       released,
       gate,
@@ -55,6 +62,11 @@ export const makeProbe = (
               return yield* Effect.fail(new Error("injected connect failure"))
             }
             const [clientTransport, serverTransport] = InMemoryTransport.createLinkedPair()
+            const connection = { muted: false }
+            connections.set(scope, connection)
+            const send = clientTransport.send.bind(clientTransport)
+            clientTransport.send = (message, sendOptions) =>
+              connection.muted ? Promise.resolve() : send(message, sendOptions)
             const server = makeNotebookServer()
             yield* Effect.promise(() => server.connect(serverTransport))
             yield* Effect.addFinalizer(() => Effect.promise(() => server.close()))
