@@ -4,7 +4,7 @@
 import * as NodeServices from "@effect/platform-node/NodeServices"
 import { assert, describe, it } from "@effect/vitest"
 import type { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js"
-import { Deferred, Effect, Fiber, Option, Stream } from "effect"
+import { Deferred, Effect, Fiber, Logger, Option, Stream } from "effect"
 import { makeNotebookServer } from "../examples/notebook-server.ts"
 import { CallTimeout, McpProtocolError, SessionLost } from "../src/McpPoolError.ts"
 import * as McpServerConfig from "../src/McpServerConfig.ts"
@@ -133,8 +133,12 @@ describe("McpSession", () => {
       assert.strictEqual(Option.getOrThrow(notification).method, "notifications/tools/list_changed")
     }))
 
-  it.effect("semantics 8: a session whose transport dies fails its calls with SessionLost and is replaced", () =>
-    Effect.gen(function*() {
+  it.effect("semantics 8: a session whose transport dies fails its calls with SessionLost and is replaced", () => {
+    const warnings: Array<unknown> = []
+    const logger = Logger.make((entry) => {
+      if (entry.logLevel === "Warn") warnings.push(entry.message)
+    })
+    return Effect.gen(function*() {
       const { pool, servers } = yield* makeNotebookPool
       const session = yield* pool.get("notebook", "t")
       yield* session.callTool({ name: "counter_increment" })
@@ -150,5 +154,9 @@ describe("McpSession", () => {
       assert.notStrictEqual(fresh, session)
       assert.strictEqual(firstText(yield* fresh.callTool({ name: "counter_increment" })), "1")
       assert.instanceOf(yield* Effect.flip(session.callTool({ name: "counter_increment" })), SessionLost)
-    }))
+      // The abnormal death is logged at Warning, once the owner has dropped the entry.
+      yield* pool.closeAll
+      assert.include(JSON.stringify(warnings), "MCP session lost")
+    }).pipe(Effect.provide(Logger.layer([logger])))
+  })
 })

@@ -158,5 +158,8 @@ describe("McpSessionPool over stdio", () => {
       const fresh = yield* serverPid(pool, "t")
       assert.notStrictEqual(fresh, pid)
       assert.strictEqual(yield* call(pool, "t", "counter_increment"), "1")
+      // The dead session's owner removed its own entry only, never the replacement.
+      assert.strictEqual(yield* serverPid(pool, "t"), fresh)
+      assert.deepStrictEqual((yield* pool.snapshot).map((row) => row.pid), [fresh])
     }))
 })
