@@ -6,6 +6,9 @@
 import * as NodeServices from "@effect/platform-node/NodeServices"
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Deferred, Effect, Exit, Fiber, Layer, Scope } from "effect"
+import { mkdtempSync, readFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import * as McpServerConfig from "../src/McpServerConfig.ts"
 import { McpSessionPool } from "../src/McpSessionPool.ts"
@@ -121,5 +124,27 @@ describe("zero orphans (real processes, /proc)", () => {
       yield* Fiber.interrupt(fiber)
       assert.deepStrictEqual(pids.filter(isRunning), [])
       yield* assertAllGone(pids)
+    }))
+
+  it.live("connectTimeout: a server that never answers initialize is killed and the waiter gets ConnectTimeout", () =>
+    Effect.gen(function*() {
+      const pidFile = join(mkdtempSync(join(tmpdir(), "mcp-pool-silent-")), "pid")
+      const pool = yield* McpSessionPool.make({
+        servers: {
+          silent: McpServerConfig.stdio({
+            command: process.execPath,
+            args: [fixture],
+            env: { STDIO_FIXTURE_SILENT: "1", STDIO_FIXTURE_IGNORE_STDIN_END: "1", STDIO_FIXTURE_PID_FILE: pidFile },
+            ...graces
+          })
+        },
+        connectTimeout: "1 second"
+      }).pipe(Effect.provide(NodeServices.layer))
+      const error = yield* Effect.flip(pool.callTool({ server: "silent", scope: "t", name: "pid" }))
+      assert.strictEqual(error._tag, "ConnectTimeout")
+      // The waiter hears at once; the owner is closing the process meanwhile (stdin grace, SIGTERM).
+      assert.deepStrictEqual((yield* pool.snapshot).filter((row) => row.attached), [])
+      const pid = Number(readFileSync(pidFile, "utf8"))
+      yield* awaitGone(pid, 2_000)
     }))
 })
