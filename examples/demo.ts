@@ -56,10 +56,10 @@ const demo = Effect.gen(function*() {
   yield* Console.log(`   alice's note: "${yield* call("alice", "note_read", { key: "todo" })}"   (pid ${alicePid})`)
   yield* Console.log(`   bob's note:   "${yield* call("bob", "note_read", { key: "todo" })}"   (pid ${bobPid})`)
   yield* Console.log(
-    `   counters kept across calls: alice ${yield* call("alice", "counter_increment")}, bob ${yield* call(
+    `   counters after one more call each: alice ${yield* call("alice", "counter_increment")}, bob ${yield* call(
       "bob",
       "counter_increment"
-    )}   (alice called 3 times, bob 2)`
+    )}  (each process kept its own count)`
   )
 
   yield* Console.log("\n2. A burst of 25 concurrent calls on a new thread")

@@ -45,8 +45,12 @@ import type { CallToolParams, McpSession, RequestOptions } from "./McpSession.ts
  *
  * - `servers`: name → `McpServerConfig`.
  * - `capacity`: sessions kept across servers (default 256). Soft: see the module docs.
- * - `connectTimeout`: spawn/dial plus `initialize` (default 30 seconds). Servers may override.
- * - `callTimeout`: default bound per request (default 60 seconds). Servers and calls may override.
+ * - `connectTimeout`: spawn/dial plus `initialize` (default 30 seconds).
+ * - `callTimeout`: default bound per request (default 60 seconds); a call may pass its own.
+ * - `idleTimeToLive`, `maxLifetime`: expiry on the `Clock` (default none).
+ * - `pingAfterIdle`: ping a session idle this long before reuse (default none).
+ * - `maxConcurrentCalls`: calls in flight at once per session (default unlimited).
+ * The settings above are defaults for every server; a server's own config overrides them.
  * - `closeTimeout`: bound on closing one session (default 10 seconds; stdio graces fit inside it).
  * - `clientInfo`: the client name and version sent in `initialize`.
  *
