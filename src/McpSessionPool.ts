@@ -36,6 +36,7 @@ import { Context, Effect, Layer } from "effect"
 import type { ChildProcessSpawner } from "effect/process/ChildProcessSpawner"
 import { type PoolOptions, resolveOptions } from "./internal/options.ts"
 import * as internal from "./internal/pool.ts"
+import * as McpConfigFile from "./McpConfigFile.ts"
 import type { ConfigError, McpGetError, McpSessionError } from "./McpPoolError.ts"
 import type { McpServerConfig } from "./McpServerConfig.ts"
 import type { CallToolParams, McpSession, RequestOptions } from "./McpSession.ts"
@@ -136,6 +137,24 @@ export class McpSessionPool extends Context.Service<McpSessionPool, McpSessionPo
   /** The pool as a layer, with Node's process spawner for stdio servers. */
   static readonly layer = (options: Options): Layer.Layer<McpSessionPool, ConfigError> =>
     McpSessionPool.layerWithoutPlatform(options).pipe(Layer.provide(NodeServices.layer))
+
+  /**
+   * The pool from a Claude Desktop / Cursor (`mcpServers`) or VS Code (`servers`) config file. A bad file
+   * fails with one `ConfigError` naming the file and every bad field.
+   */
+  static readonly layerFromFile = (
+    path: string,
+    options?: Omit<Options, "servers"> & McpConfigFile.Variables
+  ): Layer.Layer<McpSessionPool, ConfigError> => {
+    const { env, variables, ...poolOptions } = options ?? {}
+    return Layer.effect(
+      McpSessionPool,
+      Effect.flatMap(
+        McpConfigFile.loadServers(path, { env, variables }),
+        (servers) => McpSessionPool.make({ ...poolOptions, servers })
+      )
+    ).pipe(Layer.provide(NodeServices.layer))
+  }
 
   /** The pool as a layer that takes the `ChildProcessSpawner` from its context (e.g. for tests). */
   static readonly layerWithoutPlatform = (

@@ -3,9 +3,11 @@
  *
  * @since 0.1.0
  */
+export * as McpConfigFile from "./McpConfigFile.ts"
 export * as McpPoolError from "./McpPoolError.ts"
 export * as McpScope from "./McpScope.ts"
 export * as McpServerConfig from "./McpServerConfig.ts"
 export * as McpSession from "./McpSession.ts"
 export { McpSessionPool } from "./McpSessionPool.ts"
 export * as McpSessionPoolModule from "./McpSessionPool.ts"
+export * as McpToolkit from "./McpToolkit.ts"

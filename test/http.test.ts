@@ -333,15 +333,22 @@ describe("McpSessionPool over streamable HTTP", () => {
   it.live("a dead server fails with ConnectError at once, not after the SDK's 60 s timeout", () =>
     Effect.gen(function*() {
       const port = yield* closedPort
+      const url = `http://127.0.0.1:${port}/mcp`
       const pool = yield* makePool({
-        servers: { gone: McpServerConfig.http({ url: `http://127.0.0.1:${port}/mcp` }) },
+        servers: {
+          http: McpServerConfig.http({ url }),
+          auto: McpServerConfig.http({ url, fallbackToSse: true }),
+          sse: McpServerConfig.sse({ url })
+        },
         connectTimeout: "60 seconds"
       })
-      const started = Date.now()
-      const error = yield* Effect.flip(increment(pool, "gone", "t"))
-      assert.instanceOf(error, ConnectError)
-      assert.include(error.message, "ECONNREFUSED")
-      assert.isBelow(Date.now() - started, 2_000)
+      for (const server of ["http", "auto", "sse"]) {
+        const started = Date.now()
+        const error = yield* Effect.flip(increment(pool, server, "t"))
+        assert.instanceOf(error, ConnectError)
+        assert.include(error.message, "ECONNREFUSED")
+        assert.isBelow(Date.now() - started, 2_000, server)
+      }
     }))
 
   it.live("Redacted header values reach the server and never appear in errors", () =>

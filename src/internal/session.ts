@@ -26,7 +26,7 @@ import {
 import type { McpSessionError } from "../McpPoolError.ts"
 import type { McpSession, RequestOptions } from "../McpSession.ts"
 import type { ServerPolicy } from "./options.ts"
-import { openRemote } from "./remote.ts"
+import { isRemoteSessionLost, openRemote } from "./remote.ts"
 import { spawnStdio } from "./stdioTransport.ts"
 
 /** Why a session stopped serving: the error every later (and every in-flight) request fails with. */
@@ -122,9 +122,14 @@ export const openSession = (
 
     // The SDK calls onclose once the transport is gone, whoever closed it; only a close we did not start
     // is a death.
+    let lostReason = "the connection closed"
+    // Remote transports say why they gave the session up (HTTP 404, refused, …) just before closing.
+    client.onerror = (error) => {
+      if (isRemoteSessionLost(error)) lostReason = error.message
+    }
     client.onclose = () => {
       if (terminated === undefined) {
-        terminated = new SessionLost({ server, scope, reason: "the connection closed" })
+        terminated = new SessionLost({ server, scope, reason: lostReason })
         Deferred.doneUnsafe(lost, Effect.succeed(terminated))
       }
     }

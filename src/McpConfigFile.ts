@@ -1,0 +1,431 @@
+/**
+ * Server configurations from the files people already have:
+ *
+ * - Claude Desktop, Claude Code (`.mcp.json`), Cursor (`.cursor/mcp.json`) and most other clients:
+ *   `{ "mcpServers": { "<name>": { "command", "args", "env", "cwd" } | { "url", "headers", "type" } } }`
+ * - VS Code (`.vscode/mcp.json`): `{ "servers": { "<name>": { "type": "stdio" | "http" | "sse", … } } }`,
+ *   and the same under `"mcp"` in VS Code's settings (`{ "mcp": { "servers": … } }`).
+ *
+ * Rules:
+ *
+ * - A server with `command` (or `type: "stdio"`) is a child process: {@link McpServerConfig.stdio} with
+ *   `args`, `env`, `cwd`. A server with `url` is remote: `type: "sse"` is legacy SSE; `"http"` (also
+ *   `"streamable-http"`, `"streamableHttp"`) is streamable HTTP; no `type` tries streamable HTTP and falls
+ *   back to SSE, as Cursor does for a bare `url` (it costs nothing with a streamable server: the fallback
+ *   only follows a 4xx answer to `initialize`).
+ * - `${env:NAME}` and `${NAME}` are replaced by environment variables (`${NAME}` also by the `variables`
+ *   option, e.g. `${workspaceFolder}`), `${NAME:-default}` gives a default; in `command`, `args`, `env`,
+ *   `cwd`, `url` and `headers`. A variable that is not set is an error, not an empty string.
+ * - Every `env` value and every header value becomes `Redacted`, whether interpolated or literal: these
+ *   are where tokens live, so they never reach errors, logs or spans. Put secrets there, not in `args`
+ *   or `url` (which stay plain strings).
+ * - `disabled: true` skips a server (and its variables are not needed).
+ * - Fields of other clients (`alwaysAllow`, `autoApprove`, `description`, …) are ignored. VS Code's
+ *   `envFile` and prompted `${input:…}` variables are reported as unsupported rather than silently dropped.
+ * - Comments and trailing commas are accepted (VS Code writes JSONC).
+ *
+ * Every problem is reported at once in one {@link ConfigError}, `source` naming the file and each issue's
+ * `path` the field, e.g. `mcpServers.browser.command`.
+ *
+ * ```ts
+ * const PoolLive = Layer.unwrap(
+ *   Effect.map(McpConfigFile.loadServers(".mcp.json"), (servers) => McpSessionPool.layer({ servers }))
+ * ).pipe(Layer.provide(NodeServices.layer))
+ * ```
+ *
+ * @since 0.1.0
+ */
+import { Effect, FileSystem, Predicate, Redacted } from "effect"
+import * as NodePath from "node:path"
+import { ConfigError, ConfigIssue } from "./McpPoolError.ts"
+import * as McpServerConfig from "./McpServerConfig.ts"
+
+/**
+ * Which of the two shapes a file has: `mcpServers` (Claude Desktop, Cursor, …) or `servers` (VS Code).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Format = "mcpServers" | "servers"
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Variables {
+  /** The environment for `${env:NAME}` and `${NAME}`. Default: `process.env`. */
+  readonly env?: Readonly<Record<string, string | undefined>> | undefined
+  /** Named values for `${NAME}`, looked up before the environment (e.g. `workspaceFolder`). */
+  readonly variables?: Readonly<Record<string, string>> | undefined
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface DecodeOptions extends Variables {
+  /** Where the input came from (usually the file path): the `source` of a `ConfigError`. */
+  readonly source: string
+}
+
+/**
+ * A decoded file.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface McpConfigFile {
+  readonly source: string
+  readonly format: Format
+  readonly servers: Record<string, McpServerConfig.McpServerConfig>
+  /** Servers skipped because of `disabled: true`, in file order. */
+  readonly disabled: ReadonlyArray<string>
+}
+
+// --- decoding ---
+
+const isRecord = (u: unknown): u is Record<string, unknown> => Predicate.isObject(u) && !Array.isArray(u)
+
+const show = (value: unknown): string => {
+  if (typeof value === "string") return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)
+  if (Array.isArray(value)) return "an array"
+  if (value === null) return "null"
+  return typeof value === "object" ? "an object" : String(value)
+}
+
+/** `a.b` for plain keys, `a["my.key"]` otherwise, so every path reads back unambiguously. */
+const child = (path: string, key: string | number): string =>
+  typeof key === "number"
+    ? `${path}[${key}]`
+    : /^[A-Za-z_$][\w$-]*$/.test(key)
+    ? `${path}.${key}`
+    : `${path}[${JSON.stringify(key)}]`
+
+const variableName = /^[A-Za-z_][A-Za-z0-9_]*$/
+const placeholder = /\$\{([^}]*)\}/g
+
+const remoteTypes = new Set(["http", "streamable-http", "streamableHttp", "sse"])
+
+class Decoder {
+  readonly issues: Array<ConfigIssue> = []
+  readonly env: Readonly<Record<string, string | undefined>>
+  readonly variables: Readonly<Record<string, string>>
+
+  constructor(options: Variables) {
+    this.env = options.env ?? process.env
+    this.variables = options.variables ?? {}
+  }
+
+  add(path: string, message: string): void {
+    this.issues.push(new ConfigIssue({ path, message }))
+  }
+
+  /** Replaces every `${…}`, reporting each variable that cannot be resolved. */
+  interpolate(path: string, text: string): string {
+    return text.replace(placeholder, (match, inner: string) => {
+      const fromEnvOnly = inner.startsWith("env:")
+      const body = fromEnvOnly ? inner.slice(4) : inner
+      const separator = body.indexOf(":-")
+      const name = separator === -1 ? body : body.slice(0, separator)
+      if (inner.startsWith("input:")) {
+        this.add(path, `${match}: prompted inputs are VS Code's; set an environment variable and use \${env:NAME}`)
+        return ""
+      }
+      if (!variableName.test(name)) {
+        this.add(path, `${match}: expected \${env:NAME}, \${NAME} or \${NAME:-default}`)
+        return ""
+      }
+      const value = (fromEnvOnly ? undefined : this.variables[name]) ?? this.env[name]
+      if (value !== undefined) return value
+      if (separator !== -1) return body.slice(separator + 2)
+      this.add(path, `environment variable ${name} is not set`)
+      return ""
+    })
+  }
+
+  string(path: string, value: unknown, what: string): string | undefined {
+    if (typeof value === "string") return this.interpolate(path, value)
+    this.add(path, `expected ${what}, got ${show(value)}`)
+    return undefined
+  }
+
+  /** An object of strings (env, headers): every value interpolated, then Redacted. */
+  secrets(path: string, value: unknown): Record<string, Redacted.Redacted<string>> {
+    const out: Record<string, Redacted.Redacted<string>> = {}
+    if (value === undefined) return out
+    if (!isRecord(value)) {
+      this.add(path, `expected an object of strings, got ${show(value)}`)
+      return out
+    }
+    for (const [name, raw] of Object.entries(value)) {
+      const text = this.string(child(path, name), raw, "a string")
+      if (text !== undefined) out[name] = Redacted.make(text, { label: name })
+    }
+    return out
+  }
+
+  stdio(path: string, entry: Record<string, unknown>): McpServerConfig.Stdio | undefined {
+    const command = entry.command === undefined && entry.type === undefined
+      ? undefined // reported by the caller, naming `url` too
+      : this.string(child(path, "command"), entry.command, "a command (a non-empty string)")
+    if (command !== undefined && command.trim() === "") this.add(child(path, "command"), "expected a non-empty command")
+    const args: Array<string> = []
+    if (Array.isArray(entry.args)) {
+      entry.args.forEach((arg: unknown, i) => {
+        const text = this.string(child(child(path, "args"), i), arg, "a string")
+        if (text !== undefined) args.push(text)
+      })
+    } else if (entry.args !== undefined) {
+      this.add(child(path, "args"), `expected an array of strings, got ${show(entry.args)}`)
+    }
+    const env = this.secrets(child(path, "env"), entry.env)
+    const cwd = entry.cwd === undefined ? undefined : this.string(child(path, "cwd"), entry.cwd, "a directory path")
+    if (entry.envFile !== undefined) {
+      this.add(child(path, "envFile"), "not supported: list the variables under `env` (values may use ${env:NAME})")
+    }
+    if (command === undefined || command.trim() === "") return undefined
+    return McpServerConfig.stdio({ command, args, env, cwd })
+  }
+
+  remote(path: string, entry: Record<string, unknown>, type: string | undefined): McpServerConfig.Http | undefined {
+    const url = this.string(child(path, "url"), entry.url, "an http(s) URL")
+    let valid = false
+    if (url !== undefined) {
+      valid = URL.canParse(url) && /^https?:$/.test(new URL(url).protocol)
+      // Only the text as written: the interpolated URL may carry a token.
+      if (!valid) this.add(child(path, "url"), `expected an http(s) URL, got ${show(entry.url)}`)
+    }
+    const headers = this.secrets(child(path, "headers"), entry.headers)
+    if (url === undefined || !valid) return undefined
+    return type === "sse"
+      ? McpServerConfig.sse({ url, headers })
+      : McpServerConfig.http({ url, headers, fallbackToSse: type === undefined })
+  }
+
+  server(path: string, entry: unknown): McpServerConfig.McpServerConfig | "disabled" | undefined {
+    if (!isRecord(entry)) {
+      this.add(path, `expected a server (an object with \`command\` or \`url\`), got ${show(entry)}`)
+      return undefined
+    }
+    if (entry.disabled !== undefined && typeof entry.disabled !== "boolean") {
+      this.add(child(path, "disabled"), `expected true or false, got ${show(entry.disabled)}`)
+    }
+    if (entry.disabled === true) return "disabled"
+    const type = entry.type
+    if (type !== undefined && (typeof type !== "string" || (type !== "stdio" && !remoteTypes.has(type)))) {
+      this.add(child(path, "type"), `expected "stdio", "http" or "sse", got ${show(type)}`)
+      return undefined
+    }
+    if (type === undefined && entry.command !== undefined && entry.url !== undefined) {
+      this.add(path, "has both `command` and `url`: keep one, or say which with `type`")
+      return undefined
+    }
+    if (type === "stdio" || (type === undefined && entry.url === undefined)) {
+      // Without a type, a missing command may as well be a missing url: say both.
+      if (type === undefined && entry.command === undefined) {
+        this.add(child(path, "command"), "expected `command` (a local server) or `url` (a remote server)")
+      }
+      return this.stdio(path, entry)
+    }
+    return this.remote(path, entry, type)
+  }
+}
+
+interface Located {
+  readonly format: Format
+  readonly path: string
+  readonly servers: unknown
+}
+
+const locate = (decoder: Decoder, input: unknown): Located | undefined => {
+  const expected = "expected an object with `mcpServers` (Claude Desktop, Cursor, …) or `servers` (VS Code)"
+  if (!isRecord(input)) {
+    decoder.add("(root)", `${expected}, got ${show(input)}`)
+    return undefined
+  }
+  if (input.mcpServers !== undefined && input.servers !== undefined) {
+    decoder.add("(root)", "has both `mcpServers` and `servers`: keep one")
+    return undefined
+  }
+  if (input.mcpServers !== undefined) return { format: "mcpServers", path: "mcpServers", servers: input.mcpServers }
+  if (input.servers !== undefined) return { format: "servers", path: "servers", servers: input.servers }
+  // VS Code's settings.json keeps the same shape under "mcp".
+  if (isRecord(input.mcp) && input.mcp.servers !== undefined) {
+    return { format: "servers", path: "mcp.servers", servers: input.mcp.servers }
+  }
+  decoder.add("(root)", expected)
+  return undefined
+}
+
+const decodeDocument = (input: unknown, options: DecodeOptions): Effect.Effect<McpConfigFile, ConfigError> =>
+  Effect.suspend(() => {
+    const decoder = new Decoder(options)
+    const servers: Record<string, McpServerConfig.McpServerConfig> = {}
+    const disabled: Array<string> = []
+    const located = locate(decoder, input)
+    if (located !== undefined) {
+      if (!isRecord(located.servers)) {
+        decoder.add(located.path, `expected an object of servers by name, got ${show(located.servers)}`)
+      } else {
+        for (const [name, entry] of Object.entries(located.servers)) {
+          if (name.trim() === "") decoder.add(located.path, "a server name is empty")
+          const server = decoder.server(child(located.path, name), entry)
+          if (server === "disabled") disabled.push(name)
+          else if (server !== undefined) servers[name] = server
+        }
+      }
+    }
+    return decoder.issues.length > 0 || located === undefined
+      ? Effect.fail(new ConfigError({ source: options.source, issues: decoder.issues }))
+      : Effect.succeed({ source: options.source, format: located.format, servers, disabled })
+  })
+
+/**
+ * Decodes a parsed file (either format) into server configs by name, skipping disabled servers.
+ *
+ * ```ts
+ * const servers = yield* McpConfigFile.decode(JSON.parse(text), { source: "mcp.json" })
+ * ```
+ *
+ * @since 0.1.0
+ * @category decoding
+ */
+export const decode = (
+  input: unknown,
+  options: DecodeOptions
+): Effect.Effect<Record<string, McpServerConfig.McpServerConfig>, ConfigError> =>
+  Effect.map(decodeDocument(input, options), (file) => file.servers)
+
+// --- JSON with comments ---
+
+/** Calls `f` with the index of every character outside JSON strings. */
+const outsideStrings = (text: string, f: (i: number) => number | void): void => {
+  let i = 0
+  while (i < text.length) {
+    if (text[i] === "\"") {
+      for (i++; i < text.length && text[i] !== "\""; i++) if (text[i] === "\\") i++
+      i++
+    } else {
+      i = f(i) ?? i + 1
+    }
+  }
+}
+
+/**
+ * JSONC to JSON: comments, then trailing commas, become blanks, so JSON.parse positions still point into
+ * the original text.
+ */
+const stripJsonc = (text: string): string => {
+  const chars = text.split("")
+  const blank = (from: number, to: number) => {
+    for (let j = from; j < to; j++) if (chars[j] !== "\n") chars[j] = " "
+    return to
+  }
+  outsideStrings(text, (i) => {
+    if (text[i] !== "/") return
+    if (text[i + 1] === "/") {
+      const end = text.indexOf("\n", i)
+      return blank(i, end === -1 ? text.length : end)
+    }
+    if (text[i + 1] === "*") {
+      const end = text.indexOf("*/", i + 2)
+      return blank(i, end === -1 ? text.length : end + 2)
+    }
+  })
+  const uncommented = chars.join("")
+  const closing = /\s*[}\]]/y
+  outsideStrings(uncommented, (i) => {
+    if (uncommented[i] !== ",") return
+    closing.lastIndex = i + 1
+    if (closing.test(uncommented)) chars[i] = " "
+  })
+  return chars.join("")
+}
+
+const parseJsonc = (text: string): { readonly value: unknown } | { readonly error: string } => {
+  try {
+    return { value: JSON.parse(stripJsonc(text.replace(/^\uFEFF/, ""))) }
+  } catch (error) {
+    // V8 quotes the text around the error; a literal token could be there.
+    const message = error instanceof Error
+      ? error.message.replace(/, (?:\.\.\.)?".*" is not valid JSON$/s, "")
+      : String(error)
+    return { error: `invalid JSON: ${message}` }
+  }
+}
+
+const decodeTextDocument = (text: string, options: DecodeOptions): Effect.Effect<McpConfigFile, ConfigError> =>
+  Effect.suspend(() => {
+    const parsed = parseJsonc(text)
+    return "error" in parsed
+      ? Effect.fail(
+        new ConfigError({
+          source: options.source,
+          issues: [new ConfigIssue({ path: "(file)", message: parsed.error })]
+        })
+      )
+      : decodeDocument(parsed.value, options)
+  })
+
+/**
+ * Parses (JSON, comments allowed) and decodes a file's text.
+ *
+ * @since 0.1.0
+ * @category decoding
+ */
+export const decodeText = (
+  text: string,
+  options: DecodeOptions
+): Effect.Effect<Record<string, McpServerConfig.McpServerConfig>, ConfigError> =>
+  Effect.map(decodeTextDocument(text, options), (file) => file.servers)
+
+// --- files ---
+
+/**
+ * `${workspaceFolder}` for a file: the folder holding `.vscode/mcp.json`, else the file's own folder.
+ */
+const workspaceFolderOf = (path: string): string => {
+  const folder = NodePath.dirname(NodePath.resolve(path))
+  return NodePath.basename(folder) === ".vscode" ? NodePath.dirname(folder) : folder
+}
+
+/**
+ * Reads and decodes a config file with effect's `FileSystem`. `${workspaceFolder}` defaults to the folder
+ * holding `.vscode/` (or the file's folder). A file that cannot be read or parsed is a `ConfigError`
+ * naming it.
+ *
+ * @since 0.1.0
+ * @category loading
+ */
+export const load = (
+  path: string,
+  options?: Variables
+): Effect.Effect<McpConfigFile, ConfigError, FileSystem.FileSystem> =>
+  Effect.gen(function*() {
+    const fs = yield* FileSystem.FileSystem
+    const text = yield* fs.readFileString(path).pipe(
+      Effect.mapError((error) =>
+        new ConfigError({
+          source: path,
+          issues: [new ConfigIssue({ path: "(file)", message: `cannot read the file: ${error.message}` })]
+        })
+      )
+    )
+    return yield* decodeTextDocument(text, {
+      source: path,
+      env: options?.env,
+      variables: { workspaceFolder: workspaceFolderOf(path), ...options?.variables }
+    })
+  })
+
+/**
+ * {@link load}, keeping only the servers: what `McpSessionPool.layer`'s `servers` takes.
+ *
+ * @since 0.1.0
+ * @category loading
+ */
+export const loadServers = (
+  path: string,
+  options?: Variables
+): Effect.Effect<Record<string, McpServerConfig.McpServerConfig>, ConfigError, FileSystem.FileSystem> =>
+  Effect.map(load(path, options), (file) => file.servers)

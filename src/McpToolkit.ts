@@ -1,0 +1,673 @@
+/**
+ * `effect/ai` tools backed by pooled MCP servers, routed to the current thread's session.
+ *
+ * ```ts
+ * const agent = Effect.gen(function*() {
+ *   const mcp = yield* McpToolkit.make({ servers: ["notebook", { server: "web", prefix: "web_" }] })
+ *   const chat = yield* Chat.empty
+ *   // One turn of one thread: every tool call in it goes to that thread's sessions.
+ *   const turn = (threadId: string, text: string) =>
+ *     chat.generateText({ prompt: text, toolkit: mcp.toolkit }).pipe(McpScope.provide(threadId))
+ * })
+ * ```
+ *
+ * Routing
+ * - Each tool's handler leases its session at call time with `pool.use(server, <current McpScope>)`, so a
+ *   toolkit resolved once serves every thread: thread A's calls reach thread A's session, whatever the
+ *   concurrency. `toolkit` requires `McpScope` in its type, so a turn without one does not compile; a call
+ *   that still has none (a `WithHandler` used outside any scope) fails with `MissingScope`, returned to the
+ *   model. The toolkit never remembers a scope: there is no shared default.
+ * - Model-facing names map to (server, MCP tool name) through a table built at discovery, never by parsing
+ *   a prefix, so `web_` + `scraper_fetch` and `web_scraper_` + `fetch` cannot be confused. When two tools
+ *   end up with the same name the server listed first keeps it and the other is left out and reported
+ *   (`ToolSkipped`). Characters providers reject (`.`, `/`, …) become `_`.
+ *
+ * Discovery and its cache
+ * - Tool lists are per server, not per scope: each is listed once and cached. By default a server is
+ *   listed through the session of the first turn that needs it — a session that thread would open anyway,
+ *   so a stateful server (a browser, a REPL process) costs no extra process. Set `discoveryScope` (e.g.
+ *   `"__discovery__"`) to list through one dedicated session per server instead; it is an ordinary pool
+ *   session, counted against capacity and evicted like any other.
+ * - Every session the toolkit touches is watched for `notifications/tools/list_changed`; the server's list
+ *   is then re-listed when the next turn resolves the toolkit (`toolsChanged` reports the change).
+ * - Discovery of a broken server fails that server alone: its tools are left out (or its last good list is
+ *   kept), a `ToolDiscoveryError` is logged and reported by `discover`, and the server is tried again after
+ *   `retryDiscoveryAfter`. The other servers' tools are offered as usual.
+ * - Concurrent turns share one listing per server; a turn interrupted while it waits does not cancel it.
+ *
+ * Results
+ * - Content maps to what the model reads: text as text, images and audio as file parts, embedded text
+ *   resources as text, resource links as text; structured content stays in the typed result (and is sent
+ *   as JSON when a result has no content).
+ * - Tools use `failureMode: "return"`: an `isError: true` result reaches the model as a failed tool result
+ *   (`McpToolError`), and so do session errors (`SessionLost`, `CallTimeout`, …), so the model can retry or
+ *   explain instead of the whole turn failing. The application still sees them, typed, in the response's
+ *   tool results, and session errors are logged.
+ * - Interrupting a turn interrupts its tool calls; the pool aborts the request and the server is told
+ *   (`notifications/cancelled`). The session stays for the thread's next call.
+ *
+ * @since 0.1.0
+ */
+import type {
+  CallToolResult,
+  ContentBlock as McpContentBlock,
+  Tool as McpToolDefinition
+} from "@modelcontextprotocol/sdk/types.js"
+import {
+  Cause,
+  Clock,
+  Context,
+  Deferred,
+  Duration,
+  Effect,
+  Exit,
+  FiberSet,
+  Option,
+  PubSub,
+  Schema,
+  Stream
+} from "effect"
+import { AiError, type Prompt, Tool, Toolkit } from "effect/ai"
+import type * as JsonSchema from "effect/JsonSchema"
+import type * as Scope from "effect/Scope"
+import * as internal from "./internal/toolkit.ts"
+import {
+  CallTimeout,
+  ConfigError,
+  ConfigIssue,
+  ConnectError,
+  ConnectTimeout,
+  McpProtocolError,
+  MissingScope,
+  PoolClosed,
+  SessionLost,
+  UnknownServer
+} from "./McpPoolError.ts"
+import { McpScope } from "./McpScope.ts"
+import type { McpSession } from "./McpSession.ts"
+import { McpSessionPool } from "./McpSessionPool.ts"
+
+// =============================================================================
+// Results and errors
+// =============================================================================
+
+/**
+ * One MCP content block (text, image, audio, resource link, embedded resource), kept as the server sent it.
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const ContentBlock: Schema.declare<McpContentBlock> = Schema.declare(internal.isContentBlock, {
+  identifier: "McpContentBlock"
+})
+
+/**
+ * A successful tool result: the MCP content and, when the tool declares an output schema, its structured
+ * content. The model is sent `toModelOutput(result)`; the application gets this value.
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const ToolResult = Schema.Struct({
+  content: Schema.Array(ContentBlock),
+  structuredContent: Schema.optionalKey(Schema.Record(Schema.String, Schema.Unknown))
+})
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type ToolResult = typeof ToolResult.Type
+
+/**
+ * The tool ran and reported a failure (`isError: true`). Reaches the model as a failed tool result whose
+ * `text` is what the tool said.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class McpToolError extends Schema.TaggedError<McpToolError>()("McpToolError", {
+  server: Schema.String,
+  tool: Schema.String,
+  text: Schema.String,
+  structuredContent: Schema.optionalKey(Schema.Record(Schema.String, Schema.Unknown))
+}) {
+  override get message(): string {
+    return `Tool "${this.tool}" of MCP server "${this.server}" reported an error: ${this.text}`
+  }
+}
+
+/**
+ * What obtaining a session and calling it can fail with (the pool's typed errors).
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const SessionFailure = Schema.Union([
+  SessionLost,
+  CallTimeout,
+  McpProtocolError,
+  ConnectError,
+  ConnectTimeout,
+  PoolClosed,
+  UnknownServer,
+  MissingScope
+])
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type SessionFailure = typeof SessionFailure.Type
+
+/**
+ * The failure of one tool call, as returned to the model: the tool's own error or a session error.
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const ToolFailure = Schema.Union([McpToolError, SessionFailure])
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type ToolFailure = typeof ToolFailure.Type
+
+/**
+ * Listing one server's tools failed. Only that server's tools are missing; it is tried again after
+ * `retryDiscoveryAfter`, or at once after `invalidate` or a `list_changed`.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ToolDiscoveryError extends Schema.TaggedError<ToolDiscoveryError>()("ToolDiscoveryError", {
+  server: Schema.String,
+  scope: Schema.String,
+  reason: Schema.String,
+  cause: Schema.optionalKey(SessionFailure)
+}) {
+  override get message(): string {
+    return `Could not list the tools of MCP server "${this.server}" (through scope "${this.scope}"): ${this.reason}`
+  }
+}
+
+/**
+ * One tool of a server was left out of the toolkit: its name is unusable or taken, or it needs MCP tasks.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ToolSkipped extends Schema.TaggedError<ToolSkipped>()("ToolSkipped", {
+  server: Schema.String,
+  tool: Schema.String,
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `Tool "${this.tool}" of MCP server "${this.server}" was left out of the toolkit: ${this.reason}`
+  }
+}
+
+/**
+ * What the toolkit reports about discovery: a server that could not be listed, or a tool left out.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type DiscoveryProblem = ToolDiscoveryError | ToolSkipped
+
+/**
+ * The content a tool result sends to the model (see the module docs for the mapping).
+ *
+ * @since 0.1.0
+ * @category mapping
+ */
+export const toModelOutput = (result: ToolResult): Array<Prompt.ToolModelOutputPart> =>
+  internal.toModelOutput(result.content, result.structuredContent)
+
+// =============================================================================
+// Models
+// =============================================================================
+
+/**
+ * A tool of the toolkit: JSON Schema parameters from the server, `ToolResult` on success, `ToolFailure`
+ * returned to the model on failure.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface McpTool extends
+  Tool.Tool<string, {
+    readonly parameters: typeof Schema.Unknown
+    readonly success: typeof ToolResult
+    readonly failure: typeof ToolFailure
+    readonly failureMode: "return"
+  }>
+{}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type Tools = Record<string, McpTool>
+
+/**
+ * The MCP tool definition, as listed by the server.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type ToolDefinition = McpToolDefinition
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface ServerOptions {
+  readonly server: string
+  /** Prepended to this server's tool names, e.g. `"web_"`. Overrides `prefixToolNames`. */
+  readonly prefix?: string | undefined
+  /** Offer only the tools for which this returns true. */
+  readonly filter?: ((tool: ToolDefinition) => boolean) | undefined
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  /** Pool server names (or per-server options), in priority order: the first keeps a contested tool name. */
+  readonly servers: ReadonlyArray<string | ServerOptions>
+  /** Prefix every tool name with its server's name and `_` (default false). */
+  readonly prefixToolNames?: boolean | undefined
+  /**
+   * The scope key to list tools through. Default: the scope of the turn that first needs a server's list
+   * (no extra session). A fixed key, e.g. `"__discovery__"`, keeps one dedicated session per server.
+   */
+  readonly discoveryScope?: string | undefined
+  /** How long a failed discovery is remembered before the server is tried again (default 5 seconds). */
+  readonly retryDiscoveryAfter?: Duration.Input | undefined
+}
+
+/**
+ * One tool as offered to the model.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ToolInfo {
+  /** The model-facing name. */
+  readonly name: string
+  readonly server: string
+  /** The tool's name on its server. */
+  readonly tool: string
+  readonly description: string | undefined
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Discovery {
+  readonly tools: ReadonlyArray<ToolInfo>
+  readonly problems: ReadonlyArray<DiscoveryProblem>
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface McpToolkit {
+  /**
+   * The tools with their handlers, as of now: pass it as `toolkit` to `LanguageModel.generateText`,
+   * `streamText` or `Chat`, which resolve it once per request — so changed tool lists are picked up
+   * between steps. It requires `McpScope`, so the type checker makes you provide the thread's scope
+   * around the turn (`McpScope.provide(threadId)`). Never fails: a server that cannot be listed is left
+   * out (see `discover`).
+   */
+  readonly toolkit: Effect.Effect<Toolkit.WithHandler<Tools>, never, McpScope>
+  /**
+   * Lists what needs listing and reports the tools offered and any problems. Lists through the current
+   * `McpScope` unless `discoveryScope` is set.
+   */
+  readonly discover: Effect.Effect<Discovery, never, McpScope>
+  /** Names of servers that sent `notifications/tools/list_changed`, from subscription on. */
+  readonly toolsChanged: Stream.Stream<string>
+  /** Forgets the cached lists (of one server, or all): the next resolution lists them again. */
+  readonly invalidate: (server?: string) => Effect.Effect<void>
+}
+
+// =============================================================================
+// Constructor
+// =============================================================================
+
+const MAX_PAGES = 100
+const DEFAULT_RETRY_AFTER = "5 seconds"
+
+interface ServerEntry {
+  readonly server: string
+  readonly prefix: string
+  readonly filter: ((tool: ToolDefinition) => boolean) | undefined
+  /** Bumped by `list_changed` and `invalidate`: a list is current when it was taken at this generation. */
+  generation: number
+  listed: { readonly generation: number; readonly tools: ReadonlyArray<ToolDefinition> } | undefined
+  failure: { readonly generation: number; readonly at: number; readonly error: ToolDiscoveryError } | undefined
+  inflight: Deferred.Deferred<void> | undefined
+}
+
+interface Built {
+  readonly key: ReadonlyArray<unknown>
+  readonly toolkit: Toolkit.WithHandler<Tools>
+  readonly tools: ReadonlyArray<ToolInfo>
+  readonly skipped: ReadonlyArray<ToolSkipped>
+}
+
+const validate = (options: Options) => {
+  const issues: Array<ConfigIssue> = []
+  const add = (path: string, message: string) => issues.push(new ConfigIssue({ path, message }))
+  const entries: Array<ServerEntry> = []
+  const seen = new Set<string>()
+  const servers: ReadonlyArray<string | ServerOptions> = Array.isArray(options.servers) ? options.servers : []
+  if (servers.length === 0) add("servers", "expected at least one server")
+  for (const [i, item] of servers.entries()) {
+    const path = `servers[${i}]`
+    const spec: ServerOptions = typeof item === "string" ? { server: item } : item
+    if (typeof spec.server !== "string" || spec.server === "") {
+      add(typeof item === "string" ? path : `${path}.server`, "expected a server name")
+      continue
+    }
+    if (seen.has(spec.server)) {
+      add(path, `server "${spec.server}" is listed twice`)
+      continue
+    }
+    seen.add(spec.server)
+    if (spec.prefix !== undefined && !internal.isValidPrefix(spec.prefix)) {
+      add(`${path}.prefix`, `expected letters, digits, "_" or "-", got "${spec.prefix}"`)
+    }
+    entries.push({
+      server: spec.server,
+      prefix: spec.prefix ?? (options.prefixToolNames === true ? `${spec.server}_` : ""),
+      filter: spec.filter,
+      generation: 0,
+      listed: undefined,
+      failure: undefined,
+      inflight: undefined
+    })
+  }
+  let retryAfter = Duration.fromInputUnsafe(DEFAULT_RETRY_AFTER)
+  if (options.retryDiscoveryAfter !== undefined) {
+    const parsed = Duration.fromInput(options.retryDiscoveryAfter)
+    if (Option.isNone(parsed) || Duration.isNegative(parsed.value)) {
+      add("retryDiscoveryAfter", "expected a non-negative duration")
+    } else retryAfter = parsed.value
+  }
+  if (
+    options.discoveryScope !== undefined &&
+    (typeof options.discoveryScope !== "string" || options.discoveryScope === "")
+  ) {
+    add("discoveryScope", "expected a non-empty scope key")
+  }
+  return issues.length > 0
+    ? Effect.fail(new ConfigError({ source: "McpToolkit options", issues }))
+    : Effect.succeed({ entries, retryAfterMillis: Duration.toMillis(retryAfter) })
+}
+
+/**
+ * Builds a toolkit over the pool's servers. Nothing is listed yet: servers are listed when a turn first
+ * resolves `toolkit` (or `discover`). The toolkit's watchers and listings live in the current `Scope`.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (options: Options): Effect.Effect<McpToolkit, ConfigError, McpSessionPool | Scope.Scope> =>
+  Effect.gen(function*() {
+    const { entries, retryAfterMillis } = yield* validate(options)
+    const pool = yield* McpSessionPool
+    // Listings and watchers outlive the turn that started them; they end with the toolkit's scope.
+    const fibers = yield* FiberSet.make()
+    const changes = yield* PubSub.sliding<string>(256)
+    const watched = new WeakSet<McpSession>()
+    // Registered after the FiberSet, so it runs first: no listing is started into a closed set (its waiters
+    // would wait for a fiber that never runs).
+    let closed = false
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        closed = true
+      })
+    )
+
+    // --- list_changed ---
+
+    const markChanged = (entry: ServerEntry) =>
+      Effect.suspend(() => {
+        entry.generation++
+        return PubSub.publish(changes, entry.server)
+      }).pipe(Effect.andThen(Effect.logDebug(`MCP tools of "${entry.server}" changed`)))
+
+    /** Watches a session for `list_changed` until it closes (its notification stream then ends). */
+    const watch = (entry: ServerEntry, session: McpSession): Effect.Effect<void> => {
+      if (watched.has(session) || session.serverCapabilities.tools?.listChanged !== true) return Effect.void
+      watched.add(session)
+      return FiberSet.run(
+        fibers,
+        Stream.runForEach(
+          session.notifications,
+          (notification) =>
+            notification.method === "notifications/tools/list_changed" ? markChanged(entry) : Effect.void
+        ),
+        // Subscribed before this returns, so a change right after the listing is not missed.
+        { startImmediately: true }
+      ).pipe(Effect.asVoid)
+    }
+
+    // --- discovery ---
+
+    const listAll = (session: McpSession) =>
+      Effect.gen(function*() {
+        const tools: Array<ToolDefinition> = []
+        const cursors = new Set<string>()
+        let cursor: string | undefined
+        for (let page = 0; page < MAX_PAGES; page++) {
+          const result = yield* session.listTools(cursor === undefined ? undefined : { cursor })
+          tools.push(...result.tools)
+          if (result.nextCursor === undefined) return tools
+          if (cursors.has(result.nextCursor)) return yield* Effect.fail("the server repeated a list cursor")
+          cursors.add(cursor = result.nextCursor)
+        }
+        return yield* Effect.fail(`the tool list is longer than ${MAX_PAGES} pages`)
+      })
+
+    /** Runs in its own fiber: whoever waits for it may be interrupted without cancelling it. */
+    const runDiscovery = (entry: ServerEntry, scope: string, generation: number, done: Deferred.Deferred<void>) =>
+      pool.use(entry.server, scope, (session) => Effect.andThen(watch(entry, session), listAll(session))).pipe(
+        Effect.exit,
+        Effect.flatMap((exit) =>
+          Effect.flatMap(Clock.currentTimeMillis, (now) => {
+            if (Exit.isSuccess(exit)) {
+              entry.listed = { generation, tools: exit.value }
+              if (entry.failure !== undefined && entry.failure.generation <= generation) entry.failure = undefined
+              return Effect.logDebug(`MCP tools of "${entry.server}" listed (${exit.value.length})`)
+            }
+            const found = Cause.findErrorOption(exit.cause)
+            // Interrupted (the toolkit is closing) or a defect: nothing to remember; the next turn retries.
+            if (Option.isNone(found)) return Effect.failCause(exit.cause)
+            const error = found.value
+            const failure = typeof error === "string"
+              ? new ToolDiscoveryError({ server: entry.server, scope, reason: error })
+              : new ToolDiscoveryError({ server: entry.server, scope, reason: error.message, cause: error })
+            entry.failure = { generation, at: now, error: failure }
+            return Effect.logWarning(failure.message)
+          })
+        ),
+        Effect.ensuring(Effect.sync(() => {
+          if (entry.inflight === done) entry.inflight = undefined
+          Deferred.doneUnsafe(done, Exit.void)
+        })),
+        Effect.withSpan("McpToolkit.discover", { attributes: { "mcp.server": entry.server, "mcp.scope": scope } })
+      )
+
+    /** Makes the entry's list current, unless its last attempt failed recently; never fails. */
+    const ensureListed = (entry: ServerEntry, scope: string): Effect.Effect<void> =>
+      Effect.uninterruptibleMask((restore) =>
+        Clock.clockWith((clock) => {
+          if (closed || entry.listed?.generation === entry.generation) return Effect.void
+          if (entry.inflight !== undefined) return restore(Deferred.await(entry.inflight))
+          const failure = entry.failure
+          if (
+            failure !== undefined && failure.generation === entry.generation &&
+            clock.currentTimeMillisUnsafe() - failure.at < retryAfterMillis
+          ) return Effect.void
+          // Check and claim in one step (no yield in between), so concurrent turns share one listing.
+          const done = Deferred.makeUnsafe<void>()
+          entry.inflight = done
+          return FiberSet.run(fibers, runDiscovery(entry, scope, entry.generation, done), { startImmediately: true })
+            .pipe(Effect.andThen(restore(Deferred.await(done))))
+        })
+      )
+
+    const listEverything = (scope: string) =>
+      Effect.forEach(entries, (entry) => ensureListed(entry, scope), { concurrency: "unbounded", discard: true })
+
+    // --- the toolkit ---
+
+    const callTool =
+      (entry: ServerEntry, tool: string, name: string) =>
+      (params: unknown): Effect.Effect<ToolResult, ToolFailure | AiError.AiErrorReason> => {
+        if (params !== undefined && !internal.isRecord(params)) {
+          return Effect.fail(
+            new AiError.ToolParameterValidationError({ toolName: name, description: "expected a JSON object" })
+          )
+        }
+        // `undefined` scope: the pool takes the caller's McpScope, so routing follows the calling thread.
+        return pool.use(
+          entry.server,
+          undefined,
+          (session) => Effect.andThen(watch(entry, session), session.callTool({ name: tool, arguments: params }))
+        ).pipe(
+          Effect.tapError((error) => Effect.logWarning(`MCP tool "${name}" failed: ${error.message}`)),
+          Effect.flatMap((result: CallToolResult) =>
+            result.isError === true
+              ? Effect.fail(
+                new McpToolError({
+                  server: entry.server,
+                  tool,
+                  text: internal.toText(result.content, result.structuredContent),
+                  ...(result.structuredContent === undefined ? {} : { structuredContent: result.structuredContent })
+                })
+              )
+              : Effect.succeed<ToolResult>(
+                result.structuredContent === undefined
+                  ? { content: result.content }
+                  : { content: result.content, structuredContent: result.structuredContent }
+              )
+          ),
+          Effect.withSpan("McpToolkit.callTool", { attributes: { "mcp.server": entry.server, "mcp.tool": tool } })
+        )
+      }
+
+    const makeTool = (name: string, definition: ToolDefinition): McpTool => {
+      const hints = definition.annotations
+      const title = definition.title ?? hints?.title
+      let tool: McpTool = Tool.dynamic(name, {
+        description: definition.description,
+        parameters: definition.inputSchema as JsonSchema.JsonSchema,
+        success: ToolResult,
+        failure: ToolFailure,
+        failureMode: "return",
+        toModelOutput
+      })
+        // Server schemas are rarely valid for strict mode (every property required, no extras).
+        .annotate(Tool.Strict, false)
+      if (title !== undefined) tool = tool.annotate(Tool.Title, title)
+      if (hints?.readOnlyHint !== undefined) tool = tool.annotate(Tool.Readonly, hints.readOnlyHint)
+      if (hints?.destructiveHint !== undefined) tool = tool.annotate(Tool.Destructive, hints.destructiveHint)
+      if (hints?.idempotentHint !== undefined) tool = tool.annotate(Tool.Idempotent, hints.idempotentHint)
+      if (hints?.openWorldHint !== undefined) tool = tool.annotate(Tool.OpenWorld, hints.openWorldHint)
+      return tool
+    }
+
+    let built: Built | undefined
+
+    /** The toolkit for the current lists; rebuilt only when a list changed. */
+    const build = Effect.suspend((): Effect.Effect<Built> => {
+      const key = entries.map((entry) => entry.listed)
+      if (built !== undefined && built.key.every((listed, i) => listed === key[i])) return Effect.succeed(built)
+      const tools: Array<McpTool> = []
+      const infos: Array<ToolInfo> = []
+      const handlers: Record<string, ReturnType<typeof callTool>> = {}
+      const owners = new Map<string, ToolInfo>()
+      const skipped: Array<ToolSkipped> = []
+      for (const entry of entries) {
+        for (const definition of entry.listed?.tools ?? []) {
+          if (entry.filter !== undefined && !entry.filter(definition)) continue
+          const skip = (reason: string) =>
+            skipped.push(new ToolSkipped({ server: entry.server, tool: definition.name, reason }))
+          if (internal.requiresTasks(definition)) {
+            skip("it requires task-augmented execution (MCP tasks)")
+            continue
+          }
+          const name = internal.modelToolName(entry.prefix, definition.name)
+          if (typeof name !== "string") {
+            skip(name.invalid)
+            continue
+          }
+          const owner = owners.get(name)
+          if (owner !== undefined) {
+            skip(`its name "${name}" is taken by tool "${owner.tool}" of server "${owner.server}" (set a prefix)`)
+            continue
+          }
+          const info: ToolInfo = {
+            name,
+            server: entry.server,
+            tool: definition.name,
+            description: definition.description
+          }
+          owners.set(name, info)
+          infos.push(info)
+          tools.push(makeTool(name, definition))
+          handlers[name] = callTool(entry, definition.name, name)
+        }
+      }
+      const toolkit = Toolkit.make(...tools)
+      // `toHandlers` captures the current services and `handle` merges them under the caller's. Capture
+      // none: the builder's McpScope must never become the fallback scope of another thread's call.
+      const handlerContext = toolkit.toHandlers(handlers).pipe(
+        Effect.updateContext((_: Context.Context<never>) => Context.empty())
+      )
+      return Effect.flatMap(handlerContext, (context) => Effect.provideContext(toolkit, context)).pipe(
+        Effect.map((withHandler): Built => ({ key, toolkit: withHandler, tools: infos, skipped })),
+        Effect.tap((next) =>
+          Effect.sync(() => {
+            built = next
+          }).pipe(Effect.andThen(Effect.forEach(skipped, (problem) => Effect.logWarning(problem.message))))
+        )
+      )
+    })
+
+    const toolkit = Effect.gen(function*() {
+      const scope = yield* McpScope
+      yield* listEverything(options.discoveryScope ?? scope)
+      return (yield* build).toolkit
+    })
+
+    const discover = Effect.gen(function*() {
+      yield* listEverything(options.discoveryScope ?? (yield* McpScope))
+      const current = yield* build
+      const failures = entries.flatMap((entry) =>
+        entry.failure !== undefined && entry.failure.generation >= (entry.listed?.generation ?? -1)
+          ? [entry.failure.error]
+          : []
+      )
+      return { tools: current.tools, problems: [...failures, ...current.skipped] } satisfies Discovery
+    })
+
+    return {
+      toolkit,
+      discover,
+      toolsChanged: Stream.fromPubSub(changes),
+      invalidate: (server) =>
+        Effect.sync(() => {
+          for (const entry of entries) if (server === undefined || entry.server === server) entry.generation++
+        })
+    } satisfies McpToolkit
+  })
