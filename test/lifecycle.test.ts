@@ -171,4 +171,18 @@ describe("lifecycle", () => {
       assert.strictEqual(error._tag, "MissingScope")
       assert.include(error.message, "McpScope")
     }))
+
+  it.live("closeTimeout bounds a close whose finalizer never returns: closeAll still finishes", () =>
+    Effect.gen(function*() {
+      const probe = yield* makeProbe()
+      const stuck = McpServerConfig.custom((scope) =>
+        Effect.andThen(Effect.addFinalizer(() => Effect.never), probe.config.connect(scope))
+      )
+      const pool = yield* makePool({ servers: { stuck }, closeTimeout: "100 millis" })
+      assert.strictEqual(yield* increment(pool, "t", "stuck"), "1")
+      yield* pool.closeAll
+      // The transport opened after the stuck finalizer was released (finalizers run in reverse order).
+      assert.strictEqual(probe.counts.releases, 1)
+      assert.deepStrictEqual(yield* pool.snapshot, [])
+    }))
 })

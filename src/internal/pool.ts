@@ -320,14 +320,15 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
       })
     }
 
-    entry.state = { _tag: "Closing" }
-    const closed = yield* Effect.exit(
-      Effect.timeoutOrElse(Scope.close(sessionScope, Exit.void), {
-        duration: options.closeTimeout,
-        orElse: () => Effect.fail("timeout" as const)
-      })
-    )
-    if (Exit.isFailure(closed)) {
+    yield* SynchronizedRef.update(ref, (state) => {
+      entry.state = { _tag: "Closing" }
+      return state
+    })
+    // Finalizers cannot be interrupted, so a timeout around them would wait anyway: run the close in its
+    // own fiber and stop waiting for it at the bound (a stdio close is bounded by its graces already).
+    const closing = yield* Effect.forkDetach(Scope.close(sessionScope, Exit.void))
+    const closed = yield* Effect.timeoutOption(Fiber.await(closing), options.closeTimeout)
+    if (closed._tag === "None") {
       yield* Effect.logWarning(`MCP session did not close within ${Duration.format(options.closeTimeout)}`)
     }
     yield* Metric.update(Metric.withAttributes(sessionsClosed, { reason }), 1)
