@@ -112,6 +112,9 @@ const validateServer = (issues: Issues, path: string, config: unknown): void => 
       if (config.cwd !== undefined && typeof config.cwd !== "string" && typeof config.cwd !== "function") {
         issues.add(`${path}.cwd`, `expected a directory path or a function of the scope, got ${show(config.cwd)}`)
       }
+      if (typeof config.inheritEnv !== "boolean") {
+        issues.add(`${path}.inheritEnv`, `expected true or false, got ${show(config.inheritEnv)}`)
+      }
       if (!["ignore", "inherit", "log"].includes(config.stderr as string)) {
         issues.add(`${path}.stderr`, `expected "ignore", "inherit" or "log", got ${show(config.stderr)}`)
       }

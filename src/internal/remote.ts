@@ -29,6 +29,7 @@ import { ErrorCode, type JSONRPCMessage, type MessageExtraInfo } from "@modelcon
 import { Cause, Effect, Exit, Predicate, Redacted, type Scope } from "effect"
 import { ConnectError } from "../McpPoolError.ts"
 import type { Headers as HeaderValues, Http } from "../McpServerConfig.ts"
+import { TransportLost } from "./transportLost.ts"
 
 /** How long `close()` waits for the DELETE that ends the server-side session. */
 const terminateTimeoutMillis = 2_000
@@ -59,12 +60,9 @@ export class RemoteTransportError extends Error {
 }
 
 /** Reported through `onerror` just before `onclose` when the transport finds the session gone. */
-export class RemoteSessionLost extends Error {
+export class RemoteSessionLost extends TransportLost {
   override readonly name = "RemoteSessionLost"
 }
-
-/** True for the error a {@link RemoteTransport} reports when it finds its session gone. */
-export const isRemoteSessionLost = (u: unknown): u is RemoteSessionLost => u instanceof RemoteSessionLost
 
 type Mode = Http["transport"]
 

@@ -13,7 +13,7 @@ import {
   McpError,
   type ServerNotification
 } from "@modelcontextprotocol/sdk/types.js"
-import { Deferred, Duration, Effect, PubSub, Scope, Semaphore, Stream } from "effect"
+import { Deferred, Duration, Effect, Option, PubSub, Scope, Semaphore, Stream } from "effect"
 import type { ChildProcessSpawner } from "effect/process/ChildProcessSpawner"
 import {
   CallTimeout,
@@ -26,8 +26,9 @@ import {
 import type { McpSessionError } from "../McpPoolError.ts"
 import type { McpSession, RequestOptions } from "../McpSession.ts"
 import type { ServerPolicy } from "./options.ts"
-import { isRemoteSessionLost, openRemote } from "./remote.ts"
+import { openRemote } from "./remote.ts"
 import { spawnStdio } from "./stdioTransport.ts"
+import { isTransportLost } from "./transportLost.ts"
 
 /** Why a session stopped serving: the error every later (and every in-flight) request fails with. */
 export type Termination = SessionLost | PoolClosed
@@ -123,9 +124,9 @@ export const openSession = (
     // The SDK calls onclose once the transport is gone, whoever closed it; only a close we did not start
     // is a death.
     let lostReason = "the connection closed"
-    // Remote transports say why they gave the session up (HTTP 404, refused, …) just before closing.
+    // Our transports say why they gave the session up (HTTP 404, output too large, …) just before closing.
     client.onerror = (error) => {
-      if (isRemoteSessionLost(error)) lostReason = error.message
+      if (isTransportLost(error)) lostReason = `the connection closed: ${error.message}`
     }
     client.onclose = () => {
       if (terminated === undefined) {
@@ -188,14 +189,32 @@ export const openSession = (
       return new McpProtocolError({ server, scope, method, code: ErrorCode.InternalError, message: errorText(cause) })
     }
 
+    /** The call's own timeout, else the server's; `undefined` when the call's is not a valid duration. */
+    const requestTimeout = (requestOptions: RequestOptions | undefined): number | undefined => {
+      if (requestOptions?.timeout === undefined) return defaultTimeout
+      const parsed = Duration.fromInput(requestOptions.timeout)
+      return Option.isSome(parsed) && !Duration.isNegative(parsed.value) ? Duration.toMillis(parsed.value) : undefined
+    }
+
     const request = <A>(
       method: string,
       run: (sdkOptions: { readonly signal: AbortSignal; readonly timeout: number }) => Promise<A>,
       requestOptions: RequestOptions | undefined
     ): Effect.Effect<A, McpSessionError> => {
-      const timeout = requestOptions?.timeout === undefined
-        ? defaultTimeout
-        : Duration.toMillis(Duration.fromInputUnsafe(requestOptions.timeout))
+      const timeout = requestTimeout(requestOptions)
+      if (timeout === undefined) {
+        return Effect.fail(
+          new McpProtocolError({
+            server,
+            scope,
+            method,
+            code: ErrorCode.InvalidParams,
+            message: `invalid request timeout ${
+              String(requestOptions?.timeout)
+            }: expected a non-negative duration such as "5 seconds" or a number of milliseconds`
+          })
+        )
+      }
       const call = Effect.tryPromise({
         try: (signal) => terminated === undefined ? run({ signal, timeout }) : Promise.reject(terminated),
         catch: toError(method, timeout)

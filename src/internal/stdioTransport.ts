@@ -24,6 +24,7 @@ import type * as Redacted from "effect/Redacted"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import { readdirSync, readFileSync } from "node:fs"
+import { TransportLost } from "./transportLost.ts"
 
 export interface StdioProcessOptions {
   readonly command: string
@@ -243,7 +244,7 @@ class ProcessTransport implements Transport {
 
   fail(cause: unknown): void {
     if (this.closed) return
-    this.onerror?.(toError(cause))
+    this.onerror?.(new TransportLost(`the server's stdio failed: ${toError(cause).message}`, { cause }))
     this.markClosed()
   }
 
