@@ -35,7 +35,10 @@ export interface ServerOptions {
   readonly maxLifetime?: Duration.Input | undefined
   /** Ping a session idle longer than this before handing it out; a failed ping means a fresh session. */
   readonly pingAfterIdle?: Duration.Input | undefined
-  /** Calls in flight at once on one session; more wait their turn (e.g. 1 for a browser). */
+  /**
+   * Calls in flight at once on one session; more wait their turn (e.g. 1 for a browser). `callTimeout`
+   * counts from when a call is sent, not while it waits for its turn.
+   */
   readonly maxConcurrentCalls?: number | undefined
 }
 

@@ -62,7 +62,11 @@ export interface McpSession {
   readonly serverInfo: Implementation
   readonly serverCapabilities: ServerCapabilities
   readonly instructions: string | undefined
-  /** Server-initiated notifications (list changes, logging, progress, …) for as long as the session lives. */
+  /**
+   * Server-initiated notifications (list changes, logging messages, resource updates, …) for as long as the
+   * session lives; progress goes to the request that asked for it. Each subscriber buffers up to 1024 and
+   * drops the oldest beyond that, so a slow subscriber never holds the session back.
+   */
   readonly notifications: Stream.Stream<ServerNotification>
   /** The underlying SDK client, for what this interface does not cover. Do not close it yourself. */
   readonly client: Client

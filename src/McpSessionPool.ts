@@ -105,7 +105,10 @@ export interface McpSessionPoolShape {
   readonly closeScope: (scope: string) => Effect.Effect<void>
   /** Detaches every session of one server. */
   readonly closeServer: (server: string) => Effect.Effect<void>
-  /** Forced: interrupts in-flight calls, closes every session in parallel, refuses new work. */
+  /**
+   * Forced: calls in flight fail with `PoolClosed`, every session closes in parallel (each within
+   * `closeTimeout`), and the pool refuses new work with `PoolClosed`.
+   */
   readonly closeAll: Effect.Effect<void>
   /** The live sessions: server, scope, state, leases, idle since, pid. */
   readonly snapshot: Effect.Effect<ReadonlyArray<SessionInfo>>

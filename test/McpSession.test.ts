@@ -4,6 +4,7 @@
 import * as NodeServices from "@effect/platform-node/NodeServices"
 import { assert, describe, it } from "@effect/vitest"
 import type { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js"
+import { McpError } from "@modelcontextprotocol/sdk/types.js"
 import { Deferred, Effect, Fiber, Logger, Option, Stream } from "effect"
 import { makeNotebookServer } from "../examples/notebook-server.ts"
 import { CallTimeout, McpProtocolError, SessionLost } from "../src/McpPoolError.ts"
@@ -93,6 +94,19 @@ describe("McpSession", () => {
       assert.strictEqual(firstText(yield* session.callTool({ name: "counter_increment" })), "1")
       const again = yield* pool.get("notebook", "t")
       assert.strictEqual(again, session)
+    }))
+
+  it.effect("a server error with the generic code -32000 is an McpProtocolError, not a lost session", () =>
+    Effect.gen(function*() {
+      const { pool, servers } = yield* makeNotebookPool
+      const session = yield* pool.get("notebook", "t")
+      servers.get("t")!.registerResource("busy", "notebook://busy", {}, () => {
+        throw new McpError(-32000, "database busy")
+      })
+      const error = yield* Effect.flip(session.readResource({ uri: "notebook://busy" }))
+      assert.instanceOf(error, McpProtocolError)
+      assert.strictEqual(error.code, -32000)
+      assert.strictEqual(yield* pool.get("notebook", "t"), session)
     }))
 
   it.effect("interrupting a call cancels it on the server (notifications/cancelled)", () =>

@@ -133,12 +133,11 @@ describe("zero orphans (real processes, /proc)", () => {
         servers: {
           silent: McpServerConfig.stdio({
             command: process.execPath,
-            args: [fixture],
-            env: { STDIO_FIXTURE_SILENT: "1", STDIO_FIXTURE_IGNORE_STDIN_END: "1", STDIO_FIXTURE_PID_FILE: pidFile },
+            args: [fileURLToPath(new URL("./fixtures/stdio-silent.ts", import.meta.url)), pidFile],
             ...graces
           })
         },
-        connectTimeout: "1 second"
+        connectTimeout: "2 seconds"
       }).pipe(Effect.provide(NodeServices.layer))
       const error = yield* Effect.flip(pool.callTool({ server: "silent", scope: "t", name: "pid" }))
       assert.strictEqual(error._tag, "ConnectTimeout")

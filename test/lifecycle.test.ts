@@ -14,6 +14,8 @@ import { firstText, makeProbe } from "./utils/probe.ts"
 
 const makePool = (options: Options) => McpSessionPool.make(options).pipe(Effect.provide(NodeServices.layer))
 
+const takeBoth = <A>(queue: Queue.Queue<A>) => Effect.all([Queue.take(queue), Queue.take(queue)])
+
 const increment = (pool: McpSessionPool["Service"], scope: string, server = "notebook") =>
   pool.callTool({ server, scope, name: "counter_increment" }).pipe(Effect.map(firstText))
 
@@ -184,5 +186,61 @@ describe("lifecycle", () => {
       // The transport opened after the stuck finalizer was released (finalizers run in reverse order).
       assert.strictEqual(probe.counts.releases, 1)
       assert.deepStrictEqual(yield* pool.snapshot, [])
+    }))
+
+  it.effect("semantics 4: interrupting use or callTool while the session connects is prompt and cancels it", () =>
+    Effect.gen(function*() {
+      const probe = yield* makeProbe()
+      probe.hang = true
+      const pool = yield* makePool({ servers: { notebook: probe.config } })
+      const viaCall = yield* Effect.forkChild(increment(pool, "a"))
+      const viaUse = yield* Effect.forkChild(pool.use("notebook", "b", () => Effect.void))
+      yield* takeBoth(probe.connectStarted)
+      // Were the waits uninterruptible (acquireUseRelease's acquire), these would block until connectTimeout,
+      // which the TestClock never reaches.
+      yield* Fiber.interrupt(viaCall)
+      yield* Fiber.interrupt(viaUse)
+      const released = [yield* Queue.take(probe.released), yield* Queue.take(probe.released)].sort()
+      assert.deepStrictEqual(released, ["a", "b"])
+    }))
+
+  it.effect("concurrent users of a session under its idle ping all wait for the verdict", () =>
+    Effect.gen(function*() {
+      const probe = yield* makeProbe()
+      const pool = yield* makePool({
+        servers: { notebook: probe.config },
+        pingAfterIdle: "5 minutes",
+        connectTimeout: "200 millis"
+      })
+      yield* increment(pool, "t")
+      probe.mute("t")
+      yield* TestClock.adjust("6 minutes")
+      const results = yield* Effect.all([increment(pool, "t"), increment(pool, "t")], { concurrency: 2 })
+      assert.deepStrictEqual(results.sort(), ["1", "2"]) // both on the fresh session, none on the dead one
+      assert.strictEqual(probe.counts.connects, 2)
+    }))
+
+  it.live("closeTimeout bounds a transport whose close never settles: invalidate returns", () =>
+    Effect.gen(function*() {
+      const probe = yield* makeProbe()
+      const neverCloses = McpServerConfig.custom((scope) =>
+        Effect.map(probe.config.connect(scope), (transport) => {
+          transport.close = () => new Promise<void>(() => {})
+          return transport
+        })
+      )
+      const pool = yield* makePool({ servers: { neverCloses }, closeTimeout: "100 millis" })
+      assert.strictEqual(yield* increment(pool, "t", "neverCloses"), "1")
+      yield* pool.invalidate("neverCloses", "t")
+      yield* pool.closeAll
+      assert.deepStrictEqual(yield* pool.snapshot, [])
+    }))
+
+  it.live("a callTimeout beyond Node's timer range means no bound, not 1 ms", () =>
+    Effect.gen(function*() {
+      const probe = yield* makeProbe()
+      const pool = yield* makePool({ servers: { notebook: probe.config }, callTimeout: "25 days" })
+      const result = yield* pool.callTool({ server: "notebook", scope: "t", name: "sleep", arguments: { ms: 20 } })
+      assert.deepStrictEqual(result.structuredContent, { completed: true })
     }))
 })

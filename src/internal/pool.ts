@@ -38,6 +38,7 @@ export type CloseReason =
   | "cancelled"
   | "expired"
   | "reloaded"
+  | "ping-failed"
   | "lost"
   | "failed"
   | "pool-closed"
@@ -62,12 +63,14 @@ interface Entry {
   readonly ready: Deferred.Deferred<McpSession, McpGetError>
   readonly closeSignal: Deferred.Deferred<CloseReason>
   owner: Fiber.Fiber<void> | undefined
+  /** The verdict of the idle ping under way, if any. */
+  probing: Deferred.Deferred<boolean> | undefined
 }
 
-/** A lease just taken; `probe` asks for a ping first (the session sat idle past `pingAfterIdle`). */
+/** A lease just taken; `verdict` is set while an idle ping (past `pingAfterIdle`) decides the session. */
 interface Lease {
   readonly entry: Entry
-  readonly probe: boolean
+  readonly verdict: Deferred.Deferred<boolean> | undefined
 }
 
 interface Open {
@@ -112,8 +115,9 @@ const sessionsClosed = Metric.counter("mcp_pool_sessions_closed", {
 
 export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
   const layerScope = yield* Effect.scope
-  // Owners live in their own scope, closed after the pool is marked closed (finalizers run in reverse).
-  const ownersScope = yield* Scope.fork(layerScope, "parallel")
+  // Owners live in a scope of their own that only closeAll closes, after marking the pool closed: so no
+  // owner is interrupted while the pool still takes work, whatever order the layer's finalizers run in.
+  const ownersScope = yield* Scope.make("parallel")
   // Owners run with the layer's services, never the first caller's (its span, its provided services).
   const ownerContext = yield* Effect.context<ChildProcessSpawner>()
   const ref = yield* SynchronizedRef.make<PoolState>({
@@ -250,6 +254,7 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
     )))
 
     let reason: CloseReason
+    let terminate: Effect.Effect<void> = Effect.void
     if (Exit.isSuccess(outcome) && outcome.value._tag === "Connected") {
       const handle = outcome.value.handle
       yield* Metric.update(sessionsCreated, 1)
@@ -257,7 +262,13 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
       const now = yield* Clock.currentTimeMillis
       yield* SynchronizedRef.update(ref, (state) => {
         entry.state = { _tag: "Ready", handle }
-        Deferred.doneUnsafe(entry.ready, Exit.succeed(handle.session))
+        // A connect that beat closeAll by a hair must not hand out a session of a closed pool.
+        Deferred.doneUnsafe(
+          entry.ready,
+          state._tag === "Closed"
+            ? Exit.fail(new PoolClosed({ server: entry.server, scope: entry.scope }))
+            : Exit.succeed(handle.session)
+        )
         if (state._tag === "Open" && entry.attached && entry.leases === 0) {
           entry.idleSince = now
           state.idle.add(entry)
@@ -282,7 +293,7 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
           return state
         })
       }
-      yield* handle.terminate(
+      terminate = handle.terminate(
         reason === "pool-closed"
           ? new PoolClosed({ server: entry.server, scope: entry.scope })
           : new SessionLost({ server: entry.server, scope: entry.scope, reason: `the session was closed (${reason})` })
@@ -324,9 +335,9 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
       entry.state = { _tag: "Closing" }
       return state
     })
-    // Finalizers cannot be interrupted, so a timeout around them would wait anyway: run the close in its
-    // own fiber and stop waiting for it at the bound (a stdio close is bounded by its graces already).
-    const closing = yield* Effect.forkDetach(Scope.close(sessionScope, Exit.void))
+    // Finalizers (and a transport's close) cannot be interrupted, so a timeout around them would wait anyway:
+    // run the close in its own fiber and stop waiting for it at the bound (stdio is bounded by its graces).
+    const closing = yield* Effect.forkDetach(Effect.andThen(terminate, Scope.close(sessionScope, Exit.void)))
     const closed = yield* Effect.timeoutOption(Fiber.await(closing), options.closeTimeout)
     if (closed._tag === "None") {
       yield* Effect.logWarning(`MCP session did not close within ${Duration.format(options.closeTimeout)}`)
@@ -353,12 +364,25 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
           if (existing?.state._tag === "Ready" && Deferred.isDoneUnsafe(existing.state.handle.lost)) {
             retire(state, existing, "lost")
           } else if (existing !== undefined) {
-            const probe = existing.leases === 0 && existing.state._tag === "Ready" &&
+            const stale = existing.state._tag === "Ready" && existing.leases === 0 &&
               existing.policy.pingAfterIdle !== undefined &&
               now - existing.idleSince >= Duration.toMillis(existing.policy.pingAfterIdle)
             existing.leases++
             state.idle.delete(existing)
-            return Effect.succeed([{ entry: existing, probe }, state] as const)
+            if (!stale || existing.state._tag !== "Ready") {
+              // Whoever arrives while a ping is under way waits for its verdict too.
+              return Effect.succeed([{ entry: existing, verdict: existing.probing }, state] as const)
+            }
+            const verdict = Deferred.makeUnsafe<boolean>()
+            existing.probing = verdict
+            return Effect.as(
+              Effect.forkIn(
+                Effect.provideContext(probeSession(existing, existing.state.handle.session, verdict), ownerContext),
+                ownersScope,
+                { startImmediately: true, uninterruptible: true }
+              ),
+              [{ entry: existing, verdict }, state] as const
+            )
           }
           const policy = serverPolicies.get(server)
           if (policy === undefined) {
@@ -377,7 +401,8 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
             idleSince: now,
             ready: Deferred.makeUnsafe(),
             closeSignal: Deferred.makeUnsafe(),
-            owner: undefined
+            owner: undefined,
+            probing: undefined
           }
           let scopes = state.byServer.get(server)
           if (scopes === undefined) state.byServer.set(server, scopes = new Map())
@@ -394,7 +419,7 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
             }),
             (fiber) => {
               entry.owner = fiber
-              return [{ entry, probe: false }, state] as const
+              return [{ entry, verdict: undefined }, state] as const
             }
           )
         }
@@ -409,55 +434,73 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
     )
 
   /**
-   * Lease + wait for the session. On failure or interruption of the wait the lease is returned at once,
-   * so the last waiter leaving a connecting entry cancels its connect.
+   * Lease + wait for the session. The lease bookkeeping is uninterruptible; the waits are interruptible
+   * even inside `acquireUseRelease`'s acquire. On failure or interruption of the wait the lease is returned
+   * at once, so the last waiter leaving a connecting entry cancels its connect.
    */
   const acquireSession = (
     server: string,
     scope: string | undefined
   ): Effect.Effect<readonly [Entry, McpSession], McpGetError> =>
-    Effect.uninterruptibleMask((restore) =>
-      Effect.flatMap(
-        scope === undefined ? currentScope(server) : acquireLease(server, scope),
-        ({ entry, probe }) =>
-          Effect.onExit(
-            restore(
-              probe ? Effect.flatMap(Deferred.await(entry.ready), probeSession(entry)) : Deferred.await(entry.ready)
-            ),
-            (exit) => Exit.isSuccess(exit) ? Effect.void : releaseLease(entry)
-          ).pipe(
-            Effect.flatMap((session) =>
-              session === undefined
-                // The idle session failed its ping: it was retired; connect afresh.
-                ? Effect.andThen(releaseLease(entry), restore(acquireSession(entry.server, entry.scope)))
-                : Effect.succeed([entry, session] as const)
-            )
+    Effect.uninterruptible(Effect.flatMap(
+      scope === undefined ? currentScope(server) : acquireLease(server, scope),
+      ({ entry, verdict }) =>
+        Effect.onExit(
+          Effect.interruptible(awaitSession(entry, verdict)),
+          (exit) => Exit.isSuccess(exit) ? Effect.void : releaseLease(entry)
+        ).pipe(
+          Effect.flatMap((session) =>
+            session === undefined
+              // The idle session failed its ping and was retired: connect afresh.
+              ? Effect.andThen(releaseLease(entry), acquireSession(entry.server, entry.scope))
+              : Effect.succeed([entry, session] as const)
           )
-      )
-    )
+        )
+    ))
 
-  /** Pings a session that sat idle too long; `undefined` (after retiring it) when it does not answer. */
-  const probeSession = (entry: Entry) => (session: McpSession): Effect.Effect<McpSession | undefined> =>
+  /** The session once ready, and once its idle ping (if any) passed; `undefined` if the ping failed. */
+  const awaitSession = (entry: Entry, verdict: Deferred.Deferred<boolean> | undefined) =>
+    verdict === undefined
+      ? Deferred.await(entry.ready)
+      : Effect.flatMap(
+        Deferred.await(verdict),
+        (healthy): Effect.Effect<McpSession | undefined, McpGetError> =>
+          healthy ? Deferred.await(entry.ready) : Effect.succeed(undefined)
+      )
+
+  /**
+   * Pings a session that sat idle too long, in a fiber of its own so that no waiter's interruption can
+   * leave the others without a verdict. A failed ping retires the session.
+   */
+  const probeSession = (entry: Entry, session: McpSession, verdict: Deferred.Deferred<boolean>) =>
     session.ping({ timeout: entry.policy.connectTimeout }).pipe(
-      Effect.as(session),
+      Effect.as(true),
       Effect.catch((error) =>
         Effect.as(
           Effect.andThen(
-            Effect.logWarning(`MCP session failed its idle ping (${error._tag}); reconnecting`),
+            Effect.logWarning(`MCP session failed its idle ping (${error._tag}); the next use reconnects`),
             SynchronizedRef.update(ref, (state) => {
-              if (state._tag === "Open") retire(state, entry, "lost")
+              if (state._tag === "Open") retire(state, entry, "ping-failed")
               return state
             })
           ),
-          undefined
+          false
         )
-      )
+      ),
+      Effect.onExit((exit) =>
+        SynchronizedRef.update(ref, (state) => {
+          entry.probing = undefined
+          Deferred.doneUnsafe(verdict, Exit.isSuccess(exit) ? exit : Exit.succeed(false))
+          return state
+        })
+      ),
+      Effect.annotateLogs({ "mcp.server": entry.server, "mcp.scope": entry.scope })
     )
 
   const get = (server: string, scope?: string) =>
-    Effect.uninterruptibleMask((restore) =>
+    Effect.uninterruptible(
       Effect.gen(function*() {
-        const [entry, session] = yield* restore(acquireSession(server, scope))
+        const [entry, session] = yield* acquireSession(server, scope)
         yield* Effect.addFinalizer(() => releaseLease(entry))
         return session
       })
@@ -502,6 +545,8 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
       duration: Duration.sum(options.closeTimeout, Duration.seconds(1)),
       orElse: () => Effect.logWarning("MCP pool: some sessions did not close in time")
     })
+    // Ends what is left in the owners scope (idle pings under way); owners have finished their closes.
+    yield* Scope.close(ownersScope, Exit.void)
   }))
 
   yield* Scope.addFinalizer(layerScope, closeAll)

@@ -58,6 +58,15 @@ const resolvePerScope = <A>(value: A | ((scope: string) => A), scope: string): A
 
 const errorText = (error: unknown): string => error instanceof Error ? error.message : String(error)
 
+/** Node turns a timer delay above 2^31-1 ms into 1 ms: longer bounds mean "no bound" to the SDK. */
+const maxTimerMillis = 2_147_483_647
+const sdkTimeout = (millis: number): number => Math.min(millis, maxTimerMillis)
+
+const isLocalTimeout = (error: McpError, timeoutMillis: number): boolean => {
+  const data = error.data as { readonly timeout?: unknown } | undefined
+  return data?.timeout === sdkTimeout(timeoutMillis)
+}
+
 const openTransport = (
   options: OpenSessionOptions
 ): Effect.Effect<OpenedTransport, ConnectError, Scope.Scope | ChildProcessSpawner> => {
@@ -152,10 +161,14 @@ export const openSession = (
 
     yield* Effect.tryPromise({
       try: (signal) =>
-        client.connect(opened.transport, { signal, timeout: Duration.toMillis(options.policy.connectTimeout) }),
+        client.connect(opened.transport, {
+          signal,
+          timeout: sdkTimeout(Duration.toMillis(options.policy.connectTimeout))
+        }),
       catch: (cause) =>
         // The SDK's own initialize timeout (same bound as ours) may fire first: report it as what it is.
-        cause instanceof McpError && cause.code === ErrorCode.RequestTimeout
+        cause instanceof McpError && cause.code === ErrorCode.RequestTimeout &&
+          isLocalTimeout(cause, Duration.toMillis(options.policy.connectTimeout))
           ? new ConnectTimeout({ server, scope, timeoutMillis: Duration.toMillis(options.policy.connectTimeout) })
           : new ConnectError({ server, scope, reason: `initialize failed: ${errorText(cause)}`, cause })
     })
@@ -168,12 +181,12 @@ export const openSession = (
     const toError = (method: string, timeoutMillis: number) => (cause: unknown): McpSessionError => {
       if (terminated !== undefined) return terminated
       if (cause instanceof McpError) {
-        if (cause.code === ErrorCode.RequestTimeout) {
+        // The SDK's own timeout carries the bound it was given; a server may send -32001 for other reasons.
+        if (cause.code === ErrorCode.RequestTimeout && isLocalTimeout(cause, timeoutMillis)) {
           return new CallTimeout({ server, scope, method, timeoutMillis })
         }
-        if (cause.code === ErrorCode.ConnectionClosed) {
-          return new SessionLost({ server, scope, reason: cause.message, cause })
-        }
+        // A real close has already set `terminated` (the SDK fires onclose before failing pending requests),
+        // so a -32000 here is the server's generic error code, and the session stays.
         return new McpProtocolError({
           server,
           scope,
@@ -216,7 +229,8 @@ export const openSession = (
         )
       }
       const call = Effect.tryPromise({
-        try: (signal) => terminated === undefined ? run({ signal, timeout }) : Promise.reject(terminated),
+        try: (signal) =>
+          terminated === undefined ? run({ signal, timeout: sdkTimeout(timeout) }) : Promise.reject(terminated),
         catch: toError(method, timeout)
       })
       return permits === undefined ? call : permits.withPermit(call)
