@@ -137,6 +137,14 @@ export class McpSessionPool extends Context.Service<McpSessionPool, McpSessionPo
   ): Effect.Effect<McpSessionPoolShape, ConfigError, Scope | ChildProcessSpawner> =>
     Effect.flatMap(resolveOptions(options, "McpSessionPool options"), internal.make)
 
+  /**
+   * The pool's metrics: `mcp_pool_sessions_created`, `mcp_pool_connect_failures`,
+   * `mcp_pool_connect_duration` (a timer) and `mcp_pool_sessions_closed` (attribute `reason`: released,
+   * evicted, invalidated, scope-closed, server-closed, cancelled, expired, reloaded, ping-failed, lost,
+   * failed, pool-closed).
+   */
+  static readonly metrics = internal.metrics
+
   /** The pool as a layer, with Node's process spawner for stdio servers. */
   static readonly layer = (options: Options): Layer.Layer<McpSessionPool, ConfigError> =>
     McpSessionPool.layerWithoutPlatform(options).pipe(Layer.provide(NodeServices.layer))

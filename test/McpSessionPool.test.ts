@@ -4,7 +4,8 @@
  */
 import * as NodeServices from "@effect/platform-node/NodeServices"
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Exit, Fiber, Queue, Scope } from "effect"
+import { Deferred, Effect, Exit, Fiber, Metric, Queue, Scope } from "effect"
+import { metrics } from "../src/internal/pool.ts"
 import { ConfigError, ConnectError, PoolClosed, UnknownServer } from "../src/McpPoolError.ts"
 import * as McpServerConfig from "../src/McpServerConfig.ts"
 import { McpSessionPool, type Options } from "../src/McpSessionPool.ts"
@@ -323,4 +324,21 @@ describe("McpSessionPool", () => {
       ])
       assert.include(error.message, `"forever"`)
     }))
+})
+
+describe("McpSessionPool observability", () => {
+  it.effect("counts sessions created and closed (by reason) and times connects", () =>
+    Effect.gen(function*() {
+      const probe = yield* makeProbe()
+      const pool = yield* makePool({ servers: { notebook: probe.config } })
+      yield* increment(pool, "notebook", "a")
+      yield* increment(pool, "notebook", "b")
+      yield* pool.invalidate("notebook", "a")
+      const created = yield* Metric.value(metrics.sessionsCreated)
+      const closed = yield* Metric.value(Metric.withAttributes(metrics.sessionsClosed, { reason: "invalidated" }))
+      const connects = yield* Metric.value(metrics.connectDuration)
+      assert.strictEqual(created.count, 2)
+      assert.strictEqual(closed.count, 1)
+      assert.strictEqual(connects.count, 2)
+    }).pipe(Effect.provideService(Metric.MetricRegistry, new Map())))
 })

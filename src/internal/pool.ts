@@ -108,10 +108,16 @@ const connectFailures = Metric.counter("mcp_pool_connect_failures", {
   description: "Connect attempts that failed or timed out",
   incremental: true
 })
+const connectDuration = Metric.timer("mcp_pool_connect_duration", {
+  description: "Spawn or dial plus initialize, for connects that succeeded"
+})
 const sessionsClosed = Metric.counter("mcp_pool_sessions_closed", {
   description: "Sessions closed, by reason",
   incremental: true
 })
+
+/** The pool's metrics, for dashboards and tests. */
+export const metrics = { sessionsCreated, connectFailures, connectDuration, sessionsClosed } as const
 
 export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
   const layerScope = yield* Effect.scope
@@ -248,6 +254,7 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
   /** Owner: runs uninterruptibly; only its two waits can be interrupted (by the owners scope closing). */
   const runOwner = Effect.fnUntraced(function*(entry: Entry) {
     const sessionScope = yield* Scope.make()
+    const connectStarted = yield* Clock.currentTimeMillis
     const outcome = yield* Effect.exit(Effect.interruptible(Effect.raceFirst(
       Effect.map(connect(entry, sessionScope), (handle) => ({ _tag: "Connected" as const, handle })),
       Effect.map(Deferred.await(entry.closeSignal), (reason) => ({ _tag: "Cancelled" as const, reason }))
@@ -257,9 +264,10 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
     let terminate: Effect.Effect<void> = Effect.void
     if (Exit.isSuccess(outcome) && outcome.value._tag === "Connected") {
       const handle = outcome.value.handle
-      yield* Metric.update(sessionsCreated, 1)
-      yield* Effect.logDebug("MCP session ready")
       const now = yield* Clock.currentTimeMillis
+      yield* Metric.update(sessionsCreated, 1)
+      yield* Metric.update(connectDuration, Duration.millis(now - connectStarted))
+      yield* Effect.logDebug("MCP session ready")
       yield* SynchronizedRef.update(ref, (state) => {
         entry.state = { _tag: "Ready", handle }
         // A connect that beat closeAll by a hair must not hand out a session of a closed pool.
