@@ -355,6 +355,9 @@ export const spawnStdio = (
             Effect.annotateLogs({ "mcp.stdio.command": options.command, "mcp.stdio.pid": pid })
           )
         }
+        // Let the reader reach the end of stdout before it is stopped: stopping it earlier leaves the child's
+        // stdout socket paused with unread data, never ended, never closed (a leaked descriptor).
+        yield* Effect.raceFirst(Deferred.await(stdoutDone), sleepNative(killWaitMillis))
         yield* Scope.close(fibers, Exit.void)
       })
     )
