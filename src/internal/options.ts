@@ -217,6 +217,10 @@ const fail = (source: string, issues: Issues) => Effect.fail(new ConfigError({ s
 export const resolveOptions = (options: PoolOptions, source: string): Effect.Effect<ResolvedOptions, ConfigError> =>
   Effect.suspend(() => {
     const issues = new Issues()
+    if (!isRecord(options)) {
+      issues.add("(options)", `expected an object with \`servers\`, got ${show(options)}`)
+      return fail(source, issues)
+    }
     const defaults: PolicyDefaults = {
       connectTimeout: issues.duration("connectTimeout", options.connectTimeout, defaultSettings.connectTimeout),
       callTimeout: issues.duration("callTimeout", options.callTimeout, defaultSettings.callTimeout),

@@ -8,7 +8,8 @@
  *
  * - One owner fiber per entry, forked (uninterruptible) into the pool's owners scope. It opens a `Scope`,
  *   connects inside it, publishes the session through `ready`, waits for `closeSignal` (or the transport's
- *   death), then closes that scope: acquire and release run in that one fiber, whoever asked.
+ *   death), then closes that scope: acquire and release are driven by that one fiber — never by a
+ *   caller's fiber, whoever asked and whoever was interrupted.
  * - Leases: every `get` counts one lease from the moment it asks (a waiter is a lease), so a session is
  *   never closed to make room while someone waits for it or uses it.
  * - Attached entries are in the indexes and are what `get` finds. Detaching (evict, invalidate, closeScope,

@@ -108,7 +108,13 @@ const openTransport = (
     case "Http":
       return Effect.map(openRemote(config, server, scope), (transport) => ({ transport, pid: undefined }))
     case "Custom":
-      return Effect.suspend(() => config.connect(scope)).pipe(
+      return Effect.suspend(() => {
+        const connecting: unknown = config.connect(scope)
+        if (Effect.isEffect(connecting)) return connecting as Effect.Effect<Transport, unknown, Scope.Scope>
+        // An easy slip from JavaScript: a Promise would also reject unobserved and crash the process.
+        if (connecting instanceof Promise) connecting.catch(() => undefined)
+        return Effect.fail(new Error("McpServerConfig.custom: connect must return an Effect of a Transport"))
+      }).pipe(
         Effect.map((transport) => ({ transport, pid: undefined })),
         Effect.mapError((error) => connectError(errorText(error))(error))
       )

@@ -91,3 +91,23 @@ describe("reliability: regressions", () => {
       assert.match(error.message, /maximum size|limit/)
     }), 30_000)
 })
+
+describe("hardening", () => {
+  it.effect("a custom connect that returns a Promise is a ConnectError, not an unhandled rejection", () =>
+    Effect.gen(function*() {
+      const pool = yield* makePool({
+        servers: {
+          js: McpServerConfig.custom((() => Promise.reject(new Error("nope"))) as never)
+        }
+      })
+      const error = yield* Effect.flip(pool.callTool({ server: "js", scope: "t", name: "x" }))
+      assert.strictEqual(error._tag, "ConnectError")
+      assert.include(error.message, "must return an Effect")
+    }))
+
+  it.effect("make without options is a ConfigError, not a defect", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(makePool(undefined as never))
+      assert.strictEqual(error._tag, "ConfigError")
+    }))
+})
