@@ -346,7 +346,10 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
     })
     // Finalizers (and a transport's close) cannot be interrupted, so a timeout around them would wait anyway:
     // run the close in its own fiber and stop waiting for it at the bound (stdio is bounded by its graces).
-    const closing = yield* Effect.forkDetach(Effect.andThen(terminate, Scope.close(sessionScope, Exit.void)))
+    // Started at once: under churn a queued close would wait behind new work and closes would pile up.
+    const closing = yield* Effect.forkDetach(Effect.andThen(terminate, Scope.close(sessionScope, Exit.void)), {
+      startImmediately: true
+    })
     const closed = yield* Effect.timeoutOption(Fiber.await(closing), options.closeTimeout)
     if (closed._tag === "None") {
       yield* Effect.logWarning(`MCP session did not close within ${Duration.format(options.closeTimeout)}`)

@@ -13,6 +13,8 @@ import {
   McpError,
   type ServerNotification
 } from "@modelcontextprotocol/sdk/types.js"
+import { AjvJsonSchemaValidator } from "@modelcontextprotocol/sdk/validation/ajv"
+import type { jsonSchemaValidator } from "@modelcontextprotocol/sdk/validation/types.js"
 import { Deferred, Duration, Effect, Option, PubSub, Scope, Semaphore, Stream } from "effect"
 import type { ChildProcessSpawner } from "effect/process/ChildProcessSpawner"
 import {
@@ -57,6 +59,15 @@ const resolvePerScope = <A>(value: A | ((scope: string) => A), scope: string): A
   typeof value === "function" ? (value as (scope: string) => A)(scope) : value
 
 const errorText = (error: unknown): string => error instanceof Error ? error.message : String(error)
+
+/**
+ * The SDK client builds its Ajv validator eagerly (~17 KiB, ~0.3 ms per session); most sessions never
+ * validate a tool's output schema, so build it on first use.
+ */
+const lazyValidator = (): jsonSchemaValidator => {
+  let ajv: AjvJsonSchemaValidator | undefined
+  return { getValidator: (schema) => (ajv ??= new AjvJsonSchemaValidator()).getValidator(schema) }
+}
 
 /** Node turns a timer delay above 2^31-1 ms into 1 ms: longer bounds mean "no bound" to the SDK. */
 const maxTimerMillis = 2_147_483_647
@@ -131,10 +142,11 @@ export const openSession = (
   Effect.gen(function*() {
     const { scope, server } = options
     const opened = yield* openTransport(options)
-    const client = new Client(options.clientInfo, { capabilities: {} })
+    const client = new Client(options.clientInfo, { capabilities: {}, jsonSchemaValidator: lazyValidator() })
     const lost = Deferred.makeUnsafe<SessionLost>()
     let terminated: Termination | undefined
-    const notifications = yield* PubSub.sliding<ServerNotification>(1024)
+    // Made on the first subscription: most sessions never have one, and a hub costs ~17 KiB up front.
+    let hub: PubSub.PubSub<ServerNotification> | undefined
 
     // The SDK calls onclose once the transport is gone, whoever closed it; only a close we did not start
     // is a death.
@@ -150,15 +162,23 @@ export const openSession = (
       }
     }
     client.fallbackNotificationHandler = async (notification) => {
-      PubSub.publishUnsafe(notifications, notification as ServerNotification)
+      if (hub !== undefined) PubSub.publishUnsafe(hub, notification as ServerNotification)
     }
+    const notifications = Stream.unwrap(Effect.suspend(() => {
+      if (terminated !== undefined) return Effect.succeed(Stream.empty)
+      if (hub !== undefined) return Effect.succeed(Stream.fromPubSub(hub))
+      return Effect.map(PubSub.sliding<ServerNotification>(1024), (created) => {
+        hub = created
+        return Stream.fromPubSub(created)
+      })
+    }))
 
     const terminate = (reason: Termination) =>
       Effect.suspend(() => {
         if (terminated === undefined) terminated = reason
         // Closing the client rejects every pending request at once (the SDK fails them on close).
         return Effect.promise(() => client.close().catch(() => undefined))
-      }).pipe(Effect.andThen(PubSub.shutdown(notifications)))
+      }).pipe(Effect.andThen(Effect.suspend(() => hub === undefined ? Effect.void : PubSub.shutdown(hub))))
 
     yield* Scope.addFinalizer(
       yield* Effect.scope,
@@ -250,7 +270,7 @@ export const openSession = (
       serverInfo,
       serverCapabilities: client.getServerCapabilities() ?? {},
       instructions: client.getInstructions(),
-      notifications: Stream.fromPubSub(notifications),
+      notifications,
       client,
       listTools: (params, requestOptions) =>
         request("tools/list", (o) => client.listTools(params?.cursor === undefined ? {} : params, o), requestOptions),
