@@ -177,8 +177,9 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
   }
 
   const releaseLease = (entry: Entry) =>
-    Effect.flatMap(Clock.currentTimeMillis, (now) =>
+    Effect.clockWith((clock) =>
       SynchronizedRef.update(ref, (state) => {
+        const now = clock.currentTimeMillisUnsafe()
         entry.leases--
         if (entry.leases > 0) return state
         if (state._tag === "Closed" || !entry.attached) {
@@ -192,7 +193,8 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
           trim(state, 0)
         }
         return state
-      }))
+      })
+    )
 
   // --- the owner fiber ---
 
@@ -518,15 +520,47 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
       })
     ).pipe(Effect.withSpan("McpSessionPool.get", { attributes: { "mcp.server": server, "mcp.scope": scope ?? "" } }))
 
+  /**
+   * The hit path, taken synchronously: a ready session nobody is pinging, known alive, needing no ping.
+   * Every transition is synchronous code, so this read-and-lease is atomic without taking the ref's
+   * semaphore (which costs more than the rest of a pooled in-memory call); anything else takes the
+   * full path through the ref.
+   */
+  const leaseReadyUnsafe = (server: string, scope: string): McpSession | undefined => {
+    const state = SynchronizedRef.getUnsafe(ref)
+    if (state._tag === "Closed") return undefined
+    const entry = state.byServer.get(server)?.get(scope)
+    if (
+      entry === undefined || entry.state._tag !== "Ready" || entry.probing !== undefined ||
+      (entry.leases === 0 && entry.policy.pingAfterIdle !== undefined) ||
+      Deferred.isDoneUnsafe(entry.state.handle.lost)
+    ) return undefined
+    entry.leases++
+    state.idle.delete(entry)
+    hitEntry = entry
+    return entry.state.handle.session
+  }
+  // Hands the entry leased by `leaseReadyUnsafe` to its caller without allocating a tuple per call.
+  let hitEntry: Entry | undefined
+
   const use = <A, E, R>(
     server: string,
     scope: string | undefined,
     f: (session: McpSession) => Effect.Effect<A, E, R>
-  ) =>
-    Effect.acquireUseRelease(
-      acquireSession(server, scope),
-      ([, session]) => f(session),
-      ([entry]) => releaseLease(entry)
+  ): Effect.Effect<A, E | McpGetError, R> =>
+    Effect.uninterruptibleMask((restore) =>
+      Effect.suspend(() => {
+        const session = scope === undefined ? undefined : leaseReadyUnsafe(server, scope)
+        if (session === undefined) {
+          return restore(Effect.acquireUseRelease(
+            acquireSession(server, scope),
+            ([, leased]) => f(leased),
+            ([entry]) => releaseLease(entry)
+          ))
+        }
+        const entry = hitEntry!
+        return Effect.onExit(restore(f(session)), () => releaseLease(entry))
+      })
     )
 
   // --- closing ---

@@ -85,20 +85,29 @@ const openTransport = (
   const connectError = (reason: string) => (cause: unknown) => new ConnectError({ server, scope, reason, cause })
   switch (config._tag) {
     case "Stdio":
-      return Effect.suspend(() =>
-        spawnStdio({
-          command: config.command,
-          args: config.args,
+      return Effect.try({
+        // `env` and `cwd` may be functions of the scope: user code that may throw.
+        try: () => ({
           env: resolvePerScope(config.env, scope),
-          inheritEnv: config.inheritEnv,
-          cwd: config.cwd === undefined ? undefined : resolvePerScope(config.cwd, scope),
-          stderr: config.stderr === "log" ? "pipe" : config.stderr,
-          stdinGrace: Duration.fromInputUnsafe(config.stdinGrace),
-          terminateGrace: Duration.fromInputUnsafe(config.terminateGrace)
-        })
-      ).pipe(
-        Effect.map(({ pid, transport }) => ({ transport, pid })),
-        Effect.mapError((error) => connectError(`could not start "${config.command}": ${error.message}`)(error))
+          cwd: config.cwd === undefined ? undefined : resolvePerScope(config.cwd, scope)
+        }),
+        catch: (cause) => connectError(`the env or cwd function threw: ${errorText(cause)}`)(cause)
+      }).pipe(
+        Effect.flatMap(({ cwd, env }) =>
+          spawnStdio({
+            command: config.command,
+            args: config.args,
+            env,
+            inheritEnv: config.inheritEnv,
+            cwd,
+            stderr: config.stderr === "log" ? "pipe" : config.stderr,
+            stdinGrace: Duration.fromInputUnsafe(config.stdinGrace),
+            terminateGrace: Duration.fromInputUnsafe(config.terminateGrace)
+          }).pipe(
+            Effect.mapError((error) => connectError(`could not start "${config.command}": ${error.message}`)(error))
+          )
+        ),
+        Effect.map(({ pid, transport }) => ({ transport, pid }))
       )
     case "InMemory":
       return Effect.gen(function*() {
@@ -120,7 +129,12 @@ const openTransport = (
       return Effect.map(openRemote(config, server, scope), (transport) => ({ transport, pid: undefined }))
     case "Custom":
       return Effect.suspend(() => {
-        const connecting: unknown = config.connect(scope)
+        let connecting: unknown
+        try {
+          connecting = config.connect(scope)
+        } catch (cause) {
+          return Effect.fail(new Error(`connect threw: ${errorText(cause)}`, { cause }))
+        }
         if (Effect.isEffect(connecting)) return connecting as Effect.Effect<Transport, unknown, Scope.Scope>
         // An easy slip from JavaScript: a Promise would also reject unobserved and crash the process.
         if (connecting instanceof Promise) connecting.catch(() => undefined)

@@ -198,10 +198,10 @@ describe("reliability: bad input", () => {
       const cases = {
         noCommand: "could not start",
         noCwd: "could not start",
-        envThrows: "unexpected defect",
+        envThrows: "the env or cwd function threw: env boom",
         factoryThrows: "factory threw",
-        connectThrows: "unexpected defect",
-        connectNotEffect: "unexpected defect"
+        connectThrows: "connect threw: connect boom",
+        connectNotEffect: "connect must return an Effect"
       }
       for (const [server, reason] of Object.entries(cases)) {
         const error = yield* errorOf(pool.callTool({ server, scope: "t", name: "whoami" }))
