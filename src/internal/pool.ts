@@ -16,8 +16,10 @@
  *   closeServer, death) removes an entry from the indexes at once — the next `get` makes a fresh one —
  *   and its owner is told to close when its last lease ends. Removals check identity, so a stale owner
  *   never removes its replacement.
- * - All state changes go through one `SynchronizedRef`, always under `uninterruptibleMask`, and never wait
- *   for an owner while holding it (owners need it to detach themselves).
+ * - The state lives in one `SynchronizedRef`. Every transition is synchronous code run under
+ *   `uninterruptibleMask`, and none waits for an owner while holding the ref (owners need it to detach
+ *   themselves). Being synchronous, a transition is atomic by itself: the hot hit path of `use` leases a
+ *   ready session without taking the ref's semaphore; everything else goes through the ref.
  */
 import { Cause, Clock, Deferred, Duration, Effect, Exit, Fiber, Metric, Scope, SynchronizedRef } from "effect"
 import type { ChildProcessSpawner } from "effect/process/ChildProcessSpawner"
@@ -518,7 +520,10 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
         yield* Effect.addFinalizer(() => releaseLease(entry))
         return session
       })
-    ).pipe(Effect.withSpan("McpSessionPool.get", { attributes: { "mcp.server": server, "mcp.scope": scope ?? "" } }))
+    ).pipe(Effect.withSpan("McpSessionPool.get", {
+      attributes: { "mcp.server": server, "mcp.scope": scope ?? "" },
+      captureStackTrace: false
+    }))
 
   /**
    * The hit path, taken synchronously: a ready session nobody is pinging, known alive, needing no ping.
