@@ -520,10 +520,11 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
         yield* Effect.addFinalizer(() => releaseLease(entry))
         return session
       })
-    ).pipe(Effect.withSpan("McpSessionPool.get", {
-      attributes: { "mcp.server": server, "mcp.scope": scope ?? "" },
-      captureStackTrace: false
-    }))
+    ).pipe(Effect.withSpan(
+      "McpSessionPool.get",
+      { attributes: { "mcp.server": server, "mcp.scope": scope ?? "" } },
+      { captureStackTrace: false }
+    ))
 
   /**
    * The hit path, taken synchronously: a ready session nobody is pinging, known alive, needing no ping.
