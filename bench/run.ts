@@ -1,0 +1,94 @@
+/**
+ * `npm run bench`: runs every section in its own Node process (fresh heap, `--expose-gc`), then writes
+ * bench/RESULTS.md and bench/results.svg. `node bench/run.ts overhead peers` runs only those sections
+ * (and still writes the files, with only them).
+ *
+ * The peer clients (LangChain) live in bench/peers/package.json, out of the library's dependencies; they
+ * are installed on first run.
+ */
+import { execFileSync, spawnSync } from "node:child_process"
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs"
+import { loadavg, tmpdir } from "node:os"
+import { join } from "node:path"
+import { fileURLToPath } from "node:url"
+import type { Section } from "./report.ts"
+
+const sections = ["overhead", "savings", "burst", "scale", "churn", "peers", "shutdown"] as const
+type SectionId = (typeof sections)[number]
+
+const runSection = async (id: SectionId): Promise<Section> => {
+  const calls = await import("./calls.ts")
+  const lifecycle = await import("./lifecycle.ts")
+  const run: Record<SectionId, () => Promise<Section>> = {
+    overhead: calls.overhead,
+    savings: calls.savings,
+    peers: calls.peers,
+    burst: lifecycle.burst,
+    scale: lifecycle.scale,
+    churn: lifecycle.churn,
+    shutdown: lifecycle.shutdown
+  }
+  return run[id]()
+}
+
+const installPeers = () => {
+  const peers = fileURLToPath(new URL("./peers/", import.meta.url))
+  if (existsSync(join(peers, "node_modules/@langchain/mcp-adapters"))) return
+  console.log("installing the peer clients in bench/peers (npm ci)…")
+  // npm's own script runner tells us which npm is running; otherwise take the one on PATH.
+  const npm = process.env.npm_execpath
+  const [command, args] = npm !== undefined && npm.endsWith(".js")
+    ? [process.execPath, [npm]]
+    : ["npm", []]
+  try {
+    execFileSync(command, [...args, "ci", "--legacy-peer-deps", "--no-audit", "--no-fund", "--loglevel=error"], {
+      cwd: peers,
+      stdio: "inherit"
+    })
+  } catch {
+    console.log("could not install the peers: section 6 will say so")
+  }
+}
+
+if (process.argv[2] === "--child") {
+  const result = await runSection(process.argv[3] as SectionId)
+  writeFileSync(process.argv[4]!, JSON.stringify(result))
+  // Pools left open on purpose (the 100,000-session one) would take long to close: just exit.
+  process.exit(0)
+} else {
+  const started = performance.now()
+  const loadAtStart = loadavg().map((x) => x.toFixed(2)).join(", ")
+  const wanted = process.argv.slice(2).filter((a): a is SectionId => (sections as ReadonlyArray<string>).includes(a))
+  const chosen = wanted.length > 0 ? wanted : sections
+  if (chosen.includes("peers")) installPeers()
+  const dir = mkdtempSync(join(tmpdir(), "mcp-pool-bench-"))
+  const results: Array<Section> = []
+  for (const id of chosen) {
+    const out = join(dir, `${id}.json`)
+    const sectionStart = performance.now()
+    const child = spawnSync(process.execPath, [
+      "--expose-gc",
+      // 100,000 live sessions need more than the default old space.
+      ...(id === "scale" ? ["--max-old-space-size=16384"] : []),
+      fileURLToPath(import.meta.url),
+      "--child",
+      id,
+      out
+    ], { stdio: "inherit" })
+    if (child.status !== 0 || !existsSync(out)) {
+      console.error(`section ${id} failed (exit ${child.status ?? child.signal})`)
+      process.exitCode = 1
+      continue
+    }
+    results.push(JSON.parse(readFileSync(out, "utf8")))
+    console.log(`  (${id}: ${((performance.now() - sectionStart) / 1000).toFixed(1)} s)\n`)
+  }
+  const { write } = await import("./report.ts")
+  write(results, (performance.now() - started) / 60_000, loadAtStart)
+  console.log("wrote bench/RESULTS.md and bench/results.svg")
+  for (const section of results) {
+    for (const h of section.headline) {
+      console.log(`${h.metric}: ${h.text ?? (Number.isFinite(h.value) ? `${h.value.toFixed(2)}×` : "n/a")}`)
+    }
+  }
+}
