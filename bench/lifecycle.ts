@@ -3,10 +3,10 @@
  * small capacity, and the shutdown of many stubborn stdio servers.
  */
 import { Effect } from "effect"
-import { existsSync, readFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import { makeNotebookServer } from "../examples/notebook-server.ts"
 import * as McpServerConfig from "../src/McpServerConfig.ts"
+import { isRunning } from "../test/utils/proc.ts"
 import * as L from "./lib.ts"
 import type { Section } from "./report.ts"
 
@@ -334,18 +334,6 @@ export const churn = async (): Promise<Section> => {
   }
 }
 
-/** Alive means a /proc entry that is not a zombie. */
-const alive = (pid: number): boolean => {
-  if (!existsSync(`/proc/${pid}/stat`)) return false
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "latin1")
-    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3)
-    return state !== "Z" && state !== "X"
-  } catch {
-    return false
-  }
-}
-
 /** Opens `n` sessions of the stubborn server, then times closing the pool. */
 const closeStubborn = async (config: McpServerConfig.McpServerConfig, n: number) => {
   const { close, pool } = await L.openPool({ servers: { stubborn: config }, capacity: n })
@@ -356,7 +344,7 @@ const closeStubborn = async (config: McpServerConfig.McpServerConfig, n: number)
   const start = performance.now()
   await close()
   const millis = performance.now() - start
-  return { millis, processes: pids.length, left: pids.filter(alive).length }
+  return { millis, processes: pids.length, left: pids.filter(isRunning).length }
 }
 
 export const shutdown = async (): Promise<Section> => {

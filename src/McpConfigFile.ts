@@ -35,8 +35,9 @@
  *
  * @since 0.1.0
  */
-import { Effect, FileSystem, Predicate, Redacted } from "effect"
+import { Effect, FileSystem, Redacted } from "effect"
 import * as NodePath from "node:path"
+import { isRecord, show } from "./internal/options.ts"
 import { ConfigError, ConfigIssue } from "./McpPoolError.ts"
 import * as McpServerConfig from "./McpServerConfig.ts"
 
@@ -83,15 +84,6 @@ export interface McpConfigFile {
 }
 
 // --- decoding ---
-
-const isRecord = (u: unknown): u is Record<string, unknown> => Predicate.isObject(u) && !Array.isArray(u)
-
-const show = (value: unknown): string => {
-  if (typeof value === "string") return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)
-  if (Array.isArray(value)) return "an array"
-  if (value === null) return "null"
-  return typeof value === "object" ? "an object" : String(value)
-}
 
 /** `a.b` for plain keys, `a["my.key"]` otherwise, so every path reads back unambiguously. */
 const child = (path: string, key: string | number): string =>

@@ -51,6 +51,15 @@ export interface ServerOptions {
 export type PerScope<A> = A | ((scope: string) => A)
 
 /**
+ * The value of a {@link PerScope} setting for one scope (calls the function, which may throw).
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const resolvePerScope = <A>(value: PerScope<A>, scope: string): A =>
+  typeof value === "function" ? (value as (scope: string) => A)(scope) : value
+
+/**
  * Environment values for a child process. Use `Redacted` for secrets: they reach the child unchanged
  * and never appear in errors, logs or spans.
  *

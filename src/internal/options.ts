@@ -72,7 +72,8 @@ class Issues {
   }
 }
 
-const show = (value: unknown): string => {
+/** A short, secret-free rendering of a bad value for an error message. */
+export const show = (value: unknown): string => {
   if (typeof value === "string") return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)
   if (typeof value === "function") return "a function"
   if (Array.isArray(value)) return "an array"
@@ -80,7 +81,7 @@ const show = (value: unknown): string => {
   return typeof value === "object" ? "an object" : String(value)
 }
 
-const isRecord = (u: unknown): u is Record<string, unknown> => Predicate.isObject(u) && !Array.isArray(u)
+export const isRecord = (u: unknown): u is Record<string, unknown> => Predicate.isObject(u) && !Array.isArray(u)
 
 const validateServer = (issues: Issues, path: string, config: unknown): void => {
   if (!isRecord(config)) {

@@ -28,7 +28,7 @@ import type { FetchLike, Transport, TransportSendOptions } from "@modelcontextpr
 import { ErrorCode, type JSONRPCMessage, type MessageExtraInfo } from "@modelcontextprotocol/sdk/types.js"
 import { Cause, Effect, Exit, Predicate, Redacted, type Scope } from "effect"
 import { ConnectError } from "../McpPoolError.ts"
-import type { Headers as HeaderValues, Http } from "../McpServerConfig.ts"
+import { type Headers as HeaderValues, type Http, resolvePerScope } from "../McpServerConfig.ts"
 import { TransportLost } from "./transportLost.ts"
 
 /** How long `close()` waits for the DELETE that ends the server-side session. */
@@ -544,9 +544,6 @@ export class RemoteTransport implements Transport {
     return new RemoteTransportError(context === undefined ? text : `${context}: ${text}`, httpStatus(error))
   }
 }
-
-const resolvePerScope = <A>(value: A | ((scope: string) => A), scope: string): A =>
-  typeof value === "function" ? (value as (scope: string) => A)(scope) : value
 
 /**
  * Opens a remote transport (not yet started: `Client.connect` starts it) in the session's scope. Closing

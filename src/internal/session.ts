@@ -26,6 +26,7 @@ import {
   SessionLost
 } from "../McpPoolError.ts"
 import type { McpSessionError } from "../McpPoolError.ts"
+import { resolvePerScope } from "../McpServerConfig.ts"
 import type { McpSession, RequestOptions } from "../McpSession.ts"
 import type { ServerPolicy } from "./options.ts"
 import { openRemote } from "./remote.ts"
@@ -54,9 +55,6 @@ interface OpenedTransport {
   readonly transport: Transport
   readonly pid: number | undefined
 }
-
-const resolvePerScope = <A>(value: A | ((scope: string) => A), scope: string): A =>
-  typeof value === "function" ? (value as (scope: string) => A)(scope) : value
 
 const errorText = (error: unknown): string => error instanceof Error ? error.message : String(error)
 

@@ -14,6 +14,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { spawnStdio, type StdioConnection, type StdioProcessOptions } from "../../src/internal/stdioTransport.ts"
+import { isRunning, procStat } from "../utils/proc.ts"
 
 const fixture = fileURLToPath(new URL("../fixtures/stdio-server.ts", import.meta.url))
 
@@ -35,24 +36,7 @@ const behindShell = (overrides: Partial<StdioProcessOptions> = {}): StdioProcess
 
 // --- OS state, read from /proc (kill(pid, 0) succeeds on zombies) ---
 
-const procStat = (
-  pid: number
-): { readonly state: string; readonly ppid: number; readonly pgrp: number } | undefined => {
-  let stat: string
-  try {
-    stat = readFileSync(`/proc/${pid}/stat`, "latin1")
-  } catch {
-    return undefined
-  }
-  const [state, ppid, pgrp] = stat.slice(stat.lastIndexOf(")") + 2).split(" ", 3)
-  return { state: state ?? "?", ppid: Number(ppid), pgrp: Number(pgrp) }
-}
-
-/** Gone: no /proc entry, or a zombie (this machine's PID 1 does not reap orphans). */
-const isGone = (pid: number): boolean => {
-  const stat = procStat(pid)
-  return stat === undefined || stat.state === "Z" || stat.state === "X"
-}
+const isGone = (pid: number): boolean => !isRunning(pid)
 
 const poll = <A>(what: string, timeoutMs: number, check: () => A | undefined): Effect.Effect<A> =>
   Effect.gen(function*() {

@@ -5,15 +5,25 @@
 import { Effect, Schedule } from "effect"
 import { readFileSync } from "node:fs"
 
-/** True while /proc has the process and it is not a zombie. */
-export const isRunning = (pid: number): boolean => {
+/** State, parent and process group from `/proc/<pid>/stat`; `undefined` once the entry is gone. */
+export const procStat = (
+  pid: number
+): { readonly state: string; readonly ppid: number; readonly pgrp: number } | undefined => {
+  let stat: string
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
-    // The state letter follows the parenthesised command name, which may itself contain spaces.
-    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z"
+    stat = readFileSync(`/proc/${pid}/stat`, "latin1")
   } catch {
-    return false
+    return undefined
   }
+  // The fields follow the parenthesised command name, which may itself contain spaces.
+  const [state, ppid, pgrp] = stat.slice(stat.lastIndexOf(")") + 2).split(" ", 3)
+  return { state: state ?? "?", ppid: Number(ppid), pgrp: Number(pgrp) }
+}
+
+/** True while /proc has the process and it is not a zombie (this machine's PID 1 never reaps orphans). */
+export const isRunning = (pid: number): boolean => {
+  const state = procStat(pid)?.state
+  return state !== undefined && state !== "Z" && state !== "X"
 }
 
 /**
