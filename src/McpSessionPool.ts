@@ -30,10 +30,9 @@
  *
  * @since 0.1.0
  */
-import * as NodeServices from "@effect/platform-node/NodeServices"
+import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js"
 import { Context, Effect, Layer } from "effect"
-import type { ChildProcessSpawner } from "effect/process/ChildProcessSpawner"
 import { type PoolOptions, resolveOptions } from "./internal/options.ts"
 import * as internal from "./internal/pool.ts"
 import * as McpConfigFile from "./McpConfigFile.ts"
@@ -130,11 +129,10 @@ export class McpSessionPool extends Context.Service<McpSessionPool, McpSessionPo
 ) {
   /**
    * Builds a pool in the current scope; closing the scope closes every session (forced, bounded).
-   * Needs a `ChildProcessSpawner` for stdio servers.
    */
   static readonly make = (
     options: Options
-  ): Effect.Effect<McpSessionPoolShape, ConfigError, Scope | ChildProcessSpawner> =>
+  ): Effect.Effect<McpSessionPoolShape, ConfigError, Scope> =>
     Effect.flatMap(resolveOptions(options, "McpSessionPool options"), internal.make)
 
   /**
@@ -145,9 +143,9 @@ export class McpSessionPool extends Context.Service<McpSessionPool, McpSessionPo
    */
   static readonly metrics = internal.metrics
 
-  /** The pool as a layer, with Node's process spawner for stdio servers. */
+  /** The pool as a layer; its sessions close when the layer's scope does. */
   static readonly layer = (options: Options): Layer.Layer<McpSessionPool, ConfigError> =>
-    McpSessionPool.layerWithoutPlatform(options).pipe(Layer.provide(NodeServices.layer))
+    Layer.effect(McpSessionPool, McpSessionPool.make(options))
 
   /**
    * The pool from a Claude Desktop / Cursor (`mcpServers`) or VS Code (`servers`) config file. A bad file
@@ -164,12 +162,6 @@ export class McpSessionPool extends Context.Service<McpSessionPool, McpSessionPo
         McpConfigFile.loadServers(path, { env, variables }),
         (servers) => McpSessionPool.make({ ...poolOptions, servers })
       )
-    ).pipe(Layer.provide(NodeServices.layer))
+    ).pipe(Layer.provide(NodeFileSystem.layer))
   }
-
-  /** The pool as a layer that takes the `ChildProcessSpawner` from its context (e.g. for tests). */
-  static readonly layerWithoutPlatform = (
-    options: Options
-  ): Layer.Layer<McpSessionPool, ConfigError, ChildProcessSpawner> =>
-    Layer.effect(McpSessionPool, McpSessionPool.make(options))
 }

@@ -102,7 +102,7 @@ describe("zero orphans (real processes, /proc)", () => {
     Effect.gen(function*() {
       const layerScope = yield* Scope.make()
       const context = yield* Layer.buildWithScope(
-        McpSessionPool.layerWithoutPlatform({ servers }).pipe(Layer.provide(NodeServices.layer)),
+        McpSessionPool.layer({ servers }),
         layerScope
       )
       const pool = Context.get(context, McpSessionPool)

@@ -22,7 +22,6 @@
  *   ready session without taking the ref's semaphore; everything else goes through the ref.
  */
 import { Cause, Clock, Deferred, Duration, Effect, Exit, Fiber, Metric, Scope, SynchronizedRef } from "effect"
-import type { ChildProcessSpawner } from "effect/process/ChildProcessSpawner"
 import type { McpGetError } from "../McpPoolError.ts"
 import { ConnectError, ConnectTimeout, MissingScope, PoolClosed, SessionLost, UnknownServer } from "../McpPoolError.ts"
 import { McpScope } from "../McpScope.ts"
@@ -128,7 +127,7 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
   // owner is interrupted while the pool still takes work, whatever order the layer's finalizers run in.
   const ownersScope = yield* Scope.make("parallel")
   // Owners run with the layer's services, never the first caller's (its span, its provided services).
-  const ownerContext = yield* Effect.context<ChildProcessSpawner>()
+  const ownerContext = yield* Effect.context<never>()
   const ref = yield* SynchronizedRef.make<PoolState>({
     _tag: "Open",
     byServer: new Map(),

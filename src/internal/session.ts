@@ -16,7 +16,6 @@ import {
 import { AjvJsonSchemaValidator } from "@modelcontextprotocol/sdk/validation/ajv"
 import type { jsonSchemaValidator } from "@modelcontextprotocol/sdk/validation/types.js"
 import { Deferred, Duration, Effect, Option, PubSub, Scope, Semaphore, Stream } from "effect"
-import type { ChildProcessSpawner } from "effect/process/ChildProcessSpawner"
 import {
   CallTimeout,
   ConnectError,
@@ -78,7 +77,7 @@ const isLocalTimeout = (error: McpError, timeoutMillis: number): boolean => {
 
 const openTransport = (
   options: OpenSessionOptions
-): Effect.Effect<OpenedTransport, ConnectError, Scope.Scope | ChildProcessSpawner> => {
+): Effect.Effect<OpenedTransport, ConnectError, Scope.Scope> => {
   const { policy: { config }, scope, server } = options
   const connectError = (reason: string) => (cause: unknown) => new ConnectError({ server, scope, reason, cause })
   switch (config._tag) {
@@ -150,7 +149,7 @@ const openTransport = (
  */
 export const openSession = (
   options: OpenSessionOptions
-): Effect.Effect<SessionHandle, ConnectError | ConnectTimeout, Scope.Scope | ChildProcessSpawner> =>
+): Effect.Effect<SessionHandle, ConnectError | ConnectTimeout, Scope.Scope> =>
   Effect.gen(function*() {
     const { scope, server } = options
     const opened = yield* openTransport(options)

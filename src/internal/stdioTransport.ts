@@ -1,9 +1,14 @@
 /**
- * An MCP stdio client transport on top of Effect's `ChildProcessSpawner`.
+ * An MCP stdio client transport over a child process in its own process group.
  *
  * The SDK's `StdioClientTransport` signals only its direct child, so a server started through a wrapper
- * (`sh -c …`, `npx …`) survives its client. Here the server runs in its own process group (the spawner's
- * default `detached: true` on POSIX) and shutdown signals and waits for the whole group.
+ * (`sh -c …`, `npx …`) survives its client. Here the server is spawned detached (its own session and
+ * process group on POSIX) and shutdown signals and waits for the whole group.
+ *
+ * It is built on `node:child_process` streams directly rather than on Effect's `ChildProcessSpawner`: a
+ * tool call is one write and one read, and the spawner's stream adapters (a `PassThrough`, a fiber per
+ * direction, a sink per write) cost about 20 µs per call here, more than the SDK's whole transport. The
+ * process lifecycle (spawn, the stepped shutdown, the wait for the group) stays in Effect.
  *
  * @internal
  */
@@ -11,19 +16,16 @@ import { getDefaultEnvironment } from "@modelcontextprotocol/sdk/client/stdio.js
 import { ReadBuffer, serializeMessage } from "@modelcontextprotocol/sdk/shared/stdio.js"
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js"
 import type { JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js"
-import type { NonEmptyReadonlyArray } from "effect/Array"
-import * as Cause from "effect/Cause"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
-import type { PlatformError } from "effect/PlatformError"
-import * as ChildProcess from "effect/process/ChildProcess"
-import { ChildProcessSpawner } from "effect/process/ChildProcessSpawner"
-import type * as Redacted from "effect/Redacted"
+import * as Redacted from "effect/Redacted"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
-import { readdirSync, readFileSync } from "node:fs"
+import { type ChildProcess, spawn } from "node:child_process"
+import { readdirSync, readFileSync, statSync } from "node:fs"
+import type { Readable, Writable } from "node:stream"
 import { TransportLost } from "./transportLost.ts"
 
 export interface StdioProcessOptions {
@@ -53,9 +55,14 @@ export interface StdioConnection {
   readonly exited: Effect.Effect<void>
 }
 
+/** The server could not be started. The message names what was wrong, never an environment value. */
+export class SpawnError extends Error {
+  override readonly name = "SpawnError"
+}
+
 /** After SIGKILL nothing can delay exit but uninterruptible kernel sleep: bound the wait rather than hang. */
 const killWaitMillis = 2_000
-/** Same cadence as the spawner's own process group polling. */
+/** How often the rest of the group is polled once the leader has exited (there is no event for it). */
 const pollMillis = 10
 /**
  * Once the leader has exited, its last output is already in the pipe and takes a few event loop turns to
@@ -65,8 +72,8 @@ const pollMillis = 10
 const exitDrainMillis = 100
 
 /**
- * Shutdown waits on native timers, as the spawner does: processes run in real time, so a `TestClock` in
- * the caller's context must not stall (or skip) the grace periods.
+ * Shutdown waits on native timers: processes run in real time, so a `TestClock` in the caller's context
+ * must not stall (or skip) the grace periods.
  */
 const sleepNative = (millis: number): Effect.Effect<void> =>
   Effect.callback<void>((resume) => {
@@ -138,77 +145,87 @@ const signalGroup = (pgid: number, signal: NodeJS.Signals): void => {
   }
 }
 
-const isPrematureClose = (error: PlatformError): boolean =>
-  (error.cause as NodeJS.ErrnoException | undefined)?.code === "ERR_STREAM_PREMATURE_CLOSE"
-
 const toError = (cause: unknown): Error => cause instanceof Error ? cause : new Error(String(cause))
+
+const errorCode = (error: unknown): unknown => (error as NodeJS.ErrnoException | undefined)?.code
+
+/** Errors writing stdin that only mean the other end went away (the server exited or closed its stdin). */
+const isPipeGone = (error: unknown): boolean => {
+  const code = errorCode(error)
+  return code === "EPIPE" || code === "ECONNRESET" || code === "EOF" || code === "ERR_STREAM_DESTROYED" ||
+    code === "ERR_STREAM_PREMATURE_CLOSE" || code === "ERR_STREAM_WRITE_AFTER_END"
+}
+
+/** The child's environment, secrets unwrapped: only the child ever sees their values. */
+const childEnvironment = (options: StdioProcessOptions): Record<string, string> => {
+  const env: Record<string, string> = {}
+  const base = options.inheritEnv ? process.env : getDefaultEnvironment()
+  for (const [name, value] of Object.entries(base)) {
+    if (value !== undefined) env[name] = value
+  }
+  for (const [name, value] of Object.entries(options.env)) {
+    env[name] = Redacted.isRedacted(value) ? Redacted.value(value) : value
+  }
+  return env
+}
+
+/**
+ * What no process can be given, checked before spawning: Node's own error for it quotes the value, and an
+ * environment value may be a secret.
+ */
+const invalidInput = (options: StdioProcessOptions, env: Record<string, string>): string | undefined => {
+  const show = (text: string) => JSON.stringify(text)
+  if (options.command.includes("\0")) return "the command contains a NUL character"
+  const badArg = options.args.findIndex((arg) => arg.includes("\0"))
+  if (badArg >= 0) return `argument ${badArg + 1} contains a NUL character`
+  if (options.cwd?.includes("\0")) return "the working directory contains a NUL character"
+  for (const [name, value] of Object.entries(env)) {
+    if (name.includes("\0")) return `an environment variable name contains a NUL character: ${show(name)}`
+    if (value.includes("\0")) return `the value of environment variable ${show(name)} contains a NUL character`
+  }
+  return undefined
+}
+
+/** Node says "spawn <command> ENOENT" for a missing command and for a missing working directory alike. */
+const describeSpawnError = (error: Error, options: StdioProcessOptions): string => {
+  const code = errorCode(error)
+  if (code === "ENOENT" && options.cwd !== undefined && !isDirectory(options.cwd)) {
+    return `the working directory ${JSON.stringify(options.cwd)} does not exist or is not a directory`
+  }
+  if (code === "ENOENT") return `command not found (${error.message})`
+  if (code === "EACCES") return `permission denied (${error.message})`
+  return error.message
+}
+
+const isDirectory = (path: string): boolean => {
+  try {
+    return statSync(path).isDirectory()
+  } catch {
+    return false
+  }
+}
 
 const resolved = Promise.resolve()
 
 /**
- * The writes waiting for stdin, pulled in batches by the writer fiber. Not a `Queue`: a queue wakes its
- * taker through the scheduler (a `setImmediate` hop per message, ~10 µs per call measured here), whereas
- * resuming the parked pull runs the writer fiber at once, so a message is written inside `send()` as the
- * SDK's own transport does.
- */
-class Outbox {
-  private pending: Array<Uint8Array> = []
-  private ended = false
-  private wake: ((next: Effect.Effect<NonEmptyReadonlyArray<Uint8Array>, Cause.Done>) => void) | undefined = undefined
-
-  /** Everything offered, in order; ends after `end()` once flushed. */
-  readonly pull: Effect.Effect<NonEmptyReadonlyArray<Uint8Array>, Cause.Done> = Effect.callback((resume) => {
-    if (this.pending.length > 0) {
-      const batch = this.pending as unknown as NonEmptyReadonlyArray<Uint8Array>
-      this.pending = []
-      resume(Effect.succeed(batch))
-    } else if (this.ended) {
-      resume(Cause.done())
-    } else {
-      this.wake = resume
-      return Effect.sync(() => {
-        this.wake = undefined
-      })
-    }
-  })
-
-  offer(bytes: Uint8Array): void {
-    const wake = this.wake
-    if (wake === undefined) {
-      this.pending.push(bytes) // the writer is busy and takes these with its next pull
-    } else {
-      this.wake = undefined
-      wake(Effect.succeed([bytes]))
-    }
-  }
-
-  end(): void {
-    this.ended = true
-    const wake = this.wake
-    if (wake !== undefined) {
-      this.wake = undefined
-      wake(Cause.done())
-    }
-  }
-}
-
-/**
- * The SDK-facing half. Plain fields and synchronous methods so that a send and a receive cost a write and a
- * buffer scan, with no fiber fork or promise chain of our own per message.
+ * The SDK-facing half. Plain fields and synchronous methods, like the SDK's own transport: a send is one
+ * `write`, a receive one buffer scan, with no fiber or promise chain of our own per message.
  */
 class ProcessTransport implements Transport {
   onclose: Transport["onclose"] = undefined
   onerror: Transport["onerror"] = undefined
   onmessage: Transport["onmessage"] = undefined
 
-  readonly outbox = new Outbox()
   private readonly readBuffer = new ReadBuffer()
-  private readonly startSignal: Deferred.Deferred<void>
+  private readonly stdin: Writable
+  private readonly stdout: Readable
   private started = false
   private closed = false
+  private drained: Promise<void> | undefined = undefined
 
-  constructor(startSignal: Deferred.Deferred<void>) {
-    this.startSignal = startSignal
+  constructor(stdin: Writable, stdout: Readable) {
+    this.stdin = stdin
+    this.stdout = stdout
   }
 
   start(): Promise<void> {
@@ -217,14 +234,25 @@ class ProcessTransport implements Transport {
     }
     this.started = true
     // Stdout is only read from here on, so no message arrives before the client has set `onmessage`.
-    Deferred.doneUnsafe(this.startSignal, Exit.void)
+    this.stdout.on("data", this.receive)
     return resolved
   }
 
   send(message: JSONRPCMessage): Promise<void> {
     if (this.closed) return Promise.reject(new Error("Not connected"))
-    this.outbox.offer(Buffer.from(serializeMessage(message), "utf8"))
-    return resolved
+    if (this.stdin.write(serializeMessage(message))) return resolved
+    // Queued above the pipe's high-water mark: hold the sender until it drains, as the SDK does. One
+    // shared wait, however many senders, so that a burst adds two listeners rather than two per message.
+    return this.drained ??= new Promise((resolve) => {
+      const done = () => {
+        this.stdin.off("drain", done)
+        this.stdin.off("close", done)
+        this.drained = undefined
+        resolve()
+      }
+      this.stdin.on("drain", done)
+      this.stdin.on("close", done)
+    })
   }
 
   close(): Promise<void> {
@@ -236,8 +264,8 @@ class ProcessTransport implements Transport {
   markClosed(): void {
     if (this.closed) return
     this.closed = true
-    // Ending stdin asks a well-behaved server to exit; the writer still flushes what was queued before.
-    this.outbox.end()
+    // Ending stdin asks a well-behaved server to exit; what was written before still reaches it.
+    if (!this.stdin.writableEnded && !this.stdin.destroyed) this.stdin.end()
     this.readBuffer.clear()
     this.onclose?.()
   }
@@ -248,31 +276,28 @@ class ProcessTransport implements Transport {
     this.markClosed()
   }
 
-  receive(chunks: ReadonlyArray<Uint8Array>): void {
-    for (const chunk of chunks) {
-      if (this.closed) return // keep draining stdout so the server never blocks, but deliver nothing more
+  /** A listener, hence an arrow: stdout stays read after close so that the server never blocks on it. */
+  private readonly receive = (chunk: Buffer): void => {
+    if (this.closed) return
+    try {
+      this.readBuffer.append(chunk)
+    } catch (error) {
+      // Over the buffer limit: the stream cannot be resynchronised, so give up on it (as the SDK does).
+      this.fail(error)
+      return
+    }
+    for (;;) {
+      let message: JSONRPCMessage | null
       try {
-        this.readBuffer.append(
-          Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length)
-        )
+        message = this.readBuffer.readMessage()
       } catch (error) {
-        // Over the buffer limit: the stream cannot be resynchronised, so give up on it (as the SDK does).
-        this.fail(error)
-        return
+        // A bad line is skipped (the buffer has already moved past it) and reading goes on, as in the SDK.
+        this.onerror?.(toError(error))
+        continue
       }
-      for (;;) {
-        let message: JSONRPCMessage | null
-        try {
-          message = this.readBuffer.readMessage()
-        } catch (error) {
-          // A bad line is skipped (the buffer has already moved past it) and reading goes on, as in the SDK.
-          this.onerror?.(toError(error))
-          continue
-        }
-        if (message === null) break
-        this.onmessage?.(message)
-        if (this.closed) return
-      }
+      if (message === null) return
+      this.onmessage?.(message)
+      if (this.closed) return
     }
   }
 }
@@ -282,44 +307,70 @@ class ProcessTransport implements Transport {
  *
  * Closing the scope shuts the server down in steps and waits for it: end stdin, wait up to `stdinGrace`,
  * SIGTERM the group, wait up to `terminateGrace`, SIGKILL the group, wait. "Exited" means the leader has
- * exited and no live process is left in its group, so wrapper shells and their children go too.
+ * exited and no live process is left in its group, so wrapper shells and their children go too. Then the
+ * pipes are released, even if a process that left the group still holds their other ends.
  */
-export const spawnStdio = (
-  options: StdioProcessOptions
-): Effect.Effect<StdioConnection, PlatformError, Scope.Scope | ChildProcessSpawner> =>
+export const spawnStdio = (options: StdioProcessOptions): Effect.Effect<StdioConnection, SpawnError, Scope.Scope> =>
   // Uninterruptible so that nothing runs between the spawn and the registration of its finalizer.
   Effect.uninterruptible(Effect.gen(function*() {
     const scope = yield* Effect.scope
-    const spawner = yield* ChildProcessSpawner
+    const env = childEnvironment(options)
+    const invalid = invalidInput(options, env)
+    if (invalid !== undefined) return yield* Effect.fail(new SpawnError(invalid))
 
-    const command = ChildProcess.make(options.command, [...options.args], {
-      cwd: options.cwd,
-      env: options.inheritEnv ? { ...options.env } : { ...getDefaultEnvironment(), ...options.env },
-      extendEnv: options.inheritEnv,
-      // Its own process group (the spawner's POSIX default, spelled out because everything below relies
-      // on it). Windows has no process groups, and there `detached` would open a console window.
-      detached: process.platform !== "win32",
-      stdin: "pipe",
-      stdout: "pipe",
-      stderr: options.stderr
+    let child: ChildProcess
+    try {
+      child = spawn(options.command, options.args, {
+        cwd: options.cwd,
+        env,
+        // Its own process group, which everything below relies on. Windows has no process groups, and
+        // there `detached` would open a console window.
+        detached: process.platform !== "win32",
+        stdio: ["pipe", "pipe", options.stderr],
+        windowsHide: true
+      })
+    } catch (error) {
+      return yield* Effect.fail(new SpawnError(toError(error).message, { cause: error }))
+    }
+    // Every listener is attached before the first yield: Node emits on later ticks.
+    const stdin = child.stdin!
+    const stdout = child.stdout!
+    const transport = new ProcessTransport(stdin, stdout)
+    const spawnFailed = Deferred.makeUnsafe<Error>()
+    const exited = Deferred.makeUnsafe<void>()
+    const stdoutDone = Deferred.makeUnsafe<void>()
+    let exitDrain: ReturnType<typeof setTimeout> | undefined
+
+    child.on("error", (error) => {
+      // Before a pid, the spawn failed; after one, only signalling through `child.kill` (unused) emits here.
+      if (child.pid === undefined) Deferred.doneUnsafe(spawnFailed, Exit.succeed(error))
+      else transport.fail(error)
+    })
+    stdin.on("error", (error) => isPipeGone(error) ? transport.markClosed() : transport.fail(error))
+    stdout.on("error", (error) => transport.fail(error))
+    stdout.on("close", () => {
+      clearTimeout(exitDrain)
+      Deferred.doneUnsafe(stdoutDone, Exit.void)
+      transport.markClosed()
+    })
+    // A dead leader also closes the connection, even if a surviving group member holds stdout open.
+    child.on("exit", () => {
+      Deferred.doneUnsafe(exited, Exit.void)
+      if (!Deferred.isDoneUnsafe(stdoutDone)) exitDrain = setTimeout(() => transport.markClosed(), exitDrainMillis)
     })
 
-    // The spawner ties a release to the scope it spawns in: signal the group, then poll it with
-    // kill(-pgid, 0) until it is empty. Run after our shutdown it would signal a pgid we have already seen
-    // emptied (which could by then belong to someone else), and, because kill(2) also reaches zombies,
-    // wait out its bounds (a second or more) whenever an orphaned member is left unreaped. So the spawn gets
-    // a scope of its own that is never closed: the finalizer below does the whole shutdown instead.
-    const handle = yield* spawner.spawn(command).pipe(Scope.provide(Scope.makeUnsafe()))
-    const pid = handle.pid
+    const pid = child.pid
+    if (pid === undefined) {
+      const error = yield* Deferred.await(spawnFailed)
+      stdin.destroy()
+      stdout.destroy()
+      child.stderr?.destroy()
+      return yield* Effect.fail(new SpawnError(describeSpawnError(error, options), { cause: error }))
+    }
 
-    // Our fibers live in a scope that the finalizer closes last, so they keep serving (flushing stdin,
-    // reading the final output) while it waits, whatever the caller's scope finalizer strategy is.
+    // Fibers of ours live in a scope that the finalizer closes last, so they keep serving (reading the final
+    // output) while it waits, whatever the caller's scope finalizer strategy is.
     const fibers = yield* Scope.make()
-    const startSignal = Deferred.makeUnsafe<void>()
-    const stdoutDone = Deferred.makeUnsafe<void>()
-    const exited = Deferred.makeUnsafe<void>()
-    const transport = new ProcessTransport(startSignal)
-
     const hasLiveGroupMember = makeGroupProbe(pid)
     const isGone = (): boolean => Deferred.isDoneUnsafe(exited) && !hasLiveGroupMember()
 
@@ -338,9 +389,11 @@ export const spawnStdio = (
     yield* Scope.addFinalizer(
       scope,
       Effect.gen(function*() {
-        // Closed first: pending requests fail now rather than when the process is gone, and stdin ends
-        // after the writes already queued.
+        // Closed first: pending requests fail now rather than when the process is gone, and stdin ends.
         transport.markClosed()
+        // Output nobody will read any more is discarded, so that a server blocked writing it can exit and
+        // the pipe can reach its end.
+        stdout.resume()
         let gone = yield* awaitGone(Duration.toMillis(options.stdinGrace))
         if (!gone) {
           signalGroup(pid, "SIGTERM")
@@ -355,51 +408,21 @@ export const spawnStdio = (
             Effect.annotateLogs({ "mcp.stdio.command": options.command, "mcp.stdio.pid": pid })
           )
         }
-        // Let the reader reach the end of stdout before it is stopped: stopping it earlier leaves the child's
-        // stdout socket paused with unread data, never ended, never closed (a leaked descriptor).
+        // The last output is read before our ends of the pipes are released,
+        // which they are even if a process that left the group still holds the other ends.
         yield* Effect.raceFirst(Deferred.await(stdoutDone), sleepNative(killWaitMillis))
+        clearTimeout(exitDrain)
         yield* Scope.close(fibers, Exit.void)
+        stdin.destroy()
+        stdout.destroy()
+        child.stderr?.destroy()
       })
     )
 
-    // Exit watcher, which the finalizer relies on. A dead leader also closes the connection, even if a
-    // surviving group member holds stdout open.
-    yield* handle.exitCode.pipe(
-      Effect.exit, // fails when killed by a signal: the process has exited either way
-      Effect.andThen(() => {
-        Deferred.doneUnsafe(exited, Exit.void)
-        return Effect.raceFirst(Deferred.await(stdoutDone), sleepNative(exitDrainMillis))
-      }),
-      Effect.andThen(Effect.sync(() => transport.markClosed())),
-      Effect.forkIn(fibers)
-    )
-
-    // Writer: ends stdin once the outbox ends (close, or shutdown).
-    yield* Stream.run(Stream.fromPull(Effect.succeed(transport.outbox.pull)), handle.stdin).pipe(
-      Effect.catch((error) =>
-        Effect.sync(() =>
-          // The other end of stdin went away (the server exited or closed it): nothing can reach the server
-          // any more, which is a close rather than an error (the SDK's transport does not report it either).
-          isPrematureClose(error) ? transport.markClosed() : transport.fail(error)
-        )
-      ),
-      Effect.forkIn(fibers)
-    )
-
-    // Reader: one pass over stdout per chunk batch, no per-message effects.
-    yield* Deferred.await(startSignal).pipe(
-      Effect.andThen(Stream.runForEachArray(handle.stdout, (chunks) => Effect.sync(() => transport.receive(chunks)))),
-      Effect.catch((error) => Effect.sync(() => transport.fail(error))),
-      Effect.ensuring(Effect.sync(() => {
-        Deferred.doneUnsafe(stdoutDone, Exit.void)
-        transport.markClosed()
-      })),
-      Effect.forkIn(fibers)
-    )
-
-    if (options.stderr === "pipe") {
+    const stderr = child.stderr
+    if (options.stderr === "pipe" && stderr !== null) {
       // Always drained: an unread stderr pipe would block the server once full.
-      yield* handle.stderr.pipe(
+      yield* Stream.fromAsyncIterable(stderr as AsyncIterable<Uint8Array>, toError).pipe(
         Stream.decodeText(),
         Stream.splitLines,
         Stream.runForEach((line) => Effect.logDebug(line)),

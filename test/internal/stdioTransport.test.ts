@@ -301,4 +301,37 @@ describe("spawnStdio", () => {
       yield* close
       assert.isTrue(isGone(connection.pid))
     }).pipe(Effect.provide(NodeServices.layer)))
+
+  it.live("a burst of large messages over the pipe's buffer: every answer, no listener pile-up", () =>
+    Effect.gen(function*() {
+      const warnings: Array<Error> = []
+      const onWarning = (warning: Error) => warnings.push(warning)
+      process.on("warning", onWarning)
+      yield* Effect.addFinalizer(() => Effect.sync(() => process.off("warning", onWarning)))
+      const { close, connection } = yield* spawnIn(options())
+      const client = yield* connect(connection)
+      // 100 × 200 KB: far over the 16 KiB high-water mark, so most sends wait for "drain".
+      const texts = Array.from({ length: 100 }, (_, i) => `${i}:`.padEnd(200_000, String.fromCharCode(97 + (i % 26))))
+      const echoed = yield* Effect.forEach(texts, (text) => callText(client, "echo", { text }), {
+        concurrency: "unbounded"
+      })
+      assert.deepStrictEqual(echoed, texts)
+      assert.deepStrictEqual(warnings.map((w) => w.name), [])
+      yield* close
+    }))
+
+  it.effect("spawn failures say what was wrong and never quote an environment value", () =>
+    Effect.gen(function*() {
+      const failure = (opts: StdioProcessOptions) =>
+        Effect.flip(Effect.scoped(spawnStdio(opts))).pipe(Effect.map((error) => error.message))
+      assert.include(yield* failure(options({ command: "/nonexistent/mcp-server" })), "command not found")
+      assert.include(
+        yield* failure(options({ cwd: "/nonexistent/dir" })),
+        "the working directory \"/nonexistent/dir\" does not exist"
+      )
+      const secret = yield* failure(options({ env: { TOKEN: Redacted.make("s3cr3t\u0000tail") } }))
+      assert.include(secret, "environment variable \"TOKEN\" contains a NUL character")
+      assert.notInclude(secret, "s3cr3t")
+      assert.include(yield* failure(options({ args: [fixture, "a\u0000b"] })), "argument 2 contains a NUL")
+    }))
 })
