@@ -12,31 +12,46 @@ import * as ChildProcess from "effect/process/ChildProcess"
 import * as L from "./lib.ts"
 import type { Section } from "./report.ts"
 
-/** Raw SDK, raw SDK inside `Effect.tryPromise`, `pool.callTool`, and a call on a held lease. */
-const overheadVariants = async (makeClient: () => Promise<Client>, pool: L.Pool) => {
-  const raw = await makeClient()
-  const wrapped = await makeClient()
+/**
+ * Raw SDK, raw SDK inside `Effect.tryPromise`, `pool.callTool`, and a call on a held lease; each variant
+ * over `instances` servers of its own.
+ */
+const overheadVariants = async (makeClient: () => Promise<Client>, pool: L.Pool, instances: number) => {
+  const indexes = Array.from({ length: instances }, (_, i) => i)
+  const raw: Array<Client> = []
+  const wrapped: Array<Client> = []
+  for (const _ of indexes) {
+    raw.push(await makeClient())
+    wrapped.push(await makeClient())
+  }
   const leaseScope = Scope.makeUnsafe()
-  const held = await Effect.runPromise(pool.get("notebook", "held").pipe(Scope.provide(leaseScope)))
+  const held = await Effect.runPromise(
+    Effect.forEach(indexes, (i) => pool.get("notebook", `held-${i}`)).pipe(Scope.provide(leaseScope))
+  )
   const variants: Array<L.Variant> = [
-    { name: "raw SDK Client.callTool", run: L.rawCalls(raw) },
-    { name: "raw SDK in Effect.tryPromise", run: L.effectWrappedCalls(wrapped) },
-    { name: "pool.callTool", run: L.poolCalls(pool, "notebook", "thread") },
-    {
-      name: "session.callTool (lease held)",
-      run: (n) =>
+    L.cycling("raw SDK Client.callTool", raw.map(L.rawCalls)),
+    L.cycling("raw SDK in Effect.tryPromise", wrapped.map(L.effectWrappedCalls)),
+    L.cycling("pool.callTool", indexes.map((i) => L.poolCalls(pool, "notebook", `thread-${i}`))),
+    L.cycling(
+      "session.callTool (lease held)",
+      held.map((session) => (n: number) =>
         Effect.runPromise(Effect.gen(function*() {
-          for (let i = 0; i < n; i++) yield* held.callTool(L.tool)
+          for (let i = 0; i < n; i++) yield* session.callTool(L.tool)
         }))
-    }
+      )
+    )
   ]
   const close = async () => {
-    await raw.close()
-    await wrapped.close()
+    for (const client of [...raw, ...wrapped]) await client.close()
     await Effect.runPromise(Scope.close(leaseScope, Exit.void))
   }
   return { variants, close }
 }
+
+/** Server processes per stdio variant, cycled batch by batch. */
+const stdioInstances = 3
+/** Calls per server before timing: fewer leave the servers' JIT still settling, some faster than others. */
+const stdioWarmup = 10_000
 
 /** Wall and CPU columns: the headline clock is CPU for in-memory (one process), wall for stdio. */
 const timingRows = (prefix: string, result: L.Comparison) =>
@@ -64,14 +79,13 @@ export const overhead = async (): Promise<Section> => {
     const { close: closePool, pool } = await L.openPool({
       servers: { notebook: kind === "stdio" ? L.notebookStdio : L.notebookInMemory }
     })
-    const { close, variants } = await overheadVariants(
-      kind === "stdio" ? L.rawStdioClient : L.rawInMemoryClient,
-      pool
-    )
+    const { close, variants } = kind === "stdio"
+      ? await overheadVariants(L.rawStdioClient, pool, stdioInstances)
+      : await overheadVariants(L.rawInMemoryClient, pool, 1)
     const result = await L.compare(
       variants,
       kind === "stdio"
-        ? { rounds: 300, batch: 25, warmup: 500 }
+        ? { rounds: 90, batch: 100, warmup: stdioWarmup }
         : { rounds: 100, batch: 400, warmup: 3000 }
     )
     rows.push(...timingRows(`${kind}: `, result))
@@ -86,13 +100,16 @@ export const overhead = async (): Promise<Section> => {
   return {
     id: "overhead",
     title: "1. Overhead: `pool.callTool` vs a raw SDK `Client` already connected",
-    description: "One `counter_increment` call on the bundled notebook server. Each variant has its own " +
-      "server (instance or process); rounds interleave the variants in rotating order; the ratio is the " +
-      "median over rounds of (variant ÷ raw SDK) within the round. `Effect.tryPromise` around the raw call " +
-      "is the floor for any Effect API; the held lease isolates the session wrapper from the lease taking. Each batch " +
-      "is timed on the wall clock and on this process's CPU time; the headline ratio is CPU time for " +
-      "in-memory (everything runs in this process, and the machine is shared) and wall time for stdio (two " +
-      "processes per call). IQR: the interquartile range of the per-round ratios.",
+    description: "One `counter_increment` call on the bundled notebook server. Each variant has servers of " +
+      `its own (one in-memory instance; ${stdioInstances} stdio processes, a different one per batch, each ` +
+      `warmed up with ${L.int(stdioWarmup)} calls); rounds interleave the variants in rotating order; the ` +
+      "ratio is the median over rounds of (variant ÷ raw SDK) within the round. `Effect.tryPromise` around " +
+      "the raw call is the floor for any Effect API; the held lease isolates the session wrapper from the " +
+      "lease taking. Each batch is timed on the wall clock and on this process's CPU time; the headline ratio " +
+      "is CPU time for in-memory (everything runs in this process) and wall time for stdio (two processes per " +
+      `call). This section ran on CPUs ${L.allowedCpus()} (the bench pins it to one, so that both ends of a ` +
+      "pipe share a core: cross-core wake-ups otherwise make most of the variance). IQR: the interquartile " +
+      "range of the per-round ratios.",
     table: {
       head: timingHead("variant"),
       rows
@@ -193,7 +210,12 @@ interface LangChainClient {
   close(): Promise<void>
 }
 
-const langchainVariant = async (): Promise<{ variant: L.Variant; close: () => Promise<void> } | string> => {
+interface Instance {
+  readonly run: (n: number) => Promise<unknown>
+  readonly close: () => Promise<void>
+}
+
+const langchainInstance = async (): Promise<Instance | string> => {
   let module: { MultiServerMCPClient: new(config: unknown) => LangChainClient }
   try {
     const specifier = "./peers/node_modules/@langchain/mcp-adapters/dist/index.js"
@@ -209,17 +231,14 @@ const langchainVariant = async (): Promise<{ variant: L.Variant; close: () => Pr
   const tool = (await client.getTools()).find((t) => t.name.endsWith(L.tool.name))
   if (tool === undefined) return "the counter tool was not found"
   return {
-    variant: {
-      name: "@langchain/mcp-adapters tool.invoke",
-      run: async (n) => {
-        for (let i = 0; i < n; i++) await tool.invoke(L.tool.arguments)
-      }
+    run: async (n) => {
+      for (let i = 0; i < n; i++) await tool.invoke(L.tool.arguments)
     },
     close: () => client.close()
   }
 }
 
-const effectAiVariant = async (): Promise<{ variant: L.Variant; close: () => Promise<void> }> => {
+const effectAiInstance = async (): Promise<Instance> => {
   // Transport and client both live in `scope` (providing the transport as a Layer would close it as soon
   // as the client is built).
   const scope = Scope.makeUnsafe()
@@ -237,47 +256,61 @@ const effectAiVariant = async (): Promise<{ variant: L.Variant; close: () => Pro
   const tools = await Effect.runPromise(client.listTools())
   const tool = tools.find((t) => t.name === L.tool.name)!
   return {
-    variant: {
-      name: "effect/ai McpClient.callTool",
-      run: (n) =>
-        Effect.runPromise(Effect.gen(function*() {
-          for (let i = 0; i < n; i++) yield* client.callTool({ tool, arguments: L.tool.arguments })
-        }))
-    },
+    run: (n) =>
+      Effect.runPromise(Effect.gen(function*() {
+        for (let i = 0; i < n; i++) yield* client.callTool({ tool, arguments: L.tool.arguments })
+      })),
     close: () => Effect.runPromise(Scope.close(scope, Exit.void))
   }
 }
 
+/** `stdioInstances` instances of a peer as one variant, or why it could not be measured. */
+const peerVariant = async (
+  name: string,
+  make: () => Promise<Instance | string>,
+  closers: Array<() => Promise<void>>
+): Promise<L.Variant | string> => {
+  const runs: Array<Instance["run"]> = []
+  for (let i = 0; i < stdioInstances; i++) {
+    let instance: Instance | string
+    try {
+      instance = await make()
+    } catch (error) {
+      instance = String(error)
+    }
+    if (typeof instance === "string") return `${name}: ${instance}`
+    runs.push(instance.run)
+    closers.push(instance.close)
+  }
+  return L.cycling(name, runs)
+}
+
 export const peers = async (): Promise<Section> => {
   console.log("peers: raw SDK, this pool, LangChain, effect/ai on the same stdio server")
-  const raw = await L.rawStdioClient()
   const { close, pool } = await L.openPool({ servers: { notebook: L.notebookStdio } })
-  const variants: Array<L.Variant> = [
-    { name: "raw SDK Client.callTool", run: L.rawCalls(raw) },
-    { name: "effect-mcp-pool pool.callTool", run: L.poolCalls(pool, "notebook", "thread") }
+  const closers: Array<() => Promise<void>> = [close]
+  const made = [
+    await peerVariant("raw SDK Client.callTool", async () => {
+      const client = await L.rawStdioClient()
+      return { run: L.rawCalls(client), close: () => client.close() }
+    }, closers),
+    L.cycling(
+      "effect-mcp-pool pool.callTool",
+      Array.from({ length: stdioInstances }, (_, i) => L.poolCalls(pool, "notebook", `thread-${i}`))
+    ),
+    await peerVariant("@langchain/mcp-adapters tool.invoke", langchainInstance, closers),
+    await peerVariant("effect/ai McpClient.callTool", effectAiInstance, closers)
   ]
-  const closers: Array<() => Promise<void>> = [() => raw.close(), close]
-  const missing: Array<string> = []
-  const langchain = await langchainVariant()
-  if (typeof langchain === "string") missing.push(`@langchain/mcp-adapters: ${langchain}`)
-  else {
-    variants.push(langchain.variant)
-    closers.push(langchain.close)
-  }
-  try {
-    const effectAi = await effectAiVariant()
-    variants.push(effectAi.variant)
-    closers.push(effectAi.close)
-  } catch (error) {
-    missing.push(`effect/ai McpClient: ${String(error)}`)
-  }
-  const result = await L.compare(variants, { rounds: 200, batch: 25, warmup: 500 })
+  const variants = made.filter((v): v is L.Variant => typeof v !== "string")
+  const missing = made.filter((v): v is string => typeof v === "string")
+  const result = await L.compare(variants, { rounds: 60, batch: 100, warmup: stdioWarmup })
   for (const closer of closers) await closer()
   return {
     id: "peers",
     title: "6. Peers on the same stdio server",
-    description: "The bundled notebook server over stdio, one process per client, `counter_increment` " +
-      "called through each client's own API, interleaved in rotating order (same method as section 1).",
+    description: "The bundled notebook server over stdio, `counter_increment` called through each client's " +
+      `own API; each client has ${stdioInstances} server processes of its own, and variants are interleaved ` +
+      `in rotating order on CPUs ${L.allowedCpus()} (same method as section 1).`,
     table: {
       head: timingHead("client"),
       rows: timingRows("", result)

@@ -1,7 +1,6 @@
 /**
  * Shared bench helpers: interleaved sampling, statistics, servers, and a pool in a closeable scope.
  */
-import * as NodeServices from "@effect/platform-node/NodeServices"
 import { Client } from "@modelcontextprotocol/sdk/client/index.js"
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js"
 import { InMemoryTransport } from "@modelcontextprotocol/sdk/inMemory.js"
@@ -16,6 +15,7 @@ import {
 import { AjvJsonSchemaValidator } from "@modelcontextprotocol/sdk/validation/ajv"
 import type { jsonSchemaValidator } from "@modelcontextprotocol/sdk/validation/types.js"
 import { Effect, Exit, Scope } from "effect"
+import { readFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import { makeNotebookServer } from "../examples/notebook-server.ts"
 import * as McpServerConfig from "../src/McpServerConfig.ts"
@@ -64,6 +64,26 @@ const cpuMillis = (): number => {
 export interface Variant {
   readonly name: string
   readonly run: (n: number) => Promise<unknown>
+  /** How many instances (server processes) `run` cycles through; each is warmed up. Default 1. */
+  readonly instances?: number
+}
+
+/**
+ * One variant over several instances, a different one per batch. Server processes differ by several
+ * percent in speed (JIT, placement) and that would otherwise pass for a difference between clients.
+ */
+export const cycling = (name: string, runs: ReadonlyArray<(n: number) => Promise<unknown>>): Variant => {
+  let next = 0
+  return { name, instances: runs.length, run: (n) => runs[next++ % runs.length]!(n) }
+}
+
+/** The CPUs this process may run on, from /proc (the bench pins the per-call sections with taskset). */
+export const allowedCpus = (): string => {
+  try {
+    return /Cpus_allowed_list:\s*(\S+)/.exec(readFileSync("/proc/self/status", "utf8"))?.[1] ?? "unknown"
+  } catch {
+    return "unknown"
+  }
 }
 
 /** Per-variant results on one clock. */
@@ -111,7 +131,9 @@ export const compare = async (
     readonly warmup: number
   }
 ): Promise<Comparison> => {
-  for (const variant of variants) await variant.run(options.warmup)
+  for (const variant of variants) {
+    for (let i = 0; i < (variant.instances ?? 1); i++) await variant.run(options.warmup)
+  }
   const wall = new Map(variants.map((v) => [v.name, [] as Array<number>]))
   const cpu = new Map(variants.map((v) => [v.name, [] as Array<number>]))
   for (let round = 0; round < options.rounds; round++) {
@@ -236,7 +258,7 @@ export interface OpenPool {
 export const openPool = async (options: Options): Promise<OpenPool> => {
   const scope = Scope.makeUnsafe()
   const pool = await Effect.runPromise(
-    McpSessionPool.make(options).pipe(Effect.provide(NodeServices.layer), Scope.provide(scope))
+    McpSessionPool.make(options).pipe(Scope.provide(scope))
   )
   return { pool, close: () => Effect.runPromise(Scope.close(scope, Exit.void)) }
 }

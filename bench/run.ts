@@ -8,7 +8,7 @@
  */
 import { execFileSync, spawnSync } from "node:child_process"
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs"
-import { loadavg, tmpdir } from "node:os"
+import { cpus, loadavg, tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import type { Section } from "./report.ts"
@@ -50,6 +50,16 @@ const installPeers = () => {
   }
 }
 
+/**
+ * The per-call sections run on one CPU (with their servers, which inherit it): a call's two ends then take
+ * turns on one core instead of waking each other across two, whose latency swings far more than the
+ * differences measured. Without `taskset` they run unpinned, and their descriptions say so.
+ */
+const pinned: ReadonlyArray<SectionId> = ["overhead", "peers"]
+const pinToOneCpu = spawnSync("taskset", ["-c", String(cpus().length - 1), "true"]).status === 0
+  ? ["taskset", "-c", String(cpus().length - 1), process.execPath]
+  : [process.execPath]
+
 if (process.argv[2] === "--child") {
   const result = await runSection(process.argv[3] as SectionId)
   writeFileSync(process.argv[4]!, JSON.stringify(result))
@@ -66,7 +76,9 @@ if (process.argv[2] === "--child") {
   for (const id of chosen) {
     const out = join(dir, `${id}.json`)
     const sectionStart = performance.now()
-    const child = spawnSync(process.execPath, [
+    const [command, ...prefix] = pinned.includes(id) ? pinToOneCpu : [process.execPath]
+    const child = spawnSync(command!, [
+      ...prefix,
       "--expose-gc",
       // 100,000 live sessions need more than the default old space.
       ...(id === "scale" ? ["--max-old-space-size=16384"] : []),

@@ -19,7 +19,8 @@
  * - The state lives in one `SynchronizedRef`. Every transition is synchronous code run under
  *   `uninterruptibleMask`, and none waits for an owner while holding the ref (owners need it to detach
  *   themselves). Being synchronous, a transition is atomic by itself: the hot hit path of `use` leases a
- *   ready session without taking the ref's semaphore; everything else goes through the ref.
+ *   ready session and returns the lease without taking the ref's semaphore; everything else goes through
+ *   the ref.
  */
 import { Cause, Clock, Deferred, Duration, Effect, Exit, Fiber, Metric, Scope, SynchronizedRef } from "effect"
 import type { McpGetError } from "../McpPoolError.ts"
@@ -177,22 +178,26 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
     }
   }
 
+  /** Synchronous, like every transition: safe inside the ref's lock or, on the hit path, without it. */
+  const returnLease = (state: PoolState, entry: Entry, now: number): void => {
+    entry.leases--
+    if (entry.leases > 0) return
+    if (state._tag === "Closed" || !entry.attached) {
+      signalClose(entry, entry.closeReason ?? "released")
+    } else if (entry.state._tag === "Connecting") {
+      // The last waiter gave up: cancel the connect rather than keep a session nobody asked for.
+      retire(state, entry, "cancelled")
+    } else {
+      entry.idleSince = now
+      state.idle.add(entry)
+      trim(state, 0)
+    }
+  }
+
   const releaseLease = (entry: Entry) =>
     Effect.clockWith((clock) =>
       SynchronizedRef.update(ref, (state) => {
-        const now = clock.currentTimeMillisUnsafe()
-        entry.leases--
-        if (entry.leases > 0) return state
-        if (state._tag === "Closed" || !entry.attached) {
-          signalClose(entry, entry.closeReason ?? "released")
-        } else if (entry.state._tag === "Connecting") {
-          // The last waiter gave up: cancel the connect rather than keep a session nobody asked for.
-          retire(state, entry, "cancelled")
-        } else {
-          entry.idleSince = now
-          state.idle.add(entry)
-          trim(state, 0)
-        }
+        returnLease(state, entry, clock.currentTimeMillisUnsafe())
         return state
       })
     )
@@ -554,7 +559,7 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
     f: (session: McpSession) => Effect.Effect<A, E, R>
   ): Effect.Effect<A, E | McpGetError, R> =>
     Effect.uninterruptibleMask((restore) =>
-      Effect.suspend(() => {
+      Effect.withFiber((fiber) => {
         const session = scope === undefined ? undefined : leaseReadyUnsafe(server, scope)
         if (session === undefined) {
           return restore(Effect.acquireUseRelease(
@@ -564,7 +569,12 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
           ))
         }
         const entry = hitEntry!
-        return Effect.onExit(restore(f(session)), () => releaseLease(entry))
+        const clock = fiber.getRef(Clock.Clock)
+        return Effect.onExit(restore(f(session)), () => {
+          // The same transition as `releaseLease`, run at exit without the lock, as the lease was taken.
+          returnLease(SynchronizedRef.getUnsafe(ref), entry, clock.currentTimeMillisUnsafe())
+          return Effect.void
+        })
       })
     )
 
