@@ -3,7 +3,7 @@ import effect from "@effect/eslint-plugin"
 import tseslint from "typescript-eslint"
 
 export default tseslint.config(
-  { ignores: ["dist/**", "node_modules/**", "bench/node_modules/**", "bench/RESULTS.md"] },
+  { ignores: ["dist/**", "node_modules/**", "bench/node_modules/**", "bench/RESULTS.md", ".scratch/**"] },
   ...tseslint.configs.recommended,
   ...effect.configs.dprint,
   {

@@ -32,6 +32,8 @@ const overheadVariants = async (makeClient: () => Promise<Client>, pool: L.Pool,
     L.cycling("raw SDK Client.callTool", raw.map(L.rawCalls)),
     L.cycling("raw SDK in Effect.tryPromise", wrapped.map(L.effectWrappedCalls)),
     L.cycling("pool.callTool", indexes.map((i) => L.poolCalls(pool, "notebook", `thread-${i}`))),
+    // The SDK client inside a pool session, called directly: the SDK over this pool's transport.
+    L.cycling("raw SDK Client of a pool session", held.map((session) => L.rawCalls(session.client as Client))),
     L.cycling(
       "session.callTool (lease held)",
       held.map((session) => (n: number) =>
@@ -104,8 +106,9 @@ export const overhead = async (): Promise<Section> => {
       `its own (one in-memory instance; ${stdioInstances} stdio processes, a different one per batch, each ` +
       `warmed up with ${L.int(stdioWarmup)} calls); rounds interleave the variants in rotating order; the ` +
       "ratio is the median over rounds of (variant ÷ raw SDK) within the round. `Effect.tryPromise` around " +
-      "the raw call is the floor for any Effect API; the held lease isolates the session wrapper from the " +
-      "lease taking. Each batch is timed on the wall clock and on this process's CPU time; the headline ratio " +
+      "the raw call is the floor for any Effect API; calling the SDK client inside a pool session directly " +
+      "measures the pool's transport (for stdio: its own, against the SDK's `StdioClientTransport`); the held " +
+      "lease isolates the session wrapper from the lease taking. Each batch is timed on the wall clock and on this process's CPU time; the headline ratio " +
       "is CPU time for in-memory (everything runs in this process) and wall time for stdio (two processes per " +
       `call). This section ran on CPUs ${L.allowedCpus()} (the bench pins it to one, so that both ends of a ` +
       "pipe share a core: cross-core wake-ups otherwise make most of the variance). IQR: the interquartile " +

@@ -2,7 +2,7 @@
  * Decoding the config files people already have: Claude Desktop / Cursor (`mcpServers`) and VS Code
  * (`servers`), with interpolation, disabled servers, and every problem reported at once.
  */
-import * as NodeServices from "@effect/platform-node/NodeServices"
+import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, FileSystem, Redacted } from "effect"
 import * as McpConfigFile from "../src/McpConfigFile.ts"
@@ -223,5 +223,5 @@ describe("McpConfigFile", () => {
       assert.instanceOf(missing, ConfigError)
       assert.strictEqual(missing.source, `${dir}/nope.json`)
       assert.match(missing.issues[0]?.message ?? "", /^cannot read the file/)
-    }).pipe(Effect.provide(NodeServices.layer)))
+    }).pipe(Effect.provide(NodeFileSystem.layer)))
 })

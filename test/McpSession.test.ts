@@ -1,7 +1,6 @@
 /**
  * The Effect-shaped session API over the SDK client, on in-memory notebook servers.
  */
-import * as NodeServices from "@effect/platform-node/NodeServices"
 import { assert, describe, it } from "@effect/vitest"
 import type { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js"
 import { McpError } from "@modelcontextprotocol/sdk/types.js"
@@ -23,7 +22,7 @@ const makeNotebookPool = Effect.gen(function*() {
         return server
       })
     }
-  }).pipe(Effect.provide(NodeServices.layer))
+  })
   return { pool, servers }
 })
 

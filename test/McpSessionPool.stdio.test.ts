@@ -2,7 +2,6 @@
  * The pool against the bundled notebook server as real child processes over real stdio, checking real
  * process state in /proc.
  */
-import * as NodeServices from "@effect/platform-node/NodeServices"
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Exit, Fiber, Scope } from "effect"
 import { fileURLToPath } from "node:url"
@@ -29,7 +28,7 @@ const wrapped = McpServerConfig.stdio({
   terminateGrace: "500 millis"
 })
 
-const makePool = (options: Options) => McpSessionPool.make(options).pipe(Effect.provide(NodeServices.layer))
+const makePool = (options: Options) => McpSessionPool.make(options)
 
 const defaultServers = { notebook, wrapped }
 

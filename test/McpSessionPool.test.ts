@@ -2,7 +2,6 @@
  * The pool's semantics (DESIGN.md lines 1–7), each named after its line, on in-memory servers whose
  * connects the tests control. Real processes are in McpSessionPool.stdio.test.ts.
  */
-import * as NodeServices from "@effect/platform-node/NodeServices"
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Exit, Fiber, Metric, Queue, Scope } from "effect"
 import { metrics } from "../src/internal/pool.ts"
@@ -11,7 +10,7 @@ import * as McpServerConfig from "../src/McpServerConfig.ts"
 import { McpSessionPool, type Options } from "../src/McpSessionPool.ts"
 import { firstText, makeProbe } from "./utils/probe.ts"
 
-const makePool = (options: Options) => McpSessionPool.make(options).pipe(Effect.provide(NodeServices.layer))
+const makePool = (options: Options) => McpSessionPool.make(options)
 
 const increment = (pool: McpSessionPool["Service"], server: string, scope: string) =>
   pool.callTool({ server, scope, name: "counter_increment", arguments: {} }).pipe(Effect.map(firstText))

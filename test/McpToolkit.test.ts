@@ -3,7 +3,6 @@
  * isolation, result mapping, and interruption — through `effect/ai` (`LanguageModel` with a scripted model)
  * on in-memory servers whose requests the tests record.
  */
-import * as NodeServices from "@effect/platform-node/NodeServices"
 import { assert, describe, it } from "@effect/vitest"
 import { InMemoryTransport } from "@modelcontextprotocol/sdk/inMemory.js"
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js"
@@ -80,8 +79,7 @@ const echoServer = (name: string, tools: ReadonlyArray<string>) => (scope: strin
   return server
 }
 
-const makePool = (servers: Record<string, McpServerConfig.McpServerConfig>) =>
-  McpSessionPool.make({ servers }).pipe(Effect.provide(NodeServices.layer))
+const makePool = (servers: Record<string, McpServerConfig.McpServerConfig>) => McpSessionPool.make({ servers })
 
 const makeToolkit = (pool: McpSessionPool["Service"], options: McpToolkit.Options) =>
   McpToolkit.make(options).pipe(Effect.provideService(McpSessionPool, pool))

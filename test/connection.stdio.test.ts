@@ -2,7 +2,6 @@
  * What the child process gets: a working directory and environment that may depend on the scope
  * (semantics 11), the SDK's safe default environment rather than ours, and secrets that never show.
  */
-import * as NodeServices from "@effect/platform-node/NodeServices"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Logger, Redacted, References } from "effect"
 import { mkdirSync, mkdtempSync, realpathSync } from "node:fs"
@@ -15,7 +14,7 @@ import { firstText } from "./utils/probe.ts"
 
 const fixture = fileURLToPath(new URL("./fixtures/stdio-server.ts", import.meta.url))
 
-const makePool = (options: Options) => McpSessionPool.make(options).pipe(Effect.provide(NodeServices.layer))
+const makePool = (options: Options) => McpSessionPool.make(options)
 
 const ask = (pool: McpSessionPool["Service"], scope: string, name: string, args: Record<string, unknown> = {}) =>
   Effect.map(pool.callTool({ server: "fixture", scope, name, arguments: args }), firstText)

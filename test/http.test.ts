@@ -3,7 +3,6 @@
  * server per MCP session) and a legacy SSE server, both built on node:http and restartable on the same
  * port.
  */
-import * as NodeServices from "@effect/platform-node/NodeServices"
 import { assert, describe, it } from "@effect/vitest"
 import { SSEServerTransport } from "@modelcontextprotocol/sdk/server/sse.js"
 import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js"
@@ -206,9 +205,7 @@ const closedPort = Effect.promise(() =>
 )
 
 const makePool = (options: Options) =>
-  McpSessionPool.make({ connectTimeout: "10 seconds", callTimeout: "10 seconds", ...options }).pipe(
-    Effect.provide(NodeServices.layer)
-  )
+  McpSessionPool.make({ connectTimeout: "10 seconds", callTimeout: "10 seconds", ...options })
 
 type Pool = McpSessionPool["Service"]
 

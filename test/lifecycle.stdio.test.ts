@@ -3,7 +3,6 @@
  * shutdown, and interrupting the fiber that runs the pool — ends every process of the session, for a
  * plain server, one behind `sh -c`, one that ignores stdin closing, and one that ignores SIGTERM too.
  */
-import * as NodeServices from "@effect/platform-node/NodeServices"
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Deferred, Effect, Exit, Fiber, Layer, Scope } from "effect"
 import { mkdtempSync, readFileSync } from "node:fs"
@@ -53,7 +52,7 @@ const openAll = (pool: Pool, scope: string) =>
 const assertAllGone = (pids: ReadonlyArray<number>) =>
   Effect.forEach(pids, (pid) => awaitGone(pid, 5_000), { concurrency: "unbounded", discard: true })
 
-const makePool = McpSessionPool.make({ servers }).pipe(Effect.provide(NodeServices.layer))
+const makePool = McpSessionPool.make({ servers })
 
 describe("zero orphans (real processes, /proc)", () => {
   it.live("after invalidate", () =>
@@ -138,7 +137,7 @@ describe("zero orphans (real processes, /proc)", () => {
           })
         },
         connectTimeout: "2 seconds"
-      }).pipe(Effect.provide(NodeServices.layer))
+      })
       const error = yield* Effect.flip(pool.callTool({ server: "silent", scope: "t", name: "pid" }))
       assert.strictEqual(error._tag, "ConnectTimeout")
       // The waiter hears at once; the owner is closing the process meanwhile (stdin grace, SIGTERM).

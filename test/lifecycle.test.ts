@@ -2,7 +2,6 @@
  * Lifecycle settings on in-memory servers: idle TTL and maximum lifetime on the TestClock (semantics 9),
  * ping after idle, per-session concurrency, call timeouts, connect timeouts and reload (semantics 10).
  */
-import * as NodeServices from "@effect/platform-node/NodeServices"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Fiber, Queue, Scope } from "effect"
 import { TestClock } from "effect/testing"
@@ -12,7 +11,7 @@ import * as McpServerConfig from "../src/McpServerConfig.ts"
 import { McpSessionPool, type Options } from "../src/McpSessionPool.ts"
 import { firstText, makeProbe } from "./utils/probe.ts"
 
-const makePool = (options: Options) => McpSessionPool.make(options).pipe(Effect.provide(NodeServices.layer))
+const makePool = (options: Options) => McpSessionPool.make(options)
 
 const takeBoth = <A>(queue: Queue.Queue<A>) => Effect.all([Queue.take(queue), Queue.take(queue)])
 

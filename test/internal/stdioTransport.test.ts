@@ -1,4 +1,3 @@
-import * as NodeServices from "@effect/platform-node/NodeServices"
 import { assert, describe, it } from "@effect/vitest"
 import { Client } from "@modelcontextprotocol/sdk/client/index.js"
 import * as Deferred from "effect/Deferred"
@@ -104,7 +103,7 @@ describe("spawnStdio", () => {
       assert.isBelow(elapsed, 1_000)
       yield* connection.exited
       assert.deepStrictEqual(errors, [])
-    }).pipe(Effect.provide(NodeServices.layer)))
+    }))
 
   it.live("kills the real server behind `sh -c` (a grandchild)", () =>
     Effect.gen(function*() {
@@ -119,7 +118,7 @@ describe("spawnStdio", () => {
       assert.isTrue(isGone(connection.pid), "shell gone")
       assert.isTrue(isGone(serverPid), "server gone")
       assert.isBelow(elapsed, 1_000, "the server exits on stdin end and the shell follows")
-    }).pipe(Effect.provide(NodeServices.layer)))
+    }))
 
   it.live("kills group members that outlive the leader", () =>
     Effect.gen(function*() {
@@ -154,7 +153,7 @@ describe("spawnStdio", () => {
       assert.isTrue(isGone(serverPid), "orphaned server gone")
       // It dies on SIGTERM, long before terminateGrace runs out.
       assert.isBelow(elapsed, 1_500)
-    }).pipe(Effect.provide(NodeServices.layer)))
+    }))
 
   it.live("SIGTERMs a server that ignores stdin end after stdinGrace", () =>
     Effect.gen(function*() {
@@ -169,7 +168,7 @@ describe("spawnStdio", () => {
       assert.isTrue(isGone(connection.pid))
       assert.isAtLeast(elapsed, 190)
       assert.isBelow(elapsed, 1_500)
-    }).pipe(Effect.provide(NodeServices.layer)))
+    }))
 
   it.live("SIGKILLs a server behind `sh -c` that ignores stdin end and SIGTERM", () =>
     Effect.gen(function*() {
@@ -186,7 +185,7 @@ describe("spawnStdio", () => {
       // stdinGrace + terminateGrace, then SIGKILL.
       assert.isAtLeast(elapsed, 390)
       assert.isBelow(elapsed, 1_400)
-    }).pipe(Effect.provide(NodeServices.layer)))
+    }))
 
   it.live("a server killed mid-call fails the pending call promptly and fires onclose", () =>
     Effect.gen(function*() {
@@ -217,7 +216,7 @@ describe("spawnStdio", () => {
       yield* Effect.flip(Effect.tryPromise(() => client.callTool({ name: "echo", arguments: { text: "x" } })))
       assert.deepStrictEqual(errors, [], "a dead server is a close, not an error")
       yield* close
-    }).pipe(Effect.provide(NodeServices.layer)))
+    }))
 
   it.live("environment: default environment plus configured variables, or everything with inheritEnv", () =>
     Effect.gen(function*() {
@@ -250,7 +249,7 @@ describe("spawnStdio", () => {
 
       const inherited = yield* read(true)
       assert.deepStrictEqual(inherited, ["parent", "configured", "plain", process.env.PATH])
-    }).pipe(Effect.provide(NodeServices.layer)))
+    }))
 
   it.live("a non-JSON line calls onerror and reading goes on", () =>
     Effect.gen(function*() {
@@ -262,7 +261,7 @@ describe("spawnStdio", () => {
       assert.strictEqual(yield* callText(client, "echo", { text: "still here" }), "still here")
       assert.strictEqual(errors.length, 1)
       yield* close
-    }).pipe(Effect.provide(NodeServices.layer)))
+    }))
 
   it.live("Client.close() closes the transport once, without waiting for the process", () =>
     Effect.gen(function*() {
@@ -281,7 +280,7 @@ describe("spawnStdio", () => {
       yield* close
       assert.strictEqual(closes, 1)
       assert.isTrue(isGone(connection.pid))
-    }).pipe(Effect.provide(NodeServices.layer)))
+    }))
 
   it.live("stderr: \"pipe\" logs each line at Debug", () =>
     Effect.gen(function*() {
@@ -300,7 +299,7 @@ describe("spawnStdio", () => {
       assert.strictEqual(yield* Deferred.await(logged), "hello from stderr")
       yield* close
       assert.isTrue(isGone(connection.pid))
-    }).pipe(Effect.provide(NodeServices.layer)))
+    }))
 
   it.live("a burst of large messages over the pipe's buffer: every answer, no listener pile-up", () =>
     Effect.gen(function*() {

@@ -3,7 +3,6 @@
  * invalid tool arguments, huge results, odd scope keys. Every case is a clear typed error (or a result),
  * nothing crashes, and the pool keeps serving afterwards.
  */
-import * as NodeServices from "@effect/platform-node/NodeServices"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Layer, References } from "effect"
 import { fileURLToPath } from "node:url"
@@ -17,8 +16,7 @@ const fixture = fileURLToPath(new URL("../fixtures/fault-server.ts", import.meta
 
 const makePool = (options: Options) =>
   McpSessionPool.make(options).pipe(
-    Effect.provideService(References.MinimumLogLevel, "None"),
-    Effect.provide(NodeServices.layer)
+    Effect.provideService(References.MinimumLogLevel, "None")
   )
 
 /** Input as it may arrive from JSON or JavaScript: anything at all, past the type checker. */

@@ -4,7 +4,6 @@
  * crash on the Nth call, or return 10 MB. Each gives a typed error (or its result) within its bound, and the
  * same pool keeps serving another server meanwhile and afterwards. Bounds are generous: the machine is noisy.
  */
-import * as NodeServices from "@effect/platform-node/NodeServices"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Fiber, References } from "effect"
 import { mkdtempSync, readdirSync } from "node:fs"
@@ -43,8 +42,7 @@ const makePool = (faulty: Record<string, string>, options?: { readonly stderr?: 
       callTimeout: "5 seconds"
     }).pipe(
       // Session deaths are expected here: keep their warnings out of the test output.
-      Effect.provideService(References.MinimumLogLevel, "Error"),
-      Effect.provide(NodeServices.layer)
+      Effect.provideService(References.MinimumLogLevel, "Error")
     )
     const pids = () => readdirSync(pidDir).map(Number)
     return { pool, pids }

@@ -9,7 +9,6 @@
  * session is never lost unless its process was killed or crashed, or the pool closed; once idle, live
  * processes fit in capacity; after `closeAll` no process of the run is left.
  */
-import * as NodeServices from "@effect/platform-node/NodeServices"
 import { Cause, type Duration, Effect, Exit, Fiber, References, Scope } from "effect"
 import * as fc from "fast-check"
 import { mkdtempSync, readdirSync, readFileSync } from "node:fs"
@@ -249,7 +248,6 @@ const runPlan = (plan: Plan) =>
     return { violations, processes: pids().length }
   }).pipe(
     Effect.provideService(References.MinimumLogLevel, "None"),
-    Effect.provide(NodeServices.layer),
     Effect.timeoutOrElse({
       duration: runBoundMillis,
       orElse: () => Effect.succeed({ violations: [`the run did not finish within ${runBoundMillis} ms`], processes: 0 })

@@ -16,7 +16,6 @@
  *
  * Hangs are caught by the caller, which bounds each run in real time.
  */
-import * as NodeServices from "@effect/platform-node/NodeServices"
 import { Cause, Effect, Exit, Fiber, References, Scope } from "effect"
 import { TestClock } from "effect/testing"
 import * as fc from "fast-check"
@@ -334,7 +333,6 @@ export const runPlan = (plan: Plan): Effect.Effect<RunReport> => {
     fibers.track,
     Effect.provideService(References.MinimumLogLevel, "None"),
     Effect.provide(TestClock.layer()),
-    Effect.provide(NodeServices.layer),
     Effect.andThen(Effect.suspend(() => {
       // Losers of races end a few turns after the race: give them a bounded moment.
       const settle = (turns: number): Effect.Effect<void> =>

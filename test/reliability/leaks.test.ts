@@ -3,7 +3,6 @@
  * and closed — through eviction, invalidate, closeScope, session deaths and closeAll — no process, file
  * descriptor, fiber or `process` listener is left over, and no MaxListenersExceeded warning was emitted.
  */
-import * as NodeServices from "@effect/platform-node/NodeServices"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, References, Scope } from "effect"
 import { fileURLToPath } from "node:url"
@@ -17,8 +16,7 @@ const fixture = fileURLToPath(new URL("../fixtures/fault-server.ts", import.meta
 
 const makePool = (options: Options) =>
   McpSessionPool.make(options).pipe(
-    Effect.provideService(References.MinimumLogLevel, "None"),
-    Effect.provide(NodeServices.layer)
+    Effect.provideService(References.MinimumLogLevel, "None")
   )
 
 /** Opens and closes one session of each kind first: lazily opened process-wide resources are not leaks. */

@@ -2,7 +2,6 @@
  * Regression tests for bugs in src/ that the reliability work found (each with the fix it asked for, next to
  * it; all three landed in "Fixes from the reliability work").
  */
-import * as NodeServices from "@effect/platform-node/NodeServices"
 import { assert, describe, it } from "@effect/vitest"
 import { Cause, Effect, Exit, References } from "effect"
 import { fileURLToPath } from "node:url"
@@ -16,8 +15,7 @@ const faultFixture = fileURLToPath(new URL("../fixtures/fault-server.ts", import
 
 const makePool = (options: Options) =>
   McpSessionPool.make(options).pipe(
-    Effect.provideService(References.MinimumLogLevel, "None"),
-    Effect.provide(NodeServices.layer)
+    Effect.provideService(References.MinimumLogLevel, "None")
   )
 
 describe("reliability: regressions", () => {

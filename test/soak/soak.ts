@@ -12,7 +12,6 @@
  * is closed under a lease. At the end: every in-memory session was released exactly once, and no process,
  * descriptor, fiber or listener is left. Prints the figures as Markdown; exits 1 if anything was wrong.
  */
-import * as NodeServices from "@effect/platform-node/NodeServices"
 import { Cause, Duration, Effect, Exit, Fiber, References, Scope } from "effect"
 import { mkdtempSync, readdirSync } from "node:fs"
 import { cpus, tmpdir } from "node:os"
@@ -199,8 +198,7 @@ const program = Effect.gen(function*() {
   return { leaks, inMemorySessions: tracker.records.length, processes: readdirSync(pidDir).length, maxLive }
 }).pipe(
   Effect.scoped,
-  Effect.provideService(References.MinimumLogLevel, "None"),
-  Effect.provide(NodeServices.layer)
+  Effect.provideService(References.MinimumLogLevel, "None")
 )
 
 const n = (value: number) => value.toLocaleString("en-US")
