@@ -203,13 +203,11 @@ describe("spawnStdio", () => {
       // The server has the request in hand.
       yield* Deferred.await(progressed)
 
-      const killedAt = performance.now()
       process.kill(connection.pid, "SIGKILL")
       const error = yield* Effect.promise(() => outcome)
-      const latency = performance.now() - killedAt
       assert.instanceOf(error, Error)
+      // Failed by the close, not by the SDK's 60 s request timeout ("Request timed out").
       assert.match((error as Error).message, /Connection closed/)
-      assert.isBelow(latency, 500)
       yield* Deferred.await(closed)
       yield* connection.exited
       yield* waitUntilGone(connection.pid, 1_000)
@@ -271,9 +269,9 @@ describe("spawnStdio", () => {
         client.onclose = () => closes++
       })
       yield* callText(client, "pid")
-      const start = Date.now()
       yield* Effect.promise(() => client.close())
-      assert.isBelow(Date.now() - start, 100)
+      // This server ignores the end of stdin: only the scope's close stops it, so close() did not wait.
+      assert.isTrue(isRunning(connection.pid), "close() returned while the server still runs")
       assert.strictEqual(closes, 1)
       yield* Effect.flip(Effect.tryPromise(() => connection.transport.send({ jsonrpc: "2.0", method: "x" })))
 
