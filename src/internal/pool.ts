@@ -22,7 +22,20 @@
  *   ready session and returns the lease without taking the ref's semaphore; everything else goes through
  *   the ref.
  */
-import { Cause, Clock, Deferred, Duration, Effect, Exit, Fiber, Metric, Scope, SynchronizedRef } from "effect"
+import {
+  Cause,
+  Clock,
+  Context,
+  Deferred,
+  Duration,
+  Effect,
+  Exit,
+  Fiber,
+  Metric,
+  Scope,
+  SynchronizedRef,
+  Tracer
+} from "effect"
 import type { McpGetError } from "../McpPoolError.ts"
 import { ConnectError, ConnectTimeout, MissingScope, PoolClosed, SessionLost, UnknownServer } from "../McpPoolError.ts"
 import { McpScope } from "../McpScope.ts"
@@ -66,8 +79,29 @@ interface Entry {
   readonly ready: Deferred.Deferred<McpSession, McpGetError>
   readonly closeSignal: Deferred.Deferred<CloseReason>
   owner: Fiber.Fiber<void> | undefined
-  /** The verdict of the idle ping under way, if any. */
+  /** The verdict of the idle ping under way, if any: at most one per entry. */
   probing: Deferred.Deferred<boolean> | undefined
+  /** The span of the caller whose `get` created the entry: linked from the connect span, never its parent. */
+  readonly requestedBy: Tracer.AnySpan | undefined
+  /** Set while the expiry fiber waits for the last lease to end (the idle clock does not run while leased). */
+  idleWake: Deferred.Deferred<void> | undefined
+}
+
+/**
+ * Ready sessions and their entries, for {@link isSessionCurrent}. Weak: a session the pool has closed and
+ * nobody references is collected with its entry.
+ */
+const entryOfSession = new WeakMap<McpSession, Entry>()
+
+/**
+ * Whether `session` is still what a `get` of its key would return: its entry is attached (not detached by
+ * reload, invalidate, closeScope, closeServer, eviction, expiry or death), the pool is open and the
+ * transport is alive. Synchronous, for caches kept beside the pool (the toolkit's tool lists).
+ */
+export const isSessionCurrent = (session: McpSession): boolean => {
+  const entry = entryOfSession.get(session)
+  return entry !== undefined && entry.attached && entry.state._tag === "Ready" &&
+    !Deferred.isDoneUnsafe(entry.state.handle.lost)
 }
 
 /** A lease just taken; `verdict` is set while an idle ping (past `pingAfterIdle`) decides the session. */
@@ -190,6 +224,11 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
     } else {
       entry.idleSince = now
       state.idle.add(entry)
+      if (entry.idleWake !== undefined) {
+        // The idle clock starts now: wake the expiry fiber, which waited for the last lease to end.
+        Deferred.doneUnsafe(entry.idleWake, Exit.void)
+        entry.idleWake = undefined
+      }
       trim(state, 0)
     }
   }
@@ -204,36 +243,84 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
 
   // --- the owner fiber ---
 
-  const connect = (entry: Entry, sessionScope: Scope.Scope) => {
-    const { connectTimeout } = entry.policy
-    return openSession({
+  /** Runs `effect` in a fiber of its own with exactly the layer's context (not merged with a caller's). */
+  const forkWithOwnerContext = <A, E>(effect: Effect.Effect<A, E>, options?: { readonly uninterruptible: boolean }) =>
+    Effect.runForkWith(ownerContext)(effect, options)
+
+  /** Spawn or dial plus initialize, in the session's scope. Unbounded here: `awaitConnected` bounds it. */
+  const connect = (entry: Entry, sessionScope: Scope.Scope) =>
+    openSession({
       server: entry.server,
       scope: entry.scope,
       policy: entry.policy,
       clientInfo: options.clientInfo
     }).pipe(
       Scope.provide(sessionScope),
-      Effect.timeoutOrElse({
-        duration: connectTimeout,
-        orElse: () =>
-          Effect.fail(
-            new ConnectTimeout({
-              server: entry.server,
-              scope: entry.scope,
-              timeoutMillis: Duration.toMillis(connectTimeout)
-            })
-          )
-      }),
+      // Its own fiber, not the owner's: it carries the owner's annotations itself.
+      Effect.annotateLogs({ "mcp.server": entry.server, "mcp.scope": entry.scope }),
       Effect.withSpan("McpSession.connect", {
-        attributes: { "mcp.server": entry.server, "mcp.scope": entry.scope }
+        attributes: { "mcp.server": entry.server, "mcp.scope": entry.scope },
+        links: entry.requestedBy === undefined ? [] : [{ span: entry.requestedBy, attributes: {} }]
       })
     )
-  }
+
+  type Connected =
+    | { readonly _tag: "Connected"; readonly handle: SessionHandle }
+    | { readonly _tag: "Failed"; readonly error: McpGetError }
+    /** The close signal came first (last waiter gone, closeAll, …), or the owners scope closed. */
+    | { readonly _tag: "Abandoned"; readonly reason: CloseReason }
+
+  /**
+   * Owner, connect phase. The connect runs in a fiber of its own (`attempt`) and the owner waits for the
+   * first of: its end, the close signal, the connect timeout. Waiting is all the owner does, so user code
+   * stuck in an uninterruptible step (a custom connect's `acquireRelease` whose promise never settles)
+   * cannot hold the bound: the attempt is interrupted without waiting for it (`timeout` and `raceFirst`
+   * would wait), and what it opened is released when the owner closes the session scope, or as soon as it
+   * registers its finalizer there.
+   */
+  const awaitConnected = (entry: Entry, attempt: Fiber.Fiber<SessionHandle, McpGetError>): Effect.Effect<Connected> =>
+    Effect.suspend(() => {
+      const timeoutMillis = Duration.toMillis(entry.policy.connectTimeout)
+      return Effect.raceAll([
+        Effect.map(Fiber.await(attempt), (exit): Connected => {
+          if (Exit.isSuccess(exit)) return { _tag: "Connected", handle: exit.value }
+          const error = Cause.findErrorOption(exit.cause)
+          return error._tag === "Some"
+            ? { _tag: "Failed", error: error.value }
+            : {
+              _tag: "Failed",
+              error: new ConnectError({
+                server: entry.server,
+                scope: entry.scope,
+                reason: "unexpected defect",
+                cause: Cause.squash(exit.cause)
+              })
+            }
+        }),
+        Effect.map(Deferred.await(entry.closeSignal), (reason): Connected => ({ _tag: "Abandoned", reason })),
+        Effect.as(
+          Effect.sleep(entry.policy.connectTimeout),
+          {
+            _tag: "Failed",
+            error: new ConnectTimeout({ server: entry.server, scope: entry.scope, timeoutMillis })
+          } satisfies Connected
+        )
+      ]).pipe(
+        Effect.interruptible,
+        Effect.catchCause((): Effect.Effect<Connected> => Effect.succeed({ _tag: "Abandoned", reason: "pool-closed" })),
+        Effect.tap((outcome) =>
+          Effect.sync(() => {
+            if (outcome._tag !== "Connected") attempt.interruptUnsafe()
+          })
+        )
+      )
+    })
 
   /**
    * Retires the entry when its idle time-to-live or maximum lifetime runs out, on the `Clock` (so
    * `TestClock` drives it). Wakes at the nearest deadline and re-reads the entry: leases may have come
-   * and gone meanwhile. Never completes by itself; retiring signals the owner's close.
+   * and gone meanwhile. The idle clock does not run while the entry is leased: then it waits for the last
+   * lease to end (or the lifetime). Never completes by itself; retiring signals the owner's close.
    */
   const expireWhenDue = (entry: Entry): Effect.Effect<never> => {
     const { idleTimeToLive, maxLifetime } = entry.policy
@@ -241,44 +328,67 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
     const check = Effect.flatMap(
       Clock.currentTimeMillis,
       (now) =>
-        SynchronizedRef.modify(ref, (state): readonly [number, PoolState] => {
-          if (state._tag === "Closed" || !entry.attached) return [Infinity, state]
-          const idleEnds = idleTimeToLive === undefined
+        SynchronizedRef.modify(ref, (state): readonly [Effect.Effect<void>, PoolState] => {
+          if (state._tag === "Closed" || !entry.attached) return [Effect.never, state]
+          const idleEnds = idleTimeToLive === undefined || entry.leases > 0
             ? Infinity
-            : entry.leases === 0
-            ? entry.idleSince + Duration.toMillis(idleTimeToLive)
-            : now + Duration.toMillis(idleTimeToLive)
+            : entry.idleSince + Duration.toMillis(idleTimeToLive)
           if (now >= lifetimeEnds || now >= idleEnds) {
             retire(state, entry, "expired")
-            return [Infinity, state]
+            return [Effect.never, state]
           }
-          return [Math.min(lifetimeEnds, idleEnds) - now, state]
+          const nearest = Math.min(lifetimeEnds, idleEnds)
+          const sleep = nearest === Infinity ? Effect.never : Effect.sleep(nearest - now)
+          if (idleTimeToLive === undefined || entry.leases === 0) return [sleep, state]
+          const wake = entry.idleWake ??= Deferred.makeUnsafe<void>()
+          return [Effect.raceFirst(Deferred.await(wake), sleep), state]
         })
     )
-    return Effect.flatMap(check, (wait) => wait === Infinity ? Effect.never : Effect.sleep(wait)).pipe(
-      Effect.forever
-    )
+    return Effect.flatten(check).pipe(Effect.forever)
   }
 
-  /** Owner: runs uninterruptibly; only its two waits can be interrupted (by the owners scope closing). */
+  const describe = (entry: Entry): string => `MCP session "${entry.server}" (scope "${entry.scope}")`
+
+  /** Closes the session's scope in a fiber of its own and stops waiting at `closeTimeout`. */
+  const closeSessionScope = (
+    entry: Entry,
+    sessionScope: Scope.Closeable,
+    terminate: Effect.Effect<void>,
+    exit: Exit.Exit<unknown, unknown>
+  ) =>
+    Effect.gen(function*() {
+      // Finalizers (and a transport's close) cannot be interrupted, so a timeout around them would wait
+      // anyway. Started at once: under churn a queued close would wait behind new work and closes would
+      // pile up.
+      const closing = yield* Effect.forkDetach(Effect.andThen(terminate, Scope.close(sessionScope, exit)), {
+        startImmediately: true
+      })
+      const closed = yield* Effect.timeoutOption(Fiber.await(closing), options.closeTimeout)
+      if (closed._tag === "None") {
+        yield* Effect.logWarning(`${describe(entry)} did not close within ${Duration.format(options.closeTimeout)}`)
+      }
+    })
+
+  /**
+   * Owner: runs uninterruptibly; only its waits can be interrupted (by the owners scope closing). User code
+   * (connect, transport close) runs in fibers the owner forks, so the owner always reaches its end.
+   */
   const runOwner = Effect.fnUntraced(function*(entry: Entry) {
     const sessionScope = yield* Scope.make()
     const connectStarted = yield* Clock.currentTimeMillis
-    const outcome = yield* Effect.exit(Effect.interruptible(Effect.raceFirst(
-      Effect.map(connect(entry, sessionScope), (handle) => ({ _tag: "Connected" as const, handle })),
-      Effect.map(Deferred.await(entry.closeSignal), (reason) => ({ _tag: "Cancelled" as const, reason }))
-    )))
+    const attempt = forkWithOwnerContext(connect(entry, sessionScope))
+    const outcome = yield* awaitConnected(entry, attempt)
 
     let reason: CloseReason
-    let terminate: Effect.Effect<void> = Effect.void
-    if (Exit.isSuccess(outcome) && outcome.value._tag === "Connected") {
-      const handle = outcome.value.handle
+    if (outcome._tag === "Connected") {
+      const handle = outcome.handle
       const now = yield* Clock.currentTimeMillis
       yield* Metric.update(sessionsCreated, 1)
       yield* Metric.update(connectDuration, Duration.millis(now - connectStarted))
       yield* Effect.logDebug("MCP session ready")
       yield* SynchronizedRef.update(ref, (state) => {
         entry.state = { _tag: "Ready", handle }
+        entryOfSession.set(handle.session, entry)
         // A connect that beat closeAll by a hair must not hand out a session of a closed pool.
         Deferred.doneUnsafe(
           entry.ready,
@@ -310,58 +420,55 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
           return state
         })
       }
-      terminate = handle.terminate(
-        reason === "pool-closed"
-          ? new PoolClosed({ server: entry.server, scope: entry.scope })
-          : new SessionLost({ server: entry.server, scope: entry.scope, reason: `the session was closed (${reason})` })
-      )
-    } else {
-      // Connect failed, was cancelled, or the owners scope closed under it.
-      const failure: McpGetError = Exit.isSuccess(outcome)
-        ? new PoolClosed({ server: entry.server, scope: entry.scope })
-        : Cause.findErrorOption(outcome.cause).pipe((found) =>
-          found._tag === "Some"
-            ? found.value
-            : Cause.hasInterruptsOnly(outcome.cause)
+      yield* SynchronizedRef.update(ref, (state) => {
+        entry.state = { _tag: "Closing" }
+        return state
+      })
+      yield* closeSessionScope(
+        entry,
+        sessionScope,
+        handle.terminate(
+          reason === "pool-closed"
             ? new PoolClosed({ server: entry.server, scope: entry.scope })
-            : new ConnectError({
+            : new SessionLost({
               server: entry.server,
               scope: entry.scope,
-              reason: "unexpected defect",
-              cause: Cause.squash(outcome.cause)
+              reason: `the session was closed (${reason})`
             })
-        )
-      reason = Exit.isSuccess(outcome) && outcome.value._tag === "Cancelled"
-        ? outcome.value.reason
-        : failure._tag === "PoolClosed"
-        ? "pool-closed"
-        : "failed"
+        ),
+        Exit.void
+      )
+    } else {
+      const failure: McpGetError = outcome._tag === "Failed"
+        ? outcome.error
+        : new PoolClosed({ server: entry.server, scope: entry.scope })
+      reason = outcome._tag === "Abandoned" ? outcome.reason : "failed"
       if (reason === "failed") {
         yield* Metric.update(connectFailures, 1)
         yield* Effect.logDebug("MCP connect failed", failure.message)
       }
-      // Detach first: the next `get` must try again, never see this failure cached.
+      // Detached at once: the next `get` must try again, never see this failure cached.
       yield* SynchronizedRef.update(ref, (state) => {
         if (state._tag === "Open") detach(state, entry, reason)
-        Deferred.doneUnsafe(entry.ready, Exit.fail(failure))
+        entry.state = { _tag: "Closing" }
         return state
       })
+      // A session that never served has nothing to flush: the failure exit tells the transport to kill at
+      // once. Its waiters hear of the failure once what it opened is gone (or at the close bound).
+      yield* closeSessionScope(entry, sessionScope, Effect.void, Exit.fail(failure))
+      Deferred.doneUnsafe(entry.ready, Exit.fail(failure))
+      // The interrupted attempt may be stuck where it cannot be interrupted: say so (once, at the bound)
+      // rather than hide it; whatever it opens later is released at once into the closed scope.
+      const stopped = yield* Effect.timeoutOption(Fiber.await(attempt), options.closeTimeout)
+      if (stopped._tag === "None") {
+        yield* Effect.logWarning(
+          `${describe(entry)}: its connect did not stop within ${
+            Duration.format(options.closeTimeout)
+          } of being abandoned (stuck in an uninterruptible step?)`
+        )
+      }
     }
 
-    yield* SynchronizedRef.update(ref, (state) => {
-      entry.state = { _tag: "Closing" }
-      return state
-    })
-    // Finalizers (and a transport's close) cannot be interrupted, so a timeout around them would wait anyway:
-    // run the close in its own fiber and stop waiting for it at the bound (stdio is bounded by its graces).
-    // Started at once: under churn a queued close would wait behind new work and closes would pile up.
-    const closing = yield* Effect.forkDetach(Effect.andThen(terminate, Scope.close(sessionScope, Exit.void)), {
-      startImmediately: true
-    })
-    const closed = yield* Effect.timeoutOption(Fiber.await(closing), options.closeTimeout)
-    if (closed._tag === "None") {
-      yield* Effect.logWarning(`MCP session did not close within ${Duration.format(options.closeTimeout)}`)
-    }
     yield* Metric.update(Metric.withAttributes(sessionsClosed, { reason }), 1)
     yield* Effect.logDebug(`MCP session closed (${reason})`)
     yield* SynchronizedRef.update(ref, (state) => {
@@ -374,35 +481,37 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
 
   /** Takes a lease on the entry for (server, scope), creating it (and its owner) if missing. */
   const acquireLease = (server: string, scope: string) =>
-    Effect.flatMap(Clock.currentTimeMillis, (now) =>
+    Effect.withFiber((fiber) =>
       SynchronizedRef.modifyEffect(
         ref,
         (state): Effect.Effect<readonly [Lease, PoolState], UnknownServer | PoolClosed> => {
           if (state._tag === "Closed") return Effect.fail(new PoolClosed({ server, scope }))
+          const now = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
           const existing = state.byServer.get(server)?.get(scope)
           // A session known to be dead is never handed out, even before its owner has detached it.
           if (existing?.state._tag === "Ready" && Deferred.isDoneUnsafe(existing.state.handle.lost)) {
             retire(state, existing, "lost")
           } else if (existing !== undefined) {
-            const stale = existing.state._tag === "Ready" && existing.leases === 0 &&
-              existing.policy.pingAfterIdle !== undefined &&
+            // Whoever arrives while a ping is under way waits for its verdict, however long it has been
+            // idle since: one ping (and one verdict) at a time.
+            const stale = existing.state._tag === "Ready" && existing.probing === undefined &&
+              existing.leases === 0 && existing.policy.pingAfterIdle !== undefined &&
               now - existing.idleSince >= Duration.toMillis(existing.policy.pingAfterIdle)
             existing.leases++
             state.idle.delete(existing)
             if (!stale || existing.state._tag !== "Ready") {
-              // Whoever arrives while a ping is under way waits for its verdict too.
               return Effect.succeed([{ entry: existing, verdict: existing.probing }, state] as const)
             }
             const verdict = Deferred.makeUnsafe<boolean>()
             existing.probing = verdict
-            return Effect.as(
-              Effect.forkIn(
-                Effect.provideContext(probeSession(existing, existing.state.handle.session, verdict), ownerContext),
-                ownersScope,
-                { startImmediately: true, uninterruptible: true }
-              ),
-              [{ entry: existing, verdict }, state] as const
-            )
+            const session = existing.state.handle.session
+            return Effect.sync(() => {
+              Fiber.runIn(
+                forkWithOwnerContext(probeSession(existing, session, verdict), { uninterruptible: true }),
+                ownersScope
+              )
+              return [{ entry: existing, verdict }, state] as const
+            })
           }
           const policy = serverPolicies.get(server)
           if (policy === undefined) {
@@ -422,7 +531,9 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
             ready: Deferred.makeUnsafe(),
             closeSignal: Deferred.makeUnsafe(),
             owner: undefined,
-            probing: undefined
+            probing: undefined,
+            requestedBy: Context.getOrUndefined(fiber.context, Tracer.ParentSpan),
+            idleWake: undefined
           }
           let scopes = state.byServer.get(server)
           if (scopes === undefined) state.byServer.set(server, scopes = new Map())
@@ -432,18 +543,13 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
           servers.add(entry)
           state.attachedCount++
           state.live.add(entry)
-          return Effect.map(
-            Effect.forkIn(Effect.provideContext(runOwner(entry), ownerContext), ownersScope, {
-              startImmediately: true,
-              uninterruptible: true
-            }),
-            (fiber) => {
-              entry.owner = fiber
-              return [{ entry, verdict: undefined }, state] as const
-            }
-          )
+          return Effect.sync(() => {
+            entry.owner = Fiber.runIn(forkWithOwnerContext(runOwner(entry), { uninterruptible: true }), ownersScope)
+            return [{ entry, verdict: undefined }, state] as const
+          })
         }
-      ))
+      )
+    )
 
   /** No scope given: take the caller's `McpScope`; never fall back to a shared one. */
   const currentScope = (server: string): Effect.Effect<Lease, UnknownServer | PoolClosed | MissingScope> =>
@@ -509,7 +615,7 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
       ),
       Effect.onExit((exit) =>
         SynchronizedRef.update(ref, (state) => {
-          entry.probing = undefined
+          if (entry.probing === verdict) entry.probing = undefined
           Deferred.doneUnsafe(verdict, Exit.isSuccess(exit) ? exit : Exit.succeed(false))
           return state
         })
@@ -564,13 +670,14 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
         if (session === undefined) {
           return restore(Effect.acquireUseRelease(
             acquireSession(server, scope),
-            ([, leased]) => f(leased),
+            ([, leased]) => Effect.suspend(() => f(leased)),
             ([entry]) => releaseLease(entry)
           ))
         }
         const entry = hitEntry!
         const clock = fiber.getRef(Clock.Clock)
-        return Effect.onExit(restore(f(session)), () => {
+        // Suspended: a synchronous throw in `f` must still return the lease.
+        return Effect.onExit(restore(Effect.suspend(() => f(session))), () => {
           // The same transition as `releaseLease`, run at exit without the lock, as the lease was taken.
           returnLease(SynchronizedRef.getUnsafe(ref), entry, clock.currentTimeMillisUnsafe())
           return Effect.void
@@ -594,20 +701,39 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
       })
     ).pipe(Effect.flatMap((owners) => Fiber.awaitAll(owners)), Effect.asVoid)
 
+  /**
+   * Forced: marks the pool closed, signals every live entry, and waits for the owners, which bound their own
+   * closes by `closeTimeout`; this wait stops at `closeTimeout` + 1 s whatever user code does, and names the
+   * sessions that had not finished closing.
+   */
   const closeAll = Effect.uninterruptible(Effect.gen(function*() {
     const entries = yield* SynchronizedRef.modify(ref, (state): readonly [Array<Entry>, PoolState] => {
       if (state._tag === "Closed") return [[], state]
       return [Array.from(state.live), { _tag: "Closed" }]
     })
-    for (const entry of entries) signalClose(entry, "pool-closed")
+    for (const entry of entries) {
+      // No longer what a `get` would return (there is no `get` any more): caches beside the pool see it.
+      entry.attached = false
+      signalClose(entry, "pool-closed")
+    }
     const owners = entries.flatMap((entry) => entry.owner === undefined ? [] : [entry.owner])
-    // Each owner bounds its own close; this bound only guards against an owner that never returns.
-    yield* Effect.timeoutOrElse(Fiber.awaitAll(owners), {
-      duration: Duration.sum(options.closeTimeout, Duration.seconds(1)),
-      orElse: () => Effect.logWarning("MCP pool: some sessions did not close in time")
-    })
-    // Ends what is left in the owners scope (idle pings under way); owners have finished their closes.
-    yield* Scope.close(ownersScope, Exit.void)
+    // Then ends what is left in the owners scope (idle pings under way), in the same bound.
+    const finished = yield* Effect.timeoutOption(
+      Fiber.await(
+        yield* Effect.forkDetach(Effect.andThen(Fiber.awaitAll(owners), Scope.close(ownersScope, Exit.void)), {
+          startImmediately: true
+        })
+      ),
+      Duration.sum(options.closeTimeout, Duration.seconds(1))
+    )
+    if (finished._tag === "None") {
+      const stuck = entries.filter((entry) => entry.owner !== undefined && entry.owner.pollUnsafe() === undefined)
+      yield* Effect.logWarning(
+        `MCP pool closed with ${stuck.length} session(s) still closing after ${
+          Duration.format(Duration.sum(options.closeTimeout, Duration.seconds(1)))
+        }: ${stuck.map((entry) => `${entry.server} (scope "${entry.scope}")`).join(", ")}`
+      )
+    }
   }))
 
   yield* Scope.addFinalizer(layerScope, closeAll)

@@ -39,7 +39,10 @@ export interface SessionHandle {
   readonly session: McpSession
   /** Completes when the transport dies on its own, never when the pool closes the session. */
   readonly lost: Deferred.Deferred<SessionLost>
-  /** Fails in-flight and later requests with `reason` and closes the client. Idempotent. */
+  /**
+   * Fails in-flight and later requests with `reason` at once and ends the notification streams; the
+   * transport itself is closed by the session's scope. Idempotent.
+   */
   readonly terminate: (reason: Termination) => Effect.Effect<void>
 }
 
@@ -56,6 +59,14 @@ interface OpenedTransport {
 }
 
 const errorText = (error: unknown): string => error instanceof Error ? error.message : String(error)
+
+/**
+ * A JSON-RPC error's text with its code said once. The SDK prefixes "MCP error <code>: " to every McpError
+ * message, and an SDK server sends its own prefixed message as the error text, so the client's McpError
+ * reads "MCP error -32602: MCP error -32602: …".
+ */
+const protocolMessage = (error: McpError): string =>
+  `MCP error ${error.code}: ${error.message.replace(/^(MCP error -?\d+: )+/, "")}`
 
 /**
  * The SDK client builds its Ajv validator eagerly (~17 KiB, ~0.3 ms per session); most sessions never
@@ -187,13 +198,20 @@ export const openSession = (
     const terminate = (reason: Termination) =>
       Effect.suspend(() => {
         if (terminated === undefined) terminated = reason
-        // Closing the client rejects every pending request at once (the SDK fails them on close).
-        return Effect.promise(() => client.close().catch(() => undefined))
-      }).pipe(Effect.andThen(Effect.suspend(() => hub === undefined ? Effect.void : PubSub.shutdown(hub))))
+        // The SDK fails pending requests when the transport reports its close, which a transport whose
+        // close never settles never does: report it now. The handler the SDK wired rejects each pending
+        // request once (with `terminated`'s error, see `toError`) and detaches the client; a second report
+        // from the transport finds nothing left to do.
+        opened.transport.onclose?.()
+        return hub === undefined ? Effect.void : PubSub.shutdown(hub)
+      })
 
     yield* Scope.addFinalizer(
       yield* Effect.scope,
-      terminate(new SessionLost({ server, scope, reason: "the session was closed" }))
+      terminate(new SessionLost({ server, scope, reason: "the session was closed" })).pipe(
+        // The client is detached by now (its own close would do nothing): close the transport directly.
+        Effect.andThen(Effect.promise(() => opened.transport.close().catch(() => undefined)))
+      )
     )
 
     yield* Effect.tryPromise({
@@ -229,7 +247,7 @@ export const openSession = (
           scope,
           method,
           code: cause.code,
-          message: cause.message,
+          message: protocolMessage(cause),
           data: cause.data
         })
       }

@@ -1,0 +1,369 @@
+/**
+ * The pool's bounds and bookkeeping at the edges, whatever user code does: a connect stuck in an
+ * uninterruptible step, a transport whose close never settles, an `f` that throws, callers' contexts that
+ * must not leak into owners, idle pings racing each other, and failed connects that must be gone before
+ * their error is returned.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { InMemoryTransport } from "@modelcontextprotocol/sdk/inMemory.js"
+import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js"
+import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js"
+import type { JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js"
+import {
+  Context,
+  Deferred,
+  Duration,
+  Effect,
+  Exit,
+  Fiber,
+  Logger,
+  Option,
+  Queue,
+  References,
+  Scope,
+  type Tracer
+} from "effect"
+import { TestClock } from "effect/testing"
+import { mkdtempSync, readFileSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { makeNotebookServer } from "../examples/notebook-server.ts"
+import { isSessionCurrent } from "../src/internal/pool.ts"
+import { ConnectTimeout, McpProtocolError, PoolClosed } from "../src/McpPoolError.ts"
+import * as McpScope from "../src/McpScope.ts"
+import * as McpServerConfig from "../src/McpServerConfig.ts"
+import { McpSessionPool } from "../src/McpSessionPool.ts"
+import { firstText, makeProbe } from "./utils/probe.ts"
+import { isRunning } from "./utils/proc.ts"
+
+/** Fails the test with `what` instead of hanging until the test timeout. */
+const within = (duration: Duration.Input, what: string) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  Effect.timeoutOrElse(effect, { duration, orElse: () => Effect.die(new Error(`timed out: ${what}`)) })
+
+/** A promise that never settles, as a hung transport or a stuck handshake gives. */
+const never = () => new Promise<never>(() => undefined)
+
+/** An in-memory server with a `block` tool that signals when it is called and never answers. */
+const blockingServer = (called: Deferred.Deferred<void>) => {
+  const server = new McpServer({ name: "blocking", version: "1.0.0" })
+  server.registerTool("block", {}, () => {
+    Deferred.doneUnsafe(called, Exit.void)
+    return never()
+  })
+  return server
+}
+
+/** Collects warnings logged by the pool's owners (provide around `make`: owners run in its context). */
+const captureWarnings = () => {
+  const warnings: Array<string> = []
+  const logger = Logger.make(({ logLevel, message }) => {
+    if (logLevel === "Warn") warnings.push((Array.isArray(message) ? message : [message]).map(String).join(" "))
+  })
+  return { warnings, layer: Logger.layer([logger]) }
+}
+
+describe("edges: bounds user code cannot defeat", () => {
+  it.live("a custom connect stuck in an uninterruptible step still fails with ConnectTimeout at the bound", () =>
+    Effect.gen(function*() {
+      const started = yield* Deferred.make<void>()
+      const pool = yield* McpSessionPool.make({
+        servers: {
+          stuck: McpServerConfig.custom(() =>
+            Effect.acquireRelease(
+              // acquire is uninterruptible: the usual way to write a transport, here one that never connects
+              Effect.andThen(Deferred.succeed(started, undefined), Effect.promise(never)),
+              () => Effect.void
+            ), { connectTimeout: "200 millis" })
+        },
+        closeTimeout: "300 millis"
+      })
+      const error = yield* pool.get("stuck", "t").pipe(
+        Effect.scoped,
+        Effect.flip,
+        within("5 seconds", "the waiter of a stuck connect got no ConnectTimeout")
+      )
+      assert.instanceOf(error, ConnectTimeout)
+      assert.isTrue(yield* Deferred.isDone(started))
+      // closeAll is bounded too: the stuck connect fiber is left behind, not waited for.
+      yield* pool.closeAll.pipe(within("5 seconds", "closeAll hung on a stuck connect"))
+    }))
+
+  it.live("closeAll returns within closeTimeout + 1 s with a stuck connect and warns naming the session", () =>
+    Effect.gen(function*() {
+      const started = yield* Deferred.make<void>()
+      const { layer, warnings } = captureWarnings()
+      const pool = yield* McpSessionPool.make({
+        servers: {
+          stuck: McpServerConfig.custom(() =>
+            Effect.acquireRelease(
+              Effect.andThen(Deferred.succeed(started, undefined), Effect.promise(never)),
+              () => Effect.void
+            )
+          )
+        },
+        closeTimeout: "300 millis"
+      }).pipe(Effect.provide(layer))
+      const waiter = yield* Effect.forkChild(Effect.scoped(pool.get("stuck", "thread-7")))
+      yield* Deferred.await(started).pipe(within("5 seconds", "the connect never started"))
+      yield* pool.closeAll.pipe(within("5 seconds", "closeAll hung on a stuck connect"))
+      const exit = yield* Fiber.await(waiter).pipe(within("1 second", "the waiter was left hanging"))
+      assert.isTrue(Exit.isFailure(exit))
+      assert.instanceOf(
+        Exit.isFailure(exit) ? Option.getOrUndefined(Exit.findErrorOption(exit)) : undefined,
+        PoolClosed
+      )
+      assert.isTrue(
+        warnings.some((warning) => warning.includes("stuck") && warning.includes("thread-7")),
+        `no warning named the stuck session: ${JSON.stringify(warnings)}`
+      )
+    }))
+
+  it.live("closeAll fails in-flight calls with PoolClosed at once even when the transport's close never settles", () =>
+    Effect.gen(function*() {
+      const called = yield* Deferred.make<void>()
+      const { layer, warnings } = captureWarnings()
+      const pool = yield* McpSessionPool.make({
+        servers: {
+          hung: McpServerConfig.custom(() =>
+            Effect.gen(function*() {
+              const [client, server] = InMemoryTransport.createLinkedPair()
+              yield* Effect.promise(() => blockingServer(called).connect(server))
+              // A transport whose close never settles and never reports the close.
+              client.close = never
+              return client
+            })
+          )
+        },
+        closeTimeout: "300 millis"
+      }).pipe(Effect.provide(layer))
+      const call = yield* Effect.forkChild(pool.callTool({ server: "hung", scope: "t", name: "block" }))
+      yield* Deferred.await(called).pipe(within("5 seconds", "the call never reached the server"))
+      yield* pool.closeAll.pipe(within("5 seconds", "closeAll hung on a transport close"))
+      const exit = yield* Fiber.await(call).pipe(
+        within("1 second", "the in-flight call waited for its timeout instead of failing at close")
+      )
+      assert.instanceOf(
+        Exit.isFailure(exit) ? Option.getOrUndefined(Exit.findErrorOption(exit)) : undefined,
+        PoolClosed
+      )
+      assert.isTrue(
+        warnings.some((warning) => warning.includes("hung") && warning.includes("did not close")),
+        `no warning named the session that did not close: ${JSON.stringify(warnings)}`
+      )
+    }))
+})
+
+describe("edges: leases come back exactly once", () => {
+  it.effect("a `use` whose f throws synchronously returns its lease, on the hit path and the full path", () =>
+    Effect.gen(function*() {
+      const probe = yield* makeProbe()
+      const pool = yield* McpSessionPool.make({ servers: { notebook: probe.config } })
+      const boom = (): Effect.Effect<never> => {
+        throw new Error("boom")
+      }
+      // Full path: the session does not exist yet.
+      const first = yield* Effect.exit(pool.use("notebook", "t", boom))
+      assert.isTrue(Exit.isFailure(first))
+      // Hit path: ready and idle.
+      const second = yield* Effect.exit(pool.use("notebook", "t", boom))
+      assert.isTrue(Exit.isFailure(second))
+      const [row] = yield* pool.snapshot
+      assert.strictEqual(row?.leases, 0)
+      // Nobody holds it, so invalidate closes it now.
+      yield* pool.invalidate("notebook", "t")
+      assert.strictEqual(probe.counts.releases, 1)
+    }))
+
+  it.effect("every lease comes back whether f fails, dies or is interrupted", () =>
+    Effect.gen(function*() {
+      const probe = yield* makeProbe()
+      const pool = yield* McpSessionPool.make({ servers: { notebook: probe.config } })
+      yield* Effect.exit(pool.use("notebook", "t", () => Effect.fail("failed")))
+      yield* Effect.exit(pool.use("notebook", "t", () => Effect.die("died")))
+      const blocked = yield* Deferred.make<void>()
+      const held = yield* Effect.forkChild(
+        pool.use("notebook", "t", () => Effect.andThen(Deferred.succeed(blocked, undefined), Effect.never))
+      )
+      yield* Deferred.await(blocked)
+      yield* Fiber.interrupt(held)
+      const [row] = yield* pool.snapshot
+      assert.strictEqual(row?.leases, 0)
+    }))
+})
+
+class CallerService extends Context.Service<CallerService, string>()("test/CallerService") {}
+
+describe("edges: owners run in the pool's context", () => {
+  it.live("the owner sees neither the caller's services, McpScope, annotations nor span; the span is linked", () =>
+    Effect.gen(function*() {
+      const seen = yield* Deferred.make<{
+        readonly service: Option.Option<string>
+        readonly scope: Option.Option<string>
+        readonly annotation: unknown
+        readonly parentIsCaller: boolean
+        readonly linkedToCaller: boolean
+      }>()
+      let callerSpan: Tracer.AnySpan | undefined
+      const pool = yield* McpSessionPool.make({
+        servers: {
+          mem: McpServerConfig.custom(() =>
+            Effect.gen(function*() {
+              const span = yield* Effect.currentSpan
+              const annotations = yield* References.CurrentLogAnnotations
+              yield* Deferred.succeed(seen, {
+                service: yield* Effect.serviceOption(CallerService),
+                scope: yield* Effect.serviceOption(McpScope.McpScope),
+                annotation: annotations["caller"],
+                parentIsCaller: Option.getOrUndefined(span.parent) === callerSpan,
+                // Linked to the `McpSessionPool.get` span the caller opened (or to the caller's own span).
+                linkedToCaller: span.links.some((link) =>
+                  link.span === callerSpan ||
+                  (link.span._tag === "Span" && Option.getOrUndefined(link.span.parent) === callerSpan)
+                )
+              })
+              const [client, server] = InMemoryTransport.createLinkedPair()
+              yield* Effect.promise(() => makeNotebookServer().connect(server))
+              return client as Transport
+            })
+          )
+        }
+      })
+      yield* Effect.gen(function*() {
+        callerSpan = yield* Effect.currentSpan
+        yield* Effect.scoped(pool.get("mem"))
+      }).pipe(
+        Effect.withSpan("caller"),
+        Effect.annotateLogs({ caller: "yes" }),
+        Effect.provideService(CallerService, "the caller's"),
+        McpScope.provide("thread-1")
+      )
+      const observed = yield* Deferred.await(seen).pipe(within("5 seconds", "the connect never ran"))
+      assert.isTrue(Option.isNone(observed.service), "the owner saw the caller's service")
+      assert.isTrue(Option.isNone(observed.scope), "the owner saw the caller's McpScope")
+      assert.isUndefined(observed.annotation, "the owner saw the caller's log annotations")
+      assert.isFalse(observed.parentIsCaller, "the connect span is a child of the caller's span")
+      assert.isTrue(observed.linkedToCaller, "the connect span is not linked to the caller's span")
+    }))
+})
+
+/** An in-memory notebook server whose client pings are held until the test releases them. */
+const heldPings = Effect.gen(function*() {
+  const pings = yield* Queue.unbounded<() => void>()
+  let pending = 0
+  /** For each tool call, how many pings were pending when the server ran it. */
+  const pendingAtCall: Array<number> = []
+  let sent = 0
+  const config = McpServerConfig.custom(() =>
+    Effect.gen(function*() {
+      const [client, server] = InMemoryTransport.createLinkedPair()
+      const notebook = makeNotebookServer()
+      yield* Effect.promise(() => notebook.connect(server))
+      const send = client.send.bind(client)
+      client.send = (message: JSONRPCMessage, options) => {
+        if ("method" in message && message.method === "ping") {
+          sent++
+          pending++
+          Queue.offerUnsafe(pings, () => {
+            pending--
+            void send(message, options)
+          })
+          return Promise.resolve()
+        }
+        if ("method" in message && message.method === "tools/call") pendingAtCall.push(pending)
+        return send(message, options)
+      }
+      return client
+    }), { pingAfterIdle: "1 minute" })
+  return { config, pings, pendingAtCall, sent: () => sent }
+})
+
+describe("edges: idle pings", () => {
+  it.effect("one ping at a time: nobody gets a session whose ping is pending", () =>
+    Effect.gen(function*() {
+      const held = yield* heldPings
+      const pool = yield* McpSessionPool.make({ servers: { s: held.config } })
+      const increment = pool.callTool({ server: "s", scope: "t", name: "counter_increment" }).pipe(
+        Effect.map(firstText)
+      )
+      assert.strictEqual(yield* increment, "1")
+      yield* TestClock.adjust("2 minutes")
+      // A: past pingAfterIdle, so its use pings first; it gives up while the ping is pending.
+      const a = yield* Effect.forkChild(increment, { startImmediately: true })
+      const releaseFirst = yield* Queue.take(held.pings)
+      yield* Fiber.interrupt(a)
+      // Idle again for longer than pingAfterIdle, the first ping still pending.
+      yield* TestClock.adjust("2 minutes")
+      // Started at once, so each has asked for its lease before the next step.
+      const b = yield* Effect.forkChild(increment, { startImmediately: true })
+      releaseFirst()
+      const c = yield* Effect.forkChild(increment, { startImmediately: true })
+      // Further pings (there should be none) are answered, so nothing hangs if the pool sends one.
+      const answerPings = yield* Effect.forkChild(Effect.forever(Effect.map(Queue.take(held.pings), (f) => f())))
+      const results = yield* Fiber.joinAll([b, c])
+      yield* Fiber.interrupt(answerPings)
+      assert.sameMembers([...results], ["2", "3"])
+      assert.strictEqual(held.sent(), 1, "a second ping was started while the first was pending")
+      assert.deepStrictEqual(held.pendingAtCall, [0, 0, 0], "a call ran while a ping was pending")
+    }))
+
+  it.effect("idleTimeToLive: 0 never retires a leased session; it closes once its lease ends", () =>
+    Effect.gen(function*() {
+      const probe = yield* makeProbe()
+      const pool = yield* McpSessionPool.make({ servers: { notebook: probe.config }, idleTimeToLive: 0 })
+      const lease = yield* Scope.make()
+      const session = yield* pool.get("notebook", "t").pipe(Scope.provide(lease))
+      yield* TestClock.adjust("10 minutes")
+      const [row] = yield* pool.snapshot
+      assert.isTrue(row?.attached, "the leased session was retired")
+      assert.isTrue(isSessionCurrent(session))
+      assert.strictEqual(firstText(yield* session.callTool({ name: "counter_increment" })), "1")
+      // The same scope gets the same session while it is leased.
+      const again = yield* Effect.scoped(pool.use("notebook", "t", (s) => s.callTool({ name: "counter_increment" })))
+      assert.strictEqual(firstText(again), "2")
+      yield* Scope.close(lease, Exit.void)
+      yield* TestClock.adjust(0)
+      assert.strictEqual(yield* Queue.take(probe.released), "t")
+      assert.isFalse(isSessionCurrent(session))
+    }))
+})
+
+describe("edges: failed connects", () => {
+  it.live("ConnectTimeout is returned once the timed-out process is gone", () =>
+    Effect.gen(function*() {
+      const dir = mkdtempSync(join(tmpdir(), "mcp-pool-edges-"))
+      const pidFile = join(dir, "pid")
+      yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(dir, { recursive: true, force: true })))
+      const pool = yield* McpSessionPool.make({
+        servers: {
+          // Never answers initialize and ignores the end of stdin.
+          silent: McpServerConfig.stdio({
+            command: "/bin/sh",
+            args: ["-c", `echo $$ > "${pidFile}"; exec sleep 600`],
+            connectTimeout: "300 millis"
+          })
+        }
+      })
+      const error = yield* pool.get("silent", "t").pipe(
+        Effect.scoped,
+        Effect.flip,
+        within("10 seconds", "no ConnectTimeout")
+      )
+      assert.instanceOf(error, ConnectTimeout)
+      const pid = Number(readFileSync(pidFile, "utf8").trim())
+      assert.isFalse(isRunning(pid), `pid ${pid} still ran when ConnectTimeout was returned`)
+    }))
+})
+
+describe("edges: messages", () => {
+  it.effect("a protocol error says its code once", () =>
+    Effect.gen(function*() {
+      const pool = yield* McpSessionPool.make({
+        servers: { mem: McpServerConfig.inMemory(() => makeNotebookServer()) }
+      })
+      const error = yield* pool.use("mem", "t", (session) => session.getPrompt({ name: "no-such-prompt" })).pipe(
+        Effect.flip
+      )
+      assert.instanceOf(error, McpProtocolError)
+      assert.strictEqual(error.message.match(/MCP error/g)?.length, 1, error.message)
+    }))
+})
