@@ -270,7 +270,9 @@ const SYSTEM = "You are a helpful assistant with a notebook that belongs to this
 
 const agent = Effect.gen(function*() {
   const pool = yield* McpSessionPool
-  // Tools are listed through the first thread's session (no extra process) and named notebook_*.
+  // Tools are listed through the first thread's session (no extra process) and named notebook_*. A server
+  // whose tools already carry a prefix opts out with `prefix: ""`: Playwright MCP's are named browser_*, so
+  // `{ server: "browser", prefix: "" }` offers browser_navigate (its prefix would make browser_browser_navigate).
   const mcp = yield* McpToolkit.make({ servers: ["notebook"], prefixToolNames: true })
   // One chat history per thread; the thread id is also its McpScope.
   const threads = {
@@ -336,6 +338,10 @@ const PoolLive = McpSessionPool.layer({
       command: process.execPath,
       args: [fileURLToPath(new URL("./notebook-server.ts", import.meta.url))]
     })
+    // A browser per thread: `browser: McpServerConfig.stdio({ command: "npx", args: ["@playwright/mcp",
+    // "--headless", "--isolated"] })`. Without --isolated every process uses one profile on disk: a second
+    // concurrent thread fails ("Browser is already in use … use --isolated") and later threads inherit the
+    // earlier ones' cookies and localStorage.
   }
 })
 

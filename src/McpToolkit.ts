@@ -30,9 +30,18 @@
  *   session, counted against capacity and evicted like any other.
  * - Every session the toolkit touches is watched for `notifications/tools/list_changed`; the server's list
  *   is then re-listed when the next turn resolves the toolkit (`toolsChanged` reports the change).
+ * - A list is trusted only while the session it was taken through is still the pool's session for its key.
+ *   Once the pool retires that session — `pool.reload` changed the server (checked before `reload`
+ *   returns), or it was lost, invalidated, evicted, expired or its scope closed — the next resolution lists
+ *   the server again, since the replacement may offer other tools. Without `discoveryScope` that session is
+ *   the first lister's thread session, so that thread ending or being evicted costs one more `tools/list`
+ *   on the next turn; then the new list is cached as before.
+ * - A server that `pool.reload` removed has its tools dropped; `discover` reports it (`ToolDiscoveryError`
+ *   with cause `UnknownServer`).
  * - Discovery of a broken server fails that server alone: its tools are left out (or its last good list is
  *   kept), a `ToolDiscoveryError` is logged and reported by `discover`, and the server is tried again after
- *   `retryDiscoveryAfter`. The other servers' tools are offered as usual.
+ *   `retryDiscoveryAfter` (a `reload` that fixes it does not skip that wait: call `invalidate` for that).
+ *   The other servers' tools are offered as usual.
  * - Concurrent turns share one listing per server; a turn interrupted while it waits does not cancel it.
  *
  * Results
@@ -70,6 +79,7 @@ import {
 import { AiError, type Prompt, Tool, Toolkit } from "effect/ai"
 import type * as JsonSchema from "effect/JsonSchema"
 import type * as Scope from "effect/Scope"
+import { isSessionCurrent } from "./internal/pool.ts"
 import * as internal from "./internal/toolkit.ts"
 import {
   CallTimeout,
@@ -265,7 +275,11 @@ export type ToolDefinition = McpToolDefinition
  */
 export interface ServerOptions {
   readonly server: string
-  /** Prepended to this server's tool names, e.g. `"web_"`. Overrides `prefixToolNames`. */
+  /**
+   * Prepended to this server's tool names, e.g. `"web_"`. Overrides `prefixToolNames`; `""` turns it off
+   * for a server whose tools already carry a prefix (Playwright MCP's are `browser_navigate`, …: with
+   * `"browser_"` they would become `browser_browser_navigate`).
+   */
   readonly prefix?: string | undefined
   /** Offer only the tools for which this returns true. */
   readonly filter?: ((tool: ToolDefinition) => boolean) | undefined
@@ -333,7 +347,10 @@ export interface McpToolkit {
   readonly discover: Effect.Effect<Discovery, never, McpScope>
   /** Names of servers that sent `notifications/tools/list_changed`, from subscription on. */
   readonly toolsChanged: Stream.Stream<string>
-  /** Forgets the cached lists (of one server, or all): the next resolution lists them again. */
+  /**
+   * Forgets the cached lists (of one server, or all) and any remembered discovery failure: the next
+   * resolution lists them again.
+   */
   readonly invalidate: (server?: string) => Effect.Effect<void>
 }
 
@@ -344,13 +361,20 @@ export interface McpToolkit {
 const MAX_PAGES = 100
 const DEFAULT_RETRY_AFTER = "5 seconds"
 
+interface Listing {
+  readonly generation: number
+  /** The session the list was taken through: once the pool retires it, the server may have changed. */
+  readonly session: McpSession
+  readonly tools: ReadonlyArray<ToolDefinition>
+}
+
 interface ServerEntry {
   readonly server: string
   readonly prefix: string
   readonly filter: ((tool: ToolDefinition) => boolean) | undefined
   /** Bumped by `list_changed` and `invalidate`: a list is current when it was taken at this generation. */
   generation: number
-  listed: { readonly generation: number; readonly tools: ReadonlyArray<ToolDefinition> } | undefined
+  listed: Listing | undefined
   failure: { readonly generation: number; readonly at: number; readonly error: ToolDiscoveryError } | undefined
   inflight: Deferred.Deferred<void> | undefined
 }
@@ -477,16 +501,32 @@ export const make = (options: Options): Effect.Effect<McpToolkit, ConfigError, M
         return yield* Effect.fail(`the tool list is longer than ${MAX_PAGES} pages`)
       })
 
+    /**
+     * Taken at the current generation through a session the pool still serves. A session the pool retired
+     * (reload, invalidate, eviction, expiry, loss, closeScope) may be replaced by a server with other tools.
+     */
+    const isCurrent = (entry: ServerEntry): boolean =>
+      entry.listed !== undefined && entry.listed.generation === entry.generation &&
+      isSessionCurrent(entry.listed.session)
+
     /** Runs in its own fiber: whoever waits for it may be interrupted without cancelling it. */
     const runDiscovery = (entry: ServerEntry, scope: string, generation: number, done: Deferred.Deferred<void>) =>
-      pool.use(entry.server, scope, (session) => Effect.andThen(watch(entry, session), listAll(session))).pipe(
+      pool.use(
+        entry.server,
+        scope,
+        (session) =>
+          Effect.andThen(
+            watch(entry, session),
+            Effect.map(listAll(session), (tools): Listing => ({ generation, session, tools }))
+          )
+      ).pipe(
         Effect.exit,
         Effect.flatMap((exit) =>
           Effect.flatMap(Clock.currentTimeMillis, (now) => {
             if (Exit.isSuccess(exit)) {
-              entry.listed = { generation, tools: exit.value }
+              entry.listed = exit.value
               if (entry.failure !== undefined && entry.failure.generation <= generation) entry.failure = undefined
-              return Effect.logDebug(`MCP tools of "${entry.server}" listed (${exit.value.length})`)
+              return Effect.logDebug(`MCP tools of "${entry.server}" listed (${exit.value.tools.length})`)
             }
             const found = Cause.findErrorOption(exit.cause)
             // Interrupted (the toolkit is closing) or a defect: nothing to remember; the next turn retries.
@@ -496,6 +536,11 @@ export const make = (options: Options): Effect.Effect<McpToolkit, ConfigError, M
               ? new ToolDiscoveryError({ server: entry.server, scope, reason: error })
               : new ToolDiscoveryError({ server: entry.server, scope, reason: error.message, cause: error })
             entry.failure = { generation, at: now, error: failure }
+            // No longer configured (removed by `pool.reload`): its last list names tools that cannot be called.
+            if (typeof error !== "string" && error._tag === "UnknownServer" && entry.listed !== undefined) {
+              entry.listed = undefined
+              return Effect.logWarning(`${failure.message}; its tools are no longer offered`)
+            }
             return Effect.logWarning(failure.message)
           })
         ),
@@ -506,24 +551,35 @@ export const make = (options: Options): Effect.Effect<McpToolkit, ConfigError, M
         Effect.withSpan("McpToolkit.discover", { attributes: { "mcp.server": entry.server, "mcp.scope": scope } })
       )
 
-    /** Makes the entry's list current, unless its last attempt failed recently; never fails. */
-    const ensureListed = (entry: ServerEntry, scope: string): Effect.Effect<void> =>
+    /**
+     * One attempt to make the entry's list current, unless its last attempt failed recently; never fails.
+     * True when it waited for a listing, which may have finished stale (a reload or `list_changed` while it ran).
+     */
+    const listOnce = (entry: ServerEntry, scope: string): Effect.Effect<boolean> =>
       Effect.uninterruptibleMask((restore) =>
         Clock.clockWith((clock) => {
-          if (closed || entry.listed?.generation === entry.generation) return Effect.void
-          if (entry.inflight !== undefined) return restore(Deferred.await(entry.inflight))
+          if (closed || isCurrent(entry)) return Effect.succeed(false)
+          if (entry.inflight !== undefined) return Effect.as(restore(Deferred.await(entry.inflight)), true)
           const failure = entry.failure
           if (
             failure !== undefined && failure.generation === entry.generation &&
             clock.currentTimeMillisUnsafe() - failure.at < retryAfterMillis
-          ) return Effect.void
+          ) return Effect.succeed(false)
           // Check and claim in one step (no yield in between), so concurrent turns share one listing.
           const done = Deferred.makeUnsafe<void>()
           entry.inflight = done
           return FiberSet.run(fibers, runDiscovery(entry, scope, entry.generation, done), { startImmediately: true })
-            .pipe(Effect.andThen(restore(Deferred.await(done))))
+            .pipe(Effect.andThen(restore(Deferred.await(done))), Effect.as(true))
         })
       )
+
+    /**
+     * A listing that finished stale is tried again once, not until it sticks: a server whose session dies
+     * after every listing must not hold a turn. The second attempt runs outside the first one's mask, or
+     * its `restore` could not make the wait interruptible again.
+     */
+    const ensureListed = (entry: ServerEntry, scope: string): Effect.Effect<void> =>
+      Effect.flatMap(listOnce(entry, scope), (waited) => waited ? Effect.asVoid(listOnce(entry, scope)) : Effect.void)
 
     const listEverything = (scope: string) =>
       Effect.forEach(entries, (entry) => ensureListed(entry, scope), { concurrency: "unbounded", discard: true })

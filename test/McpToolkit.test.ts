@@ -1,6 +1,6 @@
 /**
- * McpToolkit: per-scope routing under concurrency, exact prefix routing, list_changed refresh, failure
- * isolation, result mapping, and interruption — through `effect/ai` (`LanguageModel` with a scripted model)
+ * McpToolkit: per-scope routing under concurrency, exact prefix routing, refresh after list_changed, reload
+ * or a replaced session, failure isolation, result mapping, and interruption — through `effect/ai` (`LanguageModel` with a scripted model)
  * on in-memory servers whose requests the tests record.
  */
 import { assert, describe, it } from "@effect/vitest"
@@ -30,6 +30,11 @@ interface Recorder {
   /** When set, connects announce themselves on `connecting` and wait for this latch. */
   gate: Latch.Latch | undefined
   readonly connecting: Queue.Queue<string>
+  /** When set, `tools/list` requests announce themselves on `listing` and wait for this latch. */
+  listGate: Latch.Latch | undefined
+  readonly listing: Queue.Queue<string>
+  /** The server of each scope's latest session: closing it kills that session's transport. */
+  readonly servers: Map<string, McpServer>
 }
 
 const recorder = (makeServer: (scope: string) => McpServer): Recorder => {
@@ -39,6 +44,9 @@ const recorder = (makeServer: (scope: string) => McpServer): Recorder => {
     failWith: undefined,
     gate: undefined,
     connecting: Effect.runSync(Queue.unbounded<string>()),
+    listGate: undefined,
+    listing: Effect.runSync(Queue.unbounded<string>()),
+    servers: new Map(),
     config: McpServerConfig.custom((scope) =>
       Effect.gen(function*() {
         if (self.gate !== undefined) {
@@ -48,11 +56,18 @@ const recorder = (makeServer: (scope: string) => McpServer): Recorder => {
         if (self.failWith !== undefined) return yield* Effect.fail(new Error(self.failWith))
         const [clientTransport, serverTransport] = InMemoryTransport.createLinkedPair()
         const send = clientTransport.send.bind(clientTransport)
-        clientTransport.send = (message, options) => {
-          if ("method" in message) self.requests.push({ scope, method: message.method })
+        clientTransport.send = async (message, options) => {
+          if (!("method" in message)) return send(message, options)
+          const gate = self.listGate
+          if (message.method === "tools/list" && gate !== undefined) {
+            Queue.offerUnsafe(self.listing, scope)
+            await Effect.runPromise(gate.await)
+          }
+          self.requests.push({ scope, method: message.method })
           return send(message, options)
         }
         const server = makeServer(scope)
+        self.servers.set(scope, server)
         yield* Effect.acquireRelease(
           Effect.promise(() => server.connect(serverTransport)),
           () => Effect.promise(() => server.close())
@@ -79,7 +94,8 @@ const echoServer = (name: string, tools: ReadonlyArray<string>) => (scope: strin
   return server
 }
 
-const makePool = (servers: Record<string, McpServerConfig.McpServerConfig>) => McpSessionPool.make({ servers })
+const makePool = (servers: Record<string, McpServerConfig.McpServerConfig>, capacity?: number) =>
+  McpSessionPool.make({ servers, ...(capacity === undefined ? {} : { capacity }) })
 
 const makeToolkit = (pool: McpSessionPool["Service"], options: McpToolkit.Options) =>
   McpToolkit.make(options).pipe(Effect.provideService(McpSessionPool, pool))
@@ -115,6 +131,9 @@ const resultText = (result: { readonly isFailure: boolean; readonly result: unkn
   const value = result.result as McpToolkit.ToolResult
   return Prompt.toolModelOutputToText(McpToolkit.toModelOutput(value))
 }
+
+const toolNames = (mcp: McpToolkit.McpToolkit, scope: string) =>
+  Effect.map(mcp.discover.pipe(McpScope.provide(scope)), ({ tools }) => tools.map((tool) => tool.name))
 
 /** Runs one tool through a resolved toolkit, outside any model: the final handler result. */
 const handle = (toolkit: Toolkit.WithHandler<McpToolkit.Tools>, name: string, params: unknown) =>
@@ -249,6 +268,17 @@ describe("McpToolkit", () => {
         "web_scraper/scrape/t:3",
         "web/search/t:4"
       ])
+      // `prefix: ""` opts one server out of `prefixToolNames` (tools already named like Playwright's browser_*).
+      const unprefixed = yield* makeToolkit(pool, {
+        servers: [{ server: "web", prefix: "" }, "web_scraper"],
+        prefixToolNames: true
+      })
+      assert.deepStrictEqual(yield* toolNames(unprefixed, "t"), [
+        "fetch",
+        "search",
+        "web_scraper_fetch",
+        "web_scraper_scrape"
+      ])
     }))
 
   it.effect("prefixes: a contested name goes to the server listed first; the other tool is reported", () =>
@@ -310,6 +340,134 @@ describe("McpToolkit", () => {
       // Cached again: no further listing without a new change.
       yield* turn(mcp, "t", [{ name: "extra", params: {} }])
       assert.strictEqual(dynamic.count("tools/list"), listsBefore + 1)
+    }))
+
+  it.effect("after pool.reload changed a server, the next resolution offers its new tools, not the old", () =>
+    Effect.gen(function*() {
+      const before = recorder(echoServer("svc", ["old_tool"]))
+      const after = recorder(echoServer("svc", ["new_tool"]))
+      const pool = yield* makePool({ svc: before.config })
+      const mcp = yield* makeToolkit(pool, { servers: ["svc"] })
+      const [old] = yield* turn(mcp, "t", [{ name: "old_tool", params: {} }])
+      assert.strictEqual(resultText(old!), "svc/old_tool/t:")
+
+      yield* pool.reload({ svc: after.config })
+      const [fresh] = yield* turn(mcp, "t", [{ name: "new_tool", params: {} }])
+      assert.strictEqual(resultText(fresh!), "svc/new_tool/t:")
+      // The old tool is no longer offered: a model asking for it is refused by the toolkit.
+      const refused = yield* Effect.flip(turn(mcp, "t", [{ name: "old_tool", params: {} }]))
+      assert.instanceOf(refused, AiError.AiError)
+      assert.deepStrictEqual(yield* toolNames(mcp, "t"), ["new_tool"])
+      assert.strictEqual(before.count("tools/call"), 1)
+      // Listed once for the new config, then cached.
+      assert.strictEqual(after.count("tools/list"), 1)
+    }))
+
+  it.effect("a server removed by pool.reload: its tools are dropped and the removal is reported", () =>
+    Effect.gen(function*() {
+      const kept = recorder(echoServer("kept", ["ping"]))
+      const removed = recorder(echoServer("removed", ["pong"]))
+      const pool = yield* makePool({ kept: kept.config, removed: removed.config })
+      const mcp = yield* makeToolkit(pool, { servers: ["kept", "removed"] })
+      assert.deepStrictEqual(yield* toolNames(mcp, "t"), ["ping", "pong"])
+
+      yield* pool.reload({ kept: kept.config })
+      const { problems, tools } = yield* mcp.discover.pipe(McpScope.provide("t"))
+      assert.deepStrictEqual(tools.map((tool) => tool.name), ["ping"])
+      assert.deepStrictEqual(problems.map((problem) => problem._tag), ["ToolDiscoveryError"])
+      const problem = problems[0] as McpToolkit.ToolDiscoveryError
+      assert.strictEqual(problem.server, "removed")
+      assert.instanceOf(problem.cause, UnknownServer)
+      const refused = yield* Effect.flip(turn(mcp, "t", [{ name: "pong", params: {} }]))
+      assert.instanceOf(refused, AiError.AiError)
+      // The unchanged server kept its session and its list.
+      assert.strictEqual(kept.count("initialize"), 1)
+      assert.strictEqual(kept.count("tools/list"), 1)
+    }))
+
+  it.effect("a session invalidated or lost, replaced by a server with other tools: the list is refreshed", () =>
+    Effect.gen(function*() {
+      let tools = ["first"]
+      const svc = recorder((scope) => echoServer("svc", tools)(scope))
+      const pool = yield* makePool({ svc: svc.config })
+      const mcp = yield* makeToolkit(pool, { servers: ["svc"] })
+      assert.deepStrictEqual(yield* toolNames(mcp, "t"), ["first"])
+
+      // Invalidated: nobody holds it, so it is closed when `invalidate` returns; the next session lists anew.
+      tools = ["second"]
+      yield* pool.invalidate("svc", "t")
+      assert.deepStrictEqual(yield* toolNames(mcp, "t"), ["second"])
+
+      // Lost: the server end closes under the idle session.
+      tools = ["third"]
+      yield* Effect.promise(() => svc.servers.get("t")!.close())
+      const [result] = yield* turn(mcp, "t", [{ name: "third", params: {} }])
+      assert.strictEqual(resultText(result!), "svc/third/t:")
+      assert.deepStrictEqual(yield* toolNames(mcp, "t"), ["third"])
+      assert.strictEqual(svc.count("initialize"), 3)
+      assert.strictEqual(svc.count("tools/list"), 3)
+    }))
+
+  it.effect("a listing in flight across pool.reload is not trusted: the turn waiting for it lists again", () =>
+    Effect.gen(function*() {
+      const before = recorder(echoServer("svc", ["old_tool"]))
+      const after = recorder(echoServer("svc", ["new_tool"]))
+      before.listGate = yield* Latch.make(false)
+      const pool = yield* makePool({ svc: before.config })
+      const mcp = yield* makeToolkit(pool, { servers: ["svc"] })
+
+      const first = yield* Effect.forkChild(toolNames(mcp, "a"), { startImmediately: true })
+      assert.strictEqual(yield* Queue.take(before.listing), "a")
+      yield* pool.reload({ svc: after.config })
+      // Joins the listing under way (through a's retired session), which will answer with the old tools.
+      const second = yield* Effect.forkChild(toolNames(mcp, "b"), { startImmediately: true })
+      yield* Fiber.interrupt(first)
+      yield* before.listGate.open
+      assert.deepStrictEqual(yield* Fiber.join(second), ["new_tool"])
+      assert.strictEqual(before.count("tools/list"), 1)
+      assert.deepStrictEqual(after.requests.filter((r) => r.method === "tools/list").map((r) => r.scope), ["b"])
+    }))
+
+  it.live("a turn waiting for that second listing can still be interrupted; the listing carries on", () =>
+    Effect.gen(function*() {
+      const before = recorder(echoServer("svc", ["old_tool"]))
+      const after = recorder(echoServer("svc", ["new_tool"]))
+      before.listGate = yield* Latch.make(false)
+      after.listGate = yield* Latch.make(false)
+      const pool = yield* makePool({ svc: before.config })
+      const mcp = yield* makeToolkit(pool, { servers: ["svc"] })
+
+      const first = yield* Effect.forkChild(toolNames(mcp, "a"), { startImmediately: true })
+      assert.strictEqual(yield* Queue.take(before.listing), "a")
+      yield* pool.reload({ svc: after.config })
+      const waiting = yield* Effect.forkChild(toolNames(mcp, "b"), { startImmediately: true })
+      yield* before.listGate.open
+      // Both turns found the old list stale: one lists again, the other waits for that listing.
+      yield* Queue.take(after.listing).pipe(Effect.timeout("5 seconds"))
+      const interrupted = yield* Fiber.interrupt(waiting).pipe(Effect.timeoutOption("5 seconds"))
+      assert.isTrue(Option.isSome(interrupted), "the waiting turn could not be interrupted")
+      yield* after.listGate.open
+      assert.deepStrictEqual(yield* Fiber.join(first), ["new_tool"])
+      assert.deepStrictEqual(yield* toolNames(mcp, "c"), ["new_tool"])
+      assert.strictEqual(after.count("tools/list"), 1)
+    }))
+
+  it.effect("without discoveryScope, evicting the lister's session costs one more listing, then cached", () =>
+    Effect.gen(function*() {
+      const svc = recorder(echoServer("svc", ["work"]))
+      const pool = yield* makePool({ svc: svc.config }, 1)
+      const mcp = yield* makeToolkit(pool, { servers: ["svc"] })
+      yield* turn(mcp, "a", [{ name: "work", params: {} }])
+      // Capacity 1: b's call evicts a's idle session, the one the list was taken through.
+      yield* turn(mcp, "b", [{ name: "work", params: {} }])
+      assert.strictEqual(svc.count("tools/list"), 1)
+      assert.deepStrictEqual((yield* pool.snapshot).map((s) => s.scope), ["b"])
+
+      const [result] = yield* turn(mcp, "b", [{ name: "work", params: {} }])
+      assert.strictEqual(resultText(result!), "svc/work/b:")
+      assert.strictEqual(svc.count("tools/list"), 2)
+      yield* turn(mcp, "b", [{ name: "work", params: {} }])
+      assert.strictEqual(svc.count("tools/list"), 2)
     }))
 
   it.effect("a broken server fails alone, with a clear error, and is retried later", () =>
