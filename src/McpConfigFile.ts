@@ -18,7 +18,8 @@
  *   `cwd`, `url` and `headers`. A variable that is not set is an error, not an empty string.
  * - Every `env` value and every header value becomes `Redacted`, whether interpolated or literal: these
  *   are where tokens live, so they never reach errors, logs or spans. Put secrets there, not in `args`
- *   or `url` (which stay plain strings).
+ *   or `url` (which stay plain strings). A `url` with a user name or password (`https://user:pass@…`) is
+ *   an error (never quoted): send credentials in a header. No `url` is quoted in any error.
  * - `disabled: true` skips a server (and its variables are not needed).
  * - Fields of other clients (`alwaysAllow`, `autoApprove`, `description`, …) are ignored. VS Code's
  *   `envFile` and prompted `${input:…}` variables are reported as unsupported rather than silently dropped.
@@ -37,7 +38,7 @@
  */
 import { Effect, FileSystem, Redacted } from "effect"
 import * as NodePath from "node:path"
-import { isRecord, show } from "./internal/options.ts"
+import { isRecord, show, urlProblem } from "./internal/options.ts"
 import { ConfigError, ConfigIssue } from "./McpPoolError.ts"
 import * as McpServerConfig from "./McpServerConfig.ts"
 
@@ -181,14 +182,11 @@ class Decoder {
 
   remote(path: string, entry: Record<string, unknown>, type: string | undefined): McpServerConfig.Http | undefined {
     const url = this.string(child(path, "url"), entry.url, "an http(s) URL")
-    let valid = false
-    if (url !== undefined) {
-      valid = URL.canParse(url) && /^https?:$/.test(new URL(url).protocol)
-      // Only the text as written: the interpolated URL may carry a token.
-      if (!valid) this.add(child(path, "url"), `expected an http(s) URL, got ${show(entry.url)}`)
-    }
+    // Never quoted, as written or interpolated: a URL may carry a token.
+    const problem = url === undefined ? undefined : urlProblem(url)
+    if (problem !== undefined) this.add(child(path, "url"), problem)
     const headers = this.secrets(child(path, "headers"), entry.headers)
-    if (url === undefined || !valid) return undefined
+    if (url === undefined || problem !== undefined) return undefined
     return type === "sse"
       ? McpServerConfig.sse({ url, headers })
       : McpServerConfig.http({ url, headers, fallbackToSse: type === undefined })

@@ -21,6 +21,11 @@ import type { Duration, Effect, Redacted, Scope } from "effect"
 /**
  * Options every kind of server accepts. Unset fields take the pool's defaults.
  *
+ * Durations are `Duration.Input`s: a number of milliseconds, `"30 seconds"`, a `Duration`, a bigint of
+ * nanoseconds, `[seconds, nanos]` or `{ minutes: 1, seconds: 30 }`. `Infinity` or `"Infinity"` means no
+ * bound. NaN (e.g. `Number(process.env.UNSET)`), negatives, `{}` and objects with other fields are a
+ * `ConfigError` naming the field (Effect would read them as zero: every call would time out at once).
+ *
  * @since 0.1.0
  * @category models
  */
@@ -75,7 +80,8 @@ export type Environment = Readonly<Record<string, string | Redacted.Redacted<str
 export interface Stdio extends ServerOptions {
   readonly _tag: "Stdio"
   readonly command: string
-  readonly args: ReadonlyArray<string>
+  /** The command's arguments, or a function of the scope giving them (e.g. a browser profile per thread). */
+  readonly args: PerScope<ReadonlyArray<string>>
   /** Added to the SDK's safe default environment (PATH, HOME, …), not to the whole parent environment. */
   readonly env: PerScope<Environment>
   /** Pass the whole parent environment (plus `env`) instead of the safe default. */
@@ -83,9 +89,9 @@ export interface Stdio extends ServerOptions {
   readonly cwd: PerScope<string> | undefined
   /** What to do with the server's stderr: ignore it (default), pass it through, or log it at Debug. */
   readonly stderr: "ignore" | "inherit" | "log"
-  /** After stdin is ended, how long the server may take to exit before SIGTERM. */
+  /** After stdin is ended, how long the server may take to exit before SIGTERM (finite, at most 24 days). */
   readonly stdinGrace: Duration.Input
-  /** After SIGTERM, how long the group may take to exit before SIGKILL. */
+  /** After SIGTERM, how long the group may take to exit before SIGKILL (finite, at most 24 days). */
   readonly terminateGrace: Duration.Input
 }
 
@@ -111,7 +117,10 @@ export interface Custom extends ServerOptions {
 
 /**
  * HTTP headers. Use `Redacted` for secrets (tokens): they are sent as is and never appear in errors,
- * logs or spans.
+ * logs or spans. What a server may echo back is scrubbed from errors: Redacted values, plain values of
+ * headers named like credentials (`X-Api-Key`, `Cookie`, …), and in any header the credentials after an
+ * auth scheme (`Bearer abc` → `abc` alone too; for `Basic`, also the decoded `user:password` and the
+ * password). Other plain values may appear in errors.
  *
  * @since 0.1.0
  * @category models
@@ -126,6 +135,10 @@ export type Headers = Readonly<Record<string, string | Redacted.Redacted<string>
  */
 export interface Http extends ServerOptions {
   readonly _tag: "Http"
+  /**
+   * An http(s) URL without a user name or password (those belong in a header). Its query values are
+   * scrubbed from errors like secrets, and no error quotes the URL.
+   */
   readonly url: PerScope<string>
   readonly headers: PerScope<Headers>
   /** Headers computed for each request, e.g. a refreshed bearer token. Merged over `headers`. */
@@ -146,7 +159,15 @@ export type McpServerConfig = Stdio | InMemory | Custom | Http
  * ```ts
  * McpServerConfig.stdio({ command: "npx", args: ["@playwright/mcp", "--headless"] })
  * McpServerConfig.stdio({ command: "python", args: ["repl.py"], cwd: (thread) => `/work/threads/${thread}` })
+ * // A browser profile per thread:
+ * McpServerConfig.stdio({
+ *   command: "npx",
+ *   args: (thread) => ["@playwright/mcp", "--headless", "--user-data-dir", `/work/profiles/${thread}`]
+ * })
  * ```
+ *
+ * `args`, `env` and `cwd` may be functions of the scope key; they are called at each connect, and one
+ * that throws (or returns the wrong shape) fails that connect with a `ConnectError`.
  *
  * @since 0.1.0
  * @category constructors
@@ -154,7 +175,7 @@ export type McpServerConfig = Stdio | InMemory | Custom | Http
 export const stdio = (
   options: {
     readonly command: string
-    readonly args?: ReadonlyArray<string> | undefined
+    readonly args?: PerScope<ReadonlyArray<string>> | undefined
     readonly env?: PerScope<Environment> | undefined
     readonly inheritEnv?: boolean | undefined
     readonly cwd?: PerScope<string> | undefined

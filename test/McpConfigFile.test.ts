@@ -156,6 +156,30 @@ describe("McpConfigFile", () => {
       assert.include(error.message, "mcpServers.api.url")
     }))
 
+  it.effect("a url with a user name or password is a ConfigError; no url (as written or interpolated) is quoted", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(McpConfigFile.decode({
+        mcpServers: {
+          interpolated: { url: "https://ada:${API_TOKEN}@example.com/mcp" },
+          literal: { url: "https://ada:literal-url-password@example.com/mcp", type: "sse" },
+          scheme: { url: "ftp://example.com/mcp?token=${API_TOKEN}&key=literal-query-key" },
+          garbage: { url: "not a url?token=literal-garbage-token" }
+        }
+      }, { source: "test.json", env: { API_TOKEN: "tok-from-env-123" } }))
+      assert.instanceOf(error, ConfigError)
+      assert.deepStrictEqual(error.issues.map((issue) => issue.path), [
+        "mcpServers.interpolated.url",
+        "mcpServers.literal.url",
+        "mcpServers.scheme.url",
+        "mcpServers.garbage.url"
+      ])
+      assert.include(error.issues[0]!.message, "user name or password")
+      for (const secret of ["tok-from-env-123", "literal-url-password", "literal-query-key", "literal-garbage-token"]) {
+        assert.notInclude(error.message, secret)
+        assert.notInclude(JSON.stringify(error), secret)
+      }
+    }))
+
   it.effect("a file without mcpServers or servers, or with both, is a ConfigError", () =>
     Effect.gen(function*() {
       for (const input of [{}, [], { mcpServers: {}, servers: {} }, { servers: [] }]) {

@@ -7,12 +7,12 @@ import { assert, describe, it } from "@effect/vitest"
 import { SSEServerTransport } from "@modelcontextprotocol/sdk/server/sse.js"
 import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js"
 import { isInitializeRequest } from "@modelcontextprotocol/sdk/types.js"
-import { Cause, Effect, Exit, Fiber, Queue, Redacted, Scope, Stream } from "effect"
+import { Cause, Effect, Exit, Fiber, Logger, Queue, Redacted, References, Scope, Stream } from "effect"
 import { randomUUID } from "node:crypto"
 import * as Http from "node:http"
 import type { AddressInfo } from "node:net"
 import { makeNotebookServer } from "../examples/notebook-server.ts"
-import { ConnectError, McpProtocolError, SessionLost } from "../src/McpPoolError.ts"
+import { ConfigError, ConnectError, McpProtocolError, SessionLost } from "../src/McpPoolError.ts"
 import * as McpServerConfig from "../src/McpServerConfig.ts"
 import { McpSessionPool, type Options } from "../src/McpSessionPool.ts"
 import { firstText } from "./utils/probe.ts"
@@ -412,6 +412,152 @@ describe("McpSessionPool over streamable HTTP", () => {
       assert.instanceOf(error, ConnectError)
       assert.include(error.message, "the auth hook failed: token endpoint unreachable")
       assert.lengthOf(server.requests, 0)
+    }))
+})
+
+/** Every rendering of an error a log line, a span or a caller might show. */
+const renderings = (error: unknown): Array<string> => [
+  error instanceof Error ? error.message : "",
+  String(error),
+  Cause.pretty(Cause.fail(error)),
+  JSON.stringify(error)
+]
+
+/** Runs `effect` with every log line (any level, with its cause) collected into `logs`. */
+const capturingLogs = (logs: Array<string>) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  effect.pipe(
+    Effect.provide(Logger.layer([
+      Logger.make(({ cause, message }) => logs.push(`${JSON.stringify(message)} ${Cause.pretty(cause)}`))
+    ])),
+    Effect.provideService(References.MinimumLogLevel, "All")
+  )
+
+describe("secrets never reach errors or logs", () => {
+  const bearer = "s3cret-bearer-token"
+  const plainBearer = "plain-bearer-token"
+  const apiKey = "plain-api-key-value"
+  const basicPassword = "hunter2-basic-password"
+  const basic = Buffer.from(`ada:${basicPassword}`).toString("base64")
+  const queryToken = "q-token-in-the-url"
+  const secrets = [bearer, plainBearer, apiKey, basicPassword, basic, queryToken]
+
+  it.live("a server echoing credentials without their scheme, a query token, or the whole URL", () => {
+    const logs: Array<string> = []
+    return Effect.gen(function*() {
+      const server = yield* serve("streamable", {
+        // A careless server that quotes back the bare credentials, decoded, and the URL it was asked for.
+        reject: (request) => {
+          const authorization = request.headers.authorization ?? ""
+          const credential = authorization.slice(authorization.indexOf(" ") + 1)
+          const decoded = authorization.startsWith("Basic ") ? Buffer.from(credential, "base64").toString() : ""
+          return {
+            status: 401,
+            body: `bad credential ${credential} (${decoded}) key=${request.headers["x-api-key"]} for ${request.url}`
+          }
+        }
+      })
+      const pool = yield* makePool({
+        servers: {
+          redacted: McpServerConfig.http({
+            url: server.url,
+            headers: { Authorization: Redacted.make(`Bearer ${bearer}`) }
+          }),
+          plain: McpServerConfig.http({ url: server.url, headers: { Authorization: `Bearer ${plainBearer}` } }),
+          apiKey: McpServerConfig.http({ url: server.url, headers: { "X-Api-Key": apiKey } }),
+          basic: McpServerConfig.http({ url: server.url, headers: { Authorization: Redacted.make(`Basic ${basic}`) } }),
+          query: McpServerConfig.http({ url: `${server.url}?token=${queryToken}&tenant=acme` }),
+          hooked: McpServerConfig.http({
+            url: server.url,
+            auth: Effect.succeed({ Authorization: Redacted.make(`Bearer ${bearer}`) })
+          }),
+          legacy: McpServerConfig.sse({
+            url: `${server.url}?token=${queryToken}`,
+            headers: { Authorization: `Bearer ${plainBearer}` }
+          })
+        }
+      })
+      for (const name of ["redacted", "plain", "apiKey", "basic", "query", "hooked", "legacy"]) {
+        const error = yield* Effect.flip(increment(pool, name, "t"))
+        assert.instanceOf(error, ConnectError, name)
+        assert.include(error.message, "401", name)
+        for (const text of renderings(error)) {
+          for (const secret of secrets) assert.notInclude(text, secret, `${name}: ${text}`)
+        }
+      }
+      // The server did get them: what is scrubbed is the echo, not the request.
+      assert.isTrue(server.requests.some((request) => request.path.includes(queryToken)))
+    }).pipe(
+      capturingLogs(logs),
+      Effect.ensuring(Effect.sync(() => {
+        assert.isAbove(logs.length, 0, "the failed connects were logged")
+        for (const line of logs) {
+          for (const secret of secrets) assert.notInclude(line, secret, line)
+        }
+      }))
+    )
+  })
+
+  it.live("configured secrets stay scrubbed however many auth tokens rotated since", () =>
+    Effect.gen(function*() {
+      let refusing = false
+      const server = yield* serve("streamable", {
+        reject: (request) => refusing ? { status: 401, body: `bad key ${request.headers["x-static-key"]}` } : undefined
+      })
+      let issued = 0
+      const pool = yield* makePool({
+        servers: {
+          docs: McpServerConfig.http({
+            url: server.url,
+            headers: { "X-Static-Key": Redacted.make("static-secret-key") },
+            auth: Effect.sync(() => ({ Authorization: Redacted.make(`Bearer rotating-token-${++issued}`) }))
+          })
+        }
+      })
+      // More rotations than the transport remembers auth values.
+      for (let count = 1; count <= 70; count++) assert.strictEqual(yield* increment(pool, "docs", "t"), String(count))
+      refusing = true
+      const error = yield* Effect.flip(increment(pool, "docs", "t"))
+      assert.include(error.message, "401")
+      for (const text of renderings(error)) assert.notInclude(text, "static-secret-key")
+    }))
+
+  it.effect("a URL with a user name or password is a ConfigError naming the field; no URL is quoted", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(makePool({
+        servers: {
+          userinfo: McpServerConfig.http({ url: "https://ada:hunter2-url-password@example.com/mcp" }),
+          userOnly: McpServerConfig.sse({ url: "https://ghp-user-token-123@example.com/sse" }),
+          scheme: McpServerConfig.http({ url: "ftp://example.com/mcp?token=ftp-query-token" }),
+          garbage: McpServerConfig.http({ url: "not a url ?token=garbage-query-token" })
+        }
+      }))
+      assert.instanceOf(error, ConfigError)
+      assert.deepStrictEqual(error.issues.map((issue) => issue.path), [
+        "servers.userinfo.url",
+        "servers.userOnly.url",
+        "servers.scheme.url",
+        "servers.garbage.url"
+      ])
+      assert.include(error.issues[0]!.message, "user name or password")
+      for (const text of renderings(error)) {
+        for (const secret of ["hunter2-url-password", "ghp-user-token-123", "ftp-query-token", "garbage-query-token"]) {
+          assert.notInclude(text, secret)
+        }
+        assert.notInclude(text, "ada")
+      }
+    }))
+
+  it.effect("a url function returning a URL with userinfo is a ConnectError naming the problem, not the value", () =>
+    Effect.gen(function*() {
+      const pool = yield* makePool({
+        servers: {
+          docs: McpServerConfig.http({ url: (scope) => `http://${scope}:hunter2-url-password@127.0.0.1:9/mcp` })
+        }
+      })
+      const error = yield* Effect.flip(increment(pool, "docs", "ada"))
+      assert.instanceOf(error, ConnectError)
+      assert.include(error.reason, "user name or password")
+      for (const text of renderings(error)) assert.notInclude(text, "hunter2-url-password")
     }))
 })
 

@@ -43,6 +43,9 @@ export const defaultSettings = {
   clientInfo: { name: "effect-mcp-pool", version: "0.1.0" }
 } as const
 
+/** The longest delay a Node timer honours; past it, it fires after 1 ms. */
+const maxTimerMillis = 2_147_483_647
+
 class Issues {
   readonly list: Array<ConfigIssue> = []
   add(path: string, message: string): void {
@@ -50,15 +53,27 @@ class Issues {
   }
   duration(path: string, value: unknown, fallback: Duration.Input): Duration.Duration {
     if (value === undefined) return Duration.fromInputUnsafe(fallback)
-    const parsed = Duration.fromInput(value as Duration.Input)
-    if (Option.isNone(parsed) || Duration.isNegative(parsed.value)) {
+    const parsed = decodeDuration(value)
+    if (parsed === undefined) {
       this.add(
         path,
         `expected a non-negative duration such as "30 seconds" or a number of milliseconds, got ${show(value)}`
       )
       return Duration.fromInputUnsafe(fallback)
     }
-    return parsed.value
+    return parsed
+  }
+  /**
+   * A grace before a signal: it must end, within what a Node timer can wait (a longer delay fires at
+   * once). Unset is left to the config's constructor.
+   */
+  grace(path: string, value: unknown): void {
+    const parsed = value === undefined ? undefined : decodeDuration(value)
+    if (parsed === undefined) {
+      this.duration(path, value, 0) // reports the invalid input, if any
+    } else if (!(Duration.toMillis(parsed) <= maxTimerMillis)) {
+      this.add(path, `expected a finite duration of at most 24 days, got ${show(value)}`)
+    }
   }
   optionalDuration(path: string, value: unknown): Duration.Duration | undefined {
     return value === undefined ? undefined : this.duration(path, value, 0)
@@ -72,7 +87,10 @@ class Issues {
   }
 }
 
-/** A short, secret-free rendering of a bad value for an error message. */
+/**
+ * A short rendering of a bad value for an error message. Strings are quoted (cut at 40 characters): never
+ * pass one that may hold a secret (a URL, a header or env value).
+ */
 export const show = (value: unknown): string => {
   if (typeof value === "string") return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)
   if (typeof value === "function") return "a function"
@@ -82,6 +100,82 @@ export const show = (value: unknown): string => {
 }
 
 export const isRecord = (u: unknown): u is Record<string, unknown> => Predicate.isObject(u) && !Array.isArray(u)
+
+const durationFields = [
+  "weeks",
+  "days",
+  "hours",
+  "minutes",
+  "seconds",
+  "milliseconds",
+  "microseconds",
+  "nanoseconds"
+] as const
+
+const knownDurationFields: ReadonlySet<string> = new Set(durationFields)
+
+const isAmount = (u: unknown): u is number => typeof u === "number" && !Number.isNaN(u)
+
+/**
+ * Effect reads NaN, `{}`, objects of unknown fields and NaN tuples as zero, which would make every bounded
+ * wait fail at once: only inputs that state an amount get through to it. Fields are read, not listed, so
+ * Temporal.Duration-like objects (getters) count.
+ */
+const statesAmount = (value: unknown): boolean => {
+  if (typeof value === "number") return !Number.isNaN(value)
+  if (Array.isArray(value)) return value.length === 2 && value.every(isAmount)
+  if (isRecord(value) && !Duration.isDuration(value)) {
+    const fields = value as Partial<Record<typeof durationFields[number], unknown>>
+    return Object.keys(value).every((key) => knownDurationFields.has(key)) &&
+      durationFields.every((field) => fields[field] === undefined || isAmount(fields[field])) &&
+      durationFields.some((field) => fields[field] !== undefined)
+  }
+  return true // strings, bigints, Durations: Effect itself rejects the invalid ones
+}
+
+/**
+ * A non-negative `Duration.Input` as a Duration, else `undefined` (also for `undefined`: callers decide
+ * what unset means). `Infinity` (number or `"Infinity"`) is no bound; NaN, negatives, `{}` and objects
+ * with unknown fields are invalid.
+ */
+export const decodeDuration = (value: unknown): Duration.Duration | undefined => {
+  if (value === undefined || !statesAmount(value)) return undefined
+  const parsed = Duration.fromInput(value as Duration.Input)
+  return Option.isSome(parsed) && !Duration.isNegative(parsed.value) ? parsed.value : undefined
+}
+
+/** Problems of a stdio `args` value, each with the index it concerns (none for the value as a whole). */
+const argsIssues = (args: unknown): Array<{ readonly index?: number; readonly message: string }> =>
+  Array.isArray(args)
+    ? args.flatMap((arg: unknown, index) =>
+      typeof arg === "string" ? [] : [{ index, message: `expected a string, got ${show(arg)}` }]
+    )
+    : [{ message: `expected an array of strings, got ${show(args)}` }]
+
+/** What is wrong with a stdio server's resolved `args` (the first problem), or `undefined`. */
+export const checkArgs = (args: unknown): string | undefined => {
+  const [first] = argsIssues(args)
+  return first === undefined
+    ? undefined
+    : first.index === undefined
+    ? first.message
+    : `args[${first.index}]: ${first.message}`
+}
+
+/**
+ * What is wrong with a server URL, or `undefined`. Never quotes the URL: its query may carry a token. A
+ * user name or password in it would reach every error that quotes a request URL: credentials belong in
+ * a (Redacted) header.
+ */
+export const urlProblem = (url: string): string | undefined => {
+  if (!URL.canParse(url)) return "expected an http(s) URL, got a string that is not a URL"
+  const parsed = new URL(url)
+  if (!/^https?:$/.test(parsed.protocol)) return `expected an http(s) URL, got a ${JSON.stringify(parsed.protocol)} URL`
+  if (parsed.username !== "" || parsed.password !== "") {
+    return "the URL carries a user name or password (user:password@host); send credentials in a Redacted header such as Authorization"
+  }
+  return undefined
+}
 
 const validateServer = (issues: Issues, path: string, config: unknown): void => {
   if (!isRecord(config)) {
@@ -93,12 +187,12 @@ const validateServer = (issues: Issues, path: string, config: unknown): void => 
       if (typeof config.command !== "string" || config.command.trim() === "") {
         issues.add(`${path}.command`, `expected a non-empty command, got ${show(config.command)}`)
       }
-      if (!Array.isArray(config.args)) {
-        issues.add(`${path}.args`, `expected an array of strings, got ${show(config.args)}`)
+      if (typeof config.args === "function") {
+        // checked when it is called, at connect time
+      } else if (Array.isArray(config.args)) {
+        for (const { index, message } of argsIssues(config.args)) issues.add(`${path}.args[${index}]`, message)
       } else {
-        config.args.forEach((arg, i) => {
-          if (typeof arg !== "string") issues.add(`${path}.args[${i}]`, `expected a string, got ${show(arg)}`)
-        })
+        issues.add(`${path}.args`, `expected an array of strings or a function of the scope, got ${show(config.args)}`)
       }
       if (isRecord(config.env)) {
         for (const [name, value] of Object.entries(config.env)) {
@@ -119,8 +213,8 @@ const validateServer = (issues: Issues, path: string, config: unknown): void => 
       if (!["ignore", "inherit", "log"].includes(config.stderr as string)) {
         issues.add(`${path}.stderr`, `expected "ignore", "inherit" or "log", got ${show(config.stderr)}`)
       }
-      issues.duration(`${path}.stdinGrace`, config.stdinGrace, 0)
-      issues.duration(`${path}.terminateGrace`, config.terminateGrace, 0)
+      issues.grace(`${path}.stdinGrace`, config.stdinGrace)
+      issues.grace(`${path}.terminateGrace`, config.terminateGrace)
       return
     }
     case "InMemory":
@@ -130,9 +224,8 @@ const validateServer = (issues: Issues, path: string, config: unknown): void => 
       return
     case "Http": {
       if (typeof config.url === "string") {
-        if (!URL.canParse(config.url) || !/^https?:$/.test(new URL(config.url).protocol)) {
-          issues.add(`${path}.url`, `expected an http(s) URL, got ${show(config.url)}`)
-        }
+        const problem = urlProblem(config.url)
+        if (problem !== undefined) issues.add(`${path}.url`, problem)
       } else if (typeof config.url !== "function") {
         issues.add(`${path}.url`, `expected a URL or a function of the scope, got ${show(config.url)}`)
       }

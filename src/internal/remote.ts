@@ -16,7 +16,10 @@
  * - **DELETE on close.** `close()` first sends DELETE (`terminateSession`, bounded, errors ignored) so the
  *   server frees the session's state; skipped when the session is already lost.
  * - **Secrets.** Header values stay `Redacted` until a request is built. The `auth` effect runs once per
- *   request. Error messages are scrubbed of every secret value, in case a server echoes them back.
+ *   request. Error messages are scrubbed of every secret, in case a server echoes one back: Redacted and
+ *   `auth` header values, plain values of headers named like credentials (`X-Api-Key`, …), the credential
+ *   after an auth scheme of any header (`Bearer abc` → `abc` too; for Basic also the decoded
+ *   `user:password` and the password), and the URL's query values. Only the URL's origin is ever quoted.
  * - **Fallback.** In "auto" mode the first message (the `initialize` request) goes over streamable HTTP;
  *   a 4xx answer (other than 401/403) switches to the legacy SSE transport at the same URL, as the MCP
  *   specification's backwards-compatibility section describes. No probe request: the real `initialize`
@@ -29,6 +32,7 @@ import { ErrorCode, type JSONRPCMessage, type MessageExtraInfo } from "@modelcon
 import { Cause, Effect, Exit, Predicate, Redacted, type Scope } from "effect"
 import { ConnectError } from "../McpPoolError.ts"
 import { type Headers as HeaderValues, type Http, resolvePerScope } from "../McpServerConfig.ts"
+import { show, urlProblem } from "./options.ts"
 import { TransportLost } from "./transportLost.ts"
 
 /** How long `close()` waits for the DELETE that ends the server-side session. */
@@ -83,6 +87,57 @@ interface RemoteTransportOptions {
 
 const reveal = (value: string | Redacted.Redacted<string>): string =>
   Redacted.isRedacted(value) ? Redacted.value(value) : value
+
+/** Names of headers whose plain value is a credential even without an auth scheme. */
+const credentialHeader = /auth|token|secret|key|password|passwd|cookie|credential|signature/i
+
+/** `<scheme> <credentials>` (RFC 9110 §11.4), e.g. `Bearer abc`: a server may echo the credentials alone. */
+const authScheme = /^\s*([A-Za-z][\w!#$%&'*+.^`|~-]*)\s+(\S(?:.*\S)?)\s*$/s
+
+/**
+ * What to scrub because of one header value: the value itself when it is a secret, and always the
+ * credentials after an auth scheme; for Basic also the decoded `user:password` and the password.
+ */
+const headerSecrets = (value: string, wholeIsSecret: boolean): Array<string> => {
+  const out = wholeIsSecret ? [value] : []
+  const match = authScheme.exec(value)
+  if (match === null) return out
+  const [, scheme, credentials] = match as unknown as [string, string, string]
+  out.push(credentials)
+  if (scheme.toLowerCase() === "basic") {
+    const decoded = Buffer.from(credentials, "base64").toString("utf8")
+    const colon = decoded.indexOf(":")
+    // Only real base64 of `user:password`: any other credential would decode to noise.
+    const unpadded = (text: string) => text.replace(/=+$/, "")
+    if (colon !== -1 && unpadded(Buffer.from(decoded, "utf8").toString("base64")) === unpadded(credentials)) {
+      out.push(decoded, decoded.slice(colon + 1))
+    }
+  }
+  return out
+}
+
+/** The URL's query values, decoded and as sent: a query often carries a token (`?token=…`, `?key=…`). */
+const querySecrets = (url: URL): Array<string> => [
+  ...url.searchParams.values(),
+  ...url.search.slice(1).split("&").map((pair) => pair.slice(pair.indexOf("=") + 1))
+]
+
+/** Each secret as written and URL-encoded (how it appears in a quoted request), empty ones dropped. */
+const withEncodings = (secrets: ReadonlyArray<string>): Array<string> =>
+  secrets.flatMap((secret) => secret === "" ? [] : [secret, encodeURIComponent(secret)])
+
+/**
+ * Secrets shorter than this are scrubbed only where they stand alone (not inside a longer run of letters
+ * or digits), so that a `?page=2` cannot turn "HTTP 429" into "HTTP 4<redacted>9".
+ */
+const shortSecretLength = 8
+
+const escapeRegExp = (text: string): string => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")
+
+const scrubSecret = (text: string, secret: string): string =>
+  secret.length >= shortSecretLength
+    ? text.replaceAll(secret, "<redacted>")
+    : text.replace(new RegExp(`(?<![\\p{L}\\p{N}])${escapeRegExp(secret)}(?![\\p{L}\\p{N}])`, "gu"), "<redacted>")
 
 const errorMessage = (error: unknown): string => error instanceof Error ? error.message : String(error)
 
@@ -184,8 +239,10 @@ export class RemoteTransport implements Transport {
   private probes = 0
   /** Request ids whose answer is owed by an open POST response stream. */
   private readonly outstanding = new Set<string | number>()
-  /** Values to scrub from error messages: the Redacted configured headers and recent `auth` values. */
-  private readonly secrets: Set<string>
+  /** What to scrub because of the config (headers and URL): kept for the transport's life. */
+  private readonly configuredSecrets: ReadonlyArray<string>
+  /** What to scrub because of recent `auth` values; bounded, as tokens rotate. */
+  private readonly authSecrets = new Set<string>()
 
   constructor(options: RemoteTransportOptions) {
     this.options = options
@@ -193,11 +250,14 @@ export class RemoteTransport implements Transport {
     this.whenClosed = new Promise((resolve) => {
       this.signalClosed = resolve
     })
-    this.secrets = new Set(
-      Object.values(options.headers).flatMap((value) =>
-        Redacted.isRedacted(value) && Redacted.value(value) !== "" ? [Redacted.value(value)] : []
-      )
-    )
+    this.configuredSecrets = [
+      ...new Set(withEncodings([
+        ...Object.entries(options.headers).flatMap(([name, value]) =>
+          headerSecrets(reveal(value), Redacted.isRedacted(value) || credentialHeader.test(name))
+        ),
+        ...querySecrets(options.url)
+      ]))
+    ]
   }
 
   get sessionId(): string | undefined {
@@ -361,7 +421,8 @@ export class RemoteTransport implements Transport {
     } catch (error) {
       if (isAbort(error) || init?.signal?.aborted === true || this.state !== "open") throw error
       const code = networkCode(error)
-      const reason = `the connection to ${this.options.url.origin} failed (${code})`
+      // Without a code the message stands in for it, and undici's may quote the URL.
+      const reason = `the connection to ${this.options.url.origin} failed (${this.scrubText(code)})`
       // A refused connection is conclusive. A broken one may be a stale keep-alive socket of a live
       // server: ask the server before giving the session up.
       if (this.judges(method)) {
@@ -487,7 +548,7 @@ export class RemoteTransport implements Transport {
       })
     } catch (error) {
       // A slow answer is no proof of death: the requests' own timeouts deal with a hung server.
-      return isAbort(error) ? undefined : `the server cannot be reached (${networkCode(error)})`
+      return isAbort(error) ? undefined : `the server cannot be reached (${this.scrubText(networkCode(error))})`
     }
     const gone = await this.sessionGone(response, true, "POST")
     await response.body?.cancel().catch(() => undefined)
@@ -514,26 +575,28 @@ export class RemoteTransport implements Transport {
     for (const [name, value] of Object.entries(exit.value)) {
       const revealed = reveal(value)
       out[name] = revealed
-      this.remember(revealed)
+      // The hook exists to supply credentials: every value it gives is a secret, plain or Redacted.
+      for (const secret of withEncodings(headerSecrets(revealed, true))) this.remember(secret)
     }
     return out
   }
 
   private remember(secret: string): void {
-    if (secret === "" || this.secrets.has(secret)) return
-    this.secrets.add(secret)
+    if (this.authSecrets.has(secret)) return
+    this.authSecrets.add(secret)
     // Tokens rotate: keep the recent ones (an error may arrive after the next refresh), not all of them.
-    if (this.secrets.size > 32) {
-      for (const old of this.secrets) {
-        this.secrets.delete(old)
+    if (this.authSecrets.size > 64) {
+      for (const old of this.authSecrets) {
+        this.authSecrets.delete(old)
         break
       }
     }
   }
 
   private scrubText(text: string): string {
-    let out = text
-    for (const secret of this.secrets) out = out.replaceAll(secret, "<redacted>")
+    // Longest first: a whole value goes before the credential inside it.
+    const secrets = [...this.configuredSecrets, ...this.authSecrets].sort((a, b) => b.length - a.length)
+    const out = secrets.reduce(scrubSecret, text)
     return out.length > maxErrorText ? `${out.slice(0, maxErrorText)}…` : out
   }
 
@@ -561,8 +624,9 @@ export const openRemote = (
       catch: fail("the url function threw")
     })
     // The URL may carry a token in its query: never quote it.
-    if (typeof url !== "string" || !URL.canParse(url) || !/^https?:$/.test(new URL(url).protocol)) {
-      return yield* Effect.fail(new ConnectError({ server, scope, reason: "the url is not an http(s) URL" }))
+    const problem = typeof url === "string" ? urlProblem(url) : `expected a URL, got ${show(url)}`
+    if (problem !== undefined) {
+      return yield* Effect.fail(new ConnectError({ server, scope, reason: `invalid url: ${problem}` }))
     }
     const headers = yield* Effect.try({
       try: () => resolvePerScope(config.headers, scope),

@@ -4,8 +4,9 @@
  * nothing crashes, and the pool keeps serving afterwards.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Layer, References } from "effect"
+import { Duration, Effect, Exit, Layer, References } from "effect"
 import { fileURLToPath } from "node:url"
+import { checkArgs, decodeDuration } from "../../src/internal/options.ts"
 import { ConfigError } from "../../src/McpPoolError.ts"
 import * as McpServerConfig from "../../src/McpServerConfig.ts"
 import { McpSessionPool, type Options } from "../../src/McpSessionPool.ts"
@@ -147,6 +148,131 @@ describe("reliability: bad input", () => {
       assert.include(error.message, `servers.s.stderr: expected "ignore", "inherit" or "log", got "loud"`)
     }))
 
+  it.effect("durations Effect would read as zero (NaN, {}, unknown fields, NaN tuples) are ConfigErrors naming each field", () =>
+    Effect.gen(function*() {
+      const durationFields = ["connectTimeout", "callTimeout", "idleTimeToLive", "maxLifetime", "pingAfterIdle"]
+      const bad = [
+        Number.NaN, // Number(process.env.UNSET)
+        Number.NEGATIVE_INFINITY,
+        {},
+        { secs: 5 },
+        { seconds: 5, label: "x" },
+        { seconds: Number.NaN },
+        { seconds: "5" },
+        { seconds: undefined },
+        [Number.NaN, 0],
+        [5],
+        "infinity", // Effect spells it "Infinity"
+        "5 secs",
+        true,
+        null
+      ]
+      for (const value of bad) {
+        const fields = Object.fromEntries(durationFields.map((key) => [key, value]))
+        const error = yield* Effect.flip(makePool({
+          servers: {
+            s: untyped({
+              ...McpServerConfig.stdio({ command: "x" }),
+              ...fields,
+              stdinGrace: value,
+              terminateGrace: value
+            }),
+            h: untyped({ ...McpServerConfig.http({ url: "http://127.0.0.1/mcp" }), ...fields })
+          },
+          ...fields,
+          closeTimeout: untyped(value)
+        }))
+        assert.instanceOf(error, ConfigError)
+        assert.deepStrictEqual(
+          error.issues.map((issue) => issue.path).sort(),
+          [
+            ...durationFields,
+            "closeTimeout",
+            ...durationFields.map((key) => `servers.h.${key}`),
+            ...durationFields.map((key) => `servers.s.${key}`),
+            "servers.s.stdinGrace",
+            "servers.s.terminateGrace"
+          ].sort(),
+          String(value)
+        )
+      }
+    }))
+
+  it.effect("a stdio grace must end: an infinite one, or one longer than a Node timer can wait, is a ConfigError", () =>
+    Effect.gen(function*() {
+      for (const grace of ["Infinity", Number.POSITIVE_INFINITY, "25 days"]) {
+        const error = yield* Effect.flip(makePool({
+          servers: {
+            s: McpServerConfig.stdio({ command: "x", stdinGrace: untyped(grace), terminateGrace: untyped(grace) })
+          }
+        }))
+        assert.deepStrictEqual(error.issues.map((issue) => issue.path), [
+          "servers.s.stdinGrace",
+          "servers.s.terminateGrace"
+        ])
+      }
+      assert.isDefined(
+        yield* makePool({
+          servers: { s: McpServerConfig.stdio({ command: "x", stdinGrace: "24 days", terminateGrace: 0 }) }
+        })
+      )
+    }))
+
+  it.effect("every valid Duration.Input is accepted, Infinity (number or string) meaning no bound", () =>
+    Effect.gen(function*() {
+      const cases: ReadonlyArray<readonly [unknown, Duration.Duration]> = [
+        [0, Duration.zero],
+        [1500, Duration.millis(1500)],
+        [0.5, Duration.micros(500n)],
+        [Number.POSITIVE_INFINITY, Duration.infinity],
+        ["Infinity", Duration.infinity],
+        [5_000_000_000n, Duration.seconds(5)],
+        ["5 seconds", Duration.seconds(5)],
+        ["1.5 minutes", Duration.seconds(90)],
+        [Duration.seconds(5), Duration.seconds(5)],
+        [[1, 500_000_000], Duration.millis(1500)],
+        [{ seconds: 5 }, Duration.seconds(5)],
+        [{ minutes: 1, milliseconds: 500, hours: undefined }, Duration.millis(60_500)],
+        [{ seconds: 0 }, Duration.zero]
+      ]
+      for (const [input, expected] of cases) {
+        const parsed = decodeDuration(input)
+        assert.isTrue(parsed !== undefined && Duration.equals(parsed, expected), `${String(input)} → ${String(parsed)}`)
+        const pool = yield* makePool({
+          servers: {
+            s: untyped({ ...McpServerConfig.stdio({ command: "x" }), idleTimeToLive: input, callTimeout: input })
+          },
+          callTimeout: untyped(input),
+          closeTimeout: untyped(input)
+        })
+        assert.isDefined(pool)
+      }
+      for (const input of [Number.NaN, -1, "-5 seconds", {}, [Number.NaN, 0], undefined, "Infinity seconds"]) {
+        assert.isUndefined(decodeDuration(input), String(input))
+      }
+    }))
+
+  it.effect("stdio args: an array of strings or a function of the scope; anything else is a ConfigError", () =>
+    Effect.gen(function*() {
+      const perScope = McpServerConfig.stdio({ command: "x", args: (scope) => ["--user-data-dir", `/tmp/${scope}`] })
+      assert.isDefined(yield* makePool({ servers: { s: perScope } }))
+      const error = yield* Effect.flip(makePool({
+        servers: {
+          notArray: untyped({ ...McpServerConfig.stdio({ command: "x" }), args: 5 }),
+          badItem: untyped({ ...McpServerConfig.stdio({ command: "x" }), args: ["ok", null] })
+        }
+      }))
+      assert.deepStrictEqual(error.issues.map((issue) => issue.path), [
+        "servers.notArray.args",
+        "servers.badItem.args[1]"
+      ])
+      // What session.ts checks a function's result with, at connect time.
+      assert.isUndefined(checkArgs(["a", "b"]))
+      assert.isUndefined(checkArgs([]))
+      assert.strictEqual(checkArgs("--headless"), `expected an array of strings, got "--headless"`)
+      assert.strictEqual(checkArgs(["a", 5]), "args[1]: expected a string, got 5")
+    }))
+
   it.effect("capacity and `servers` of the wrong shape are ConfigErrors", () =>
     Effect.gen(function*() {
       for (const capacity of [0, -1, 1.5, Number.NaN, Number.POSITIVE_INFINITY, untyped("3")] as Array<number>) {
@@ -196,7 +322,7 @@ describe("reliability: bad input", () => {
       const cases = {
         noCommand: "could not start",
         noCwd: "could not start",
-        envThrows: "the env or cwd function threw: env boom",
+        envThrows: "function threw: env boom",
         factoryThrows: "factory threw",
         connectThrows: "connect threw: connect boom",
         connectNotEffect: "connect must return an Effect"
