@@ -367,3 +367,36 @@ describe("edges: messages", () => {
       assert.strictEqual(error.message.match(/MCP error/g)?.length, 1, error.message)
     }))
 })
+
+describe("edges: per-call and per-scope input", () => {
+  it.effect("a per-call timeout that is NaN or {} is a typed error, not a zero bound", () =>
+    Effect.gen(function*() {
+      const pool = yield* McpSessionPool.make({
+        servers: { mem: McpServerConfig.inMemory(() => makeNotebookServer()) }
+      })
+      for (const timeout of [Number.NaN, {}]) {
+        const error = yield* pool.use("mem", "t", (session) =>
+          session.callTool({ name: "counter_increment" }, { timeout: timeout as Duration.Input })).pipe(Effect.flip)
+        assert.instanceOf(error, McpProtocolError)
+        assert.include(error.message, "invalid request timeout")
+      }
+    }))
+
+  it.live("stdio args per scope reach each thread's process (its argv in /proc)", () =>
+    Effect.gen(function*() {
+      const fixture = join(import.meta.dirname, "fixtures", "stdio-server.ts")
+      const pool = yield* McpSessionPool.make({
+        servers: {
+          perThread: McpServerConfig.stdio({
+            command: process.execPath,
+            args: (scope) => [fixture, `--profile=/profiles/${scope}`]
+          })
+        }
+      })
+      for (const scope of ["a", "b"]) {
+        const pid = yield* pool.callTool({ server: "perThread", scope, name: "pid" }).pipe(Effect.map(firstText))
+        const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0")
+        assert.include(argv, `--profile=/profiles/${scope}`)
+      }
+    }))
+})

@@ -15,7 +15,7 @@ import {
 } from "@modelcontextprotocol/sdk/types.js"
 import { AjvJsonSchemaValidator } from "@modelcontextprotocol/sdk/validation/ajv"
 import type { jsonSchemaValidator } from "@modelcontextprotocol/sdk/validation/types.js"
-import { Deferred, Duration, Effect, Option, PubSub, Scope, Semaphore, Stream } from "effect"
+import { Deferred, Duration, Effect, PubSub, Scope, Semaphore, Stream } from "effect"
 import {
   CallTimeout,
   ConnectError,
@@ -27,7 +27,7 @@ import {
 import type { McpSessionError } from "../McpPoolError.ts"
 import { resolvePerScope } from "../McpServerConfig.ts"
 import type { McpSession, RequestOptions } from "../McpSession.ts"
-import type { ServerPolicy } from "./options.ts"
+import { checkArgs, decodeDuration, type ServerPolicy, show } from "./options.ts"
 import { openRemote } from "./remote.ts"
 import { spawnStdio } from "./stdioTransport.ts"
 import { isTransportLost } from "./transportLost.ts"
@@ -94,17 +94,22 @@ const openTransport = (
   switch (config._tag) {
     case "Stdio":
       return Effect.try({
-        // `env` and `cwd` may be functions of the scope: user code that may throw.
+        // `args`, `env` and `cwd` may be functions of the scope: user code that may throw.
         try: () => ({
+          args: resolvePerScope(config.args, scope),
           env: resolvePerScope(config.env, scope),
           cwd: config.cwd === undefined ? undefined : resolvePerScope(config.cwd, scope)
         }),
-        catch: (cause) => connectError(`the env or cwd function threw: ${errorText(cause)}`)(cause)
+        catch: (cause) => connectError(`the args, env or cwd function threw: ${errorText(cause)}`)(cause)
       }).pipe(
-        Effect.flatMap(({ cwd, env }) =>
+        Effect.filterOrFail(
+          ({ args }) => checkArgs(args) === undefined,
+          ({ args }) => connectError(`the args function returned a bad value: ${checkArgs(args)}`)(undefined)
+        ),
+        Effect.flatMap(({ args, cwd, env }) =>
           spawnStdio({
             command: config.command,
-            args: config.args,
+            args,
             env,
             inheritEnv: config.inheritEnv,
             cwd,
@@ -260,8 +265,8 @@ export const openSession = (
     /** The call's own timeout, else the server's; `undefined` when the call's is not a valid duration. */
     const requestTimeout = (requestOptions: RequestOptions | undefined): number | undefined => {
       if (requestOptions?.timeout === undefined) return defaultTimeout
-      const parsed = Duration.fromInput(requestOptions.timeout)
-      return Option.isSome(parsed) && !Duration.isNegative(parsed.value) ? Duration.toMillis(parsed.value) : undefined
+      const parsed = decodeDuration(requestOptions.timeout)
+      return parsed === undefined ? undefined : Duration.toMillis(parsed)
     }
 
     const request = <A>(
@@ -278,7 +283,7 @@ export const openSession = (
             method,
             code: ErrorCode.InvalidParams,
             message: `invalid request timeout ${
-              String(requestOptions?.timeout)
+              show(requestOptions?.timeout)
             }: expected a non-negative duration such as "5 seconds" or a number of milliseconds`
           })
         )
