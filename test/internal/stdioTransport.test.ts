@@ -4,6 +4,7 @@ import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
 import * as Logger from "effect/Logger"
 import * as Redacted from "effect/Redacted"
 import * as References from "effect/References"
@@ -16,6 +17,7 @@ import { spawnStdio, type StdioConnection, type StdioProcessOptions } from "../.
 import { isRunning, procStat } from "../utils/proc.ts"
 
 const fixture = fileURLToPath(new URL("../fixtures/stdio-server.ts", import.meta.url))
+const spawnerFixture = fileURLToPath(new URL("../fixtures/spawner-server.ts", import.meta.url))
 
 const options = (overrides: Partial<StdioProcessOptions> = {}): StdioProcessOptions => ({
   command: process.execPath,
@@ -32,6 +34,17 @@ const options = (overrides: Partial<StdioProcessOptions> = {}): StdioProcessOpti
 /** The fixture behind `sh -c`, as a grandchild: the trailing `exit` stops the shell from exec-ing node. */
 const behindShell = (overrides: Partial<StdioProcessOptions> = {}): StdioProcessOptions =>
   options({ command: "sh", args: ["-c", "\"$0\" \"$1\"; exit $?", process.execPath, fixture], ...overrides })
+
+/** Graces a test must never wait out: a close bounded well below them shows that they were skipped. */
+const neverWaitedOut = { stdinGrace: Duration.minutes(1), terminateGrace: Duration.minutes(1) }
+
+// --- Bounds: every wait in these tests has one, and says what did not happen ---
+
+const within = (millis: number, what: string) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  Effect.timeoutOrElse(effect, {
+    duration: millis,
+    orElse: () => Effect.die(new Error(`not within ${millis} ms: ${what}`))
+  })
 
 // --- OS state, read from /proc (kill(pid, 0) succeeds on zombies) ---
 
@@ -59,25 +72,40 @@ const connect = (connection: StdioConnection, setup: (client: Client) => void = 
     setup(client)
     await client.connect(connection.transport)
     return client
-  })
+  }).pipe(within(10_000, "the MCP handshake"))
 
 const callText = (client: Client, name: string, args: Record<string, unknown> = {}) =>
   Effect.promise(async () => {
     const result = await client.callTool({ name, arguments: args })
     const content = result.content as ReadonlyArray<{ readonly type: string; readonly text?: string }>
     return content[0]?.text ?? ""
-  })
+  }).pipe(within(10_000, `the answer to tools/call ${name}`))
 
-/** Spawns into a scope of the test's own, so the test can time its close and check the OS afterwards. */
+/** How the spawned process ended. */
+const exitOf = (connection: StdioConnection) => connection.exited.pipe(within(10_000, "the server's exit"))
+
+/**
+ * Spawns into a scope of the test's own, so the test can close it with the exit it wants and check the OS
+ * afterwards. The close runs in a fiber of its own: a scope's finalizers cannot be interrupted, and a bound
+ * around them would wait for them anyway.
+ */
 const spawnIn = (opts: StdioProcessOptions) =>
   Effect.gen(function*() {
     const scope = yield* Scope.make()
+    // A test that fails before its close leaves no process behind: a failure exit kills at once. Bounded, so
+    // that a close that hangs cannot hide the test's own failure.
+    yield* Effect.addFinalizer(() =>
+      Effect.forkDetach(Scope.close(scope, Exit.fail(new Error("the test ended before its close")))).pipe(
+        Effect.flatMap(Fiber.await),
+        Effect.timeoutOption(3_000)
+      )
+    )
     const connection = yield* spawnStdio(opts).pipe(Scope.provide(scope))
-    const close = Effect.gen(function*() {
-      const start = Date.now()
-      yield* Scope.close(scope, Exit.void)
-      return Date.now() - start
-    })
+    const close = (exit: Exit.Exit<unknown, unknown> = Exit.void) =>
+      Effect.forkDetach(Scope.close(scope, exit)).pipe(
+        Effect.flatMap(Fiber.join),
+        within(10_000, "the scope's close (no grace here is waited out)")
+      )
     return { connection, close } as const
   })
 
@@ -98,10 +126,10 @@ describe("spawnStdio", () => {
       })
       assert.deepStrictEqual(echoed, texts)
 
-      const elapsed = yield* close
+      yield* close()
       assert.isTrue(isGone(connection.pid), "server process gone when the scope has closed")
-      assert.isBelow(elapsed, 1_000)
-      yield* connection.exited
+      // Exited by itself at the end of stdin, well within the 5 s grace: no signal was needed.
+      assert.deepStrictEqual(yield* exitOf(connection), { code: 0, signal: null })
       assert.deepStrictEqual(errors, [])
     }))
 
@@ -114,10 +142,11 @@ describe("spawnStdio", () => {
       assert.strictEqual(procStat(serverPid)?.ppid, connection.pid, "the server is the shell's child")
       assert.strictEqual(procStat(serverPid)?.pgrp, connection.pid, "and in the shell's process group")
 
-      const elapsed = yield* close
+      yield* close()
       assert.isTrue(isGone(connection.pid), "shell gone")
       assert.isTrue(isGone(serverPid), "server gone")
-      assert.isBelow(elapsed, 1_000, "the server exits on stdin end and the shell follows")
+      // The server exits on stdin end and the shell follows, with its status: no signal was needed.
+      assert.deepStrictEqual(yield* exitOf(connection), { code: 0, signal: null })
     }))
 
   it.live("kills group members that outlive the leader", () =>
@@ -125,16 +154,25 @@ describe("spawnStdio", () => {
       const dir = mkdtempSync(join(tmpdir(), "stdio-transport-"))
       yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(dir, { recursive: true, force: true })))
       const pidFile = join(dir, "pid")
-      // The shell starts the server in the background and exits at once; the server keeps stdout open.
+      const statusFile = join(dir, "status")
+      // The shell starts the server in the background and exits at once; the server keeps stdout open. A
+      // subshell waits for it and records its status; it survives SIGTERM (a trap, which the server does not
+      // inherit) long enough to do so.
       const { close, connection } = yield* spawnIn(options({
         command: "sh",
-        args: ["-c", "\"$0\" \"$1\" & exit 0", process.execPath, fixture],
+        args: [
+          "-c",
+          "( trap : TERM; \"$0\" \"$1\"; echo $? > \"$2\" ) & exit 0",
+          process.execPath,
+          fixture,
+          statusFile
+        ],
         env: { STDIO_FIXTURE_IGNORE_STDIN_END: "1", STDIO_FIXTURE_PID_FILE: pidFile },
-        terminateGrace: Duration.seconds(5)
+        terminateGrace: neverWaitedOut.terminateGrace
       }))
       const closed = yield* Deferred.make<void>()
       connection.transport.onclose = () => Deferred.doneUnsafe(closed, Exit.void)
-      yield* Effect.promise(() => connection.transport.start())
+      yield* Effect.promise(() => connection.transport.start()).pipe(within(10_000, "the transport starting"))
 
       const serverPid = yield* poll("pid file", 5_000, () => {
         try {
@@ -144,30 +182,29 @@ describe("spawnStdio", () => {
           return undefined
         }
       })
-      yield* connection.exited
+      assert.deepStrictEqual(yield* exitOf(connection), { code: 0, signal: null }, "the shell exited at once")
       // The leader is gone, so the connection is closed although the orphan holds stdout open.
-      yield* Deferred.await(closed)
+      yield* Deferred.await(closed).pipe(within(10_000, "onclose after the leader exited"))
       assert.isFalse(isGone(serverPid), "the orphaned server still runs")
 
-      const elapsed = yield* close
+      yield* close()
       assert.isTrue(isGone(serverPid), "orphaned server gone")
-      // It dies on SIGTERM, long before terminateGrace runs out.
-      assert.isBelow(elapsed, 1_500)
+      // It died of the SIGTERM (128 + 15), and its end was seen without waiting for SIGKILL.
+      assert.strictEqual(readFileSync(statusFile, "utf8").trim(), "143")
     }))
 
   it.live("SIGTERMs a server that ignores stdin end after stdinGrace", () =>
     Effect.gen(function*() {
       const { close, connection } = yield* spawnIn(options({
         env: { STDIO_FIXTURE_IGNORE_STDIN_END: "1" },
-        terminateGrace: Duration.seconds(5)
+        terminateGrace: neverWaitedOut.terminateGrace
       }))
       const client = yield* connect(connection)
       assert.strictEqual(yield* callText(client, "echo", { text: "hi" }), "hi")
 
-      const elapsed = yield* close
+      yield* close()
       assert.isTrue(isGone(connection.pid))
-      assert.isAtLeast(elapsed, 190)
-      assert.isBelow(elapsed, 1_500)
+      assert.deepStrictEqual(yield* exitOf(connection), { code: null, signal: "SIGTERM" })
     }))
 
   it.live("SIGKILLs a server behind `sh -c` that ignores stdin end and SIGTERM", () =>
@@ -179,12 +216,85 @@ describe("spawnStdio", () => {
       const serverPid = Number(yield* callText(client, "pid"))
       assert.notStrictEqual(serverPid, connection.pid)
 
-      const elapsed = yield* close
+      yield* close()
       assert.isTrue(isGone(connection.pid), "shell gone")
       assert.isTrue(isGone(serverPid), "server gone")
-      // stdinGrace + terminateGrace, then SIGKILL.
-      assert.isAtLeast(elapsed, 390)
-      assert.isBelow(elapsed, 1_400)
+      // The shell died at the SIGTERM step; the server, which ignores SIGTERM, only SIGKILL could end.
+      assert.deepStrictEqual(yield* exitOf(connection), { code: null, signal: "SIGTERM" })
+    }))
+
+  it.live("kills a descendant in a process group of its own (Chromium under Playwright MCP) that ignores SIGTERM", () =>
+    Effect.gen(function*() {
+      const { close, connection } = yield* spawnIn(options({
+        command: process.execPath,
+        args: [spawnerFixture],
+        env: { SPAWNER_CHILD_IGNORES_SIGTERM: "1" }
+      }))
+      const client = yield* connect(connection)
+      const childPid = Number(yield* callText(client, "child_pid"))
+      assert.strictEqual(procStat(childPid)?.ppid, connection.pid, "the server's child")
+      assert.strictEqual(procStat(childPid)?.pgrp, childPid, "in a process group of its own")
+
+      yield* close()
+      assert.isTrue(isGone(childPid), "the detached child is gone when the scope has closed")
+      // The server died at the SIGTERM step, which orphaned its child; the close still waited for the child
+      // and SIGKILLed it, the only signal it does not ignore.
+      assert.deepStrictEqual(yield* exitOf(connection), { code: null, signal: "SIGTERM" })
+    }))
+
+  it.live("a descendant orphaned the moment the server exits on stdin end is found and ended too", () =>
+    Effect.gen(function*() {
+      const { close, connection } = yield* spawnIn(options({
+        command: process.execPath,
+        args: [spawnerFixture],
+        env: { SPAWNER_EXIT_ON_STDIN_END: "1" },
+        terminateGrace: neverWaitedOut.terminateGrace
+      }))
+      const client = yield* connect(connection)
+      const childPid = Number(yield* callText(client, "child_pid"))
+      assert.strictEqual(procStat(childPid)?.pgrp, childPid, "in a process group of its own")
+
+      yield* close()
+      // Known from the snapshot taken at the start of the close, while the server still lived.
+      assert.isTrue(isGone(childPid), "the child it left behind is gone when the scope has closed")
+      assert.deepStrictEqual(yield* exitOf(connection), { code: 0, signal: null }, "the server exited by itself")
+    }))
+
+  it.live("a scope closed by a failure (a connect that failed) SIGKILLs the whole tree at once", () =>
+    Effect.gen(function*() {
+      const failed = Exit.fail(new Error("connect timed out"))
+      // Dies on SIGTERM: ending by SIGKILL shows that no SIGTERM came first.
+      const stubborn = yield* spawnIn(options({ env: { STDIO_FIXTURE_IGNORE_STDIN_END: "1" }, ...neverWaitedOut }))
+      const immortal = yield* spawnIn(options({
+        env: { STDIO_FIXTURE_IGNORE_STDIN_END: "1", STDIO_FIXTURE_IGNORE_SIGTERM: "1" },
+        ...neverWaitedOut
+      }))
+      const spawner = yield* spawnIn(options({
+        command: process.execPath,
+        args: [spawnerFixture],
+        env: { SPAWNER_CHILD_IGNORES_SIGTERM: "1" },
+        ...neverWaitedOut
+      }))
+      const childPid = Number(yield* callText(yield* connect(spawner.connection), "child_pid"))
+      yield* connect(stubborn.connection)
+      yield* connect(immortal.connection)
+
+      for (const { close, connection } of [stubborn, immortal, spawner]) {
+        yield* close(failed)
+        assert.deepStrictEqual(yield* exitOf(connection), { code: null, signal: "SIGKILL" })
+      }
+      assert.isTrue(isGone(childPid), "the spawner's detached child is gone too")
+    }))
+
+  it.live("an interrupted scope (Ctrl-C under runMain) still shuts down gracefully", () =>
+    Effect.gen(function*() {
+      const { close, connection } = yield* spawnIn(options({
+        env: { STDIO_FIXTURE_IGNORE_STDIN_END: "1" },
+        terminateGrace: neverWaitedOut.terminateGrace
+      }))
+      yield* connect(connection)
+      yield* close(Exit.interrupt())
+      assert.deepStrictEqual(yield* exitOf(connection), { code: null, signal: "SIGTERM" })
     }))
 
   it.live("a server killed mid-call fails the pending call promptly and fires onclose", () =>
@@ -201,19 +311,21 @@ describe("spawnStdio", () => {
         onprogress: () => Deferred.doneUnsafe(progressed, Exit.void)
       }).then(() => undefined, (error: unknown) => error)
       // The server has the request in hand.
-      yield* Deferred.await(progressed)
+      yield* Deferred.await(progressed).pipe(within(10_000, "progress from the hanging call"))
 
       process.kill(connection.pid, "SIGKILL")
-      const error = yield* Effect.promise(() => outcome)
+      // Failed by the close, well before the SDK's 60 s request timeout ("Request timed out").
+      const error = yield* Effect.promise(() => outcome).pipe(within(10_000, "the pending call failing"))
       assert.instanceOf(error, Error)
-      // Failed by the close, not by the SDK's 60 s request timeout ("Request timed out").
       assert.match((error as Error).message, /Connection closed/)
-      yield* Deferred.await(closed)
-      yield* connection.exited
+      yield* Deferred.await(closed).pipe(within(10_000, "onclose"))
+      assert.deepStrictEqual(yield* exitOf(connection), { code: null, signal: "SIGKILL" })
       yield* waitUntilGone(connection.pid, 1_000)
-      yield* Effect.flip(Effect.tryPromise(() => client.callTool({ name: "echo", arguments: { text: "x" } })))
+      yield* Effect.flip(Effect.tryPromise(() => client.callTool({ name: "echo", arguments: { text: "x" } }))).pipe(
+        within(10_000, "a call after the close failing")
+      )
       assert.deepStrictEqual(errors, [], "a dead server is a close, not an error")
-      yield* close
+      yield* close()
     }))
 
   it.live("environment: default environment plus configured variables, or everything with inheritEnv", () =>
@@ -235,7 +347,7 @@ describe("spawnStdio", () => {
             ["STDIO_TEST_PARENT_ONLY", "STDIO_TEST_CONFIGURED", "STDIO_TEST_PLAIN", "PATH"],
             (name) => callText(client, "env", { name })
           )
-          yield* close
+          yield* close()
           return values
         })
 
@@ -258,7 +370,7 @@ describe("spawnStdio", () => {
       })
       assert.strictEqual(yield* callText(client, "echo", { text: "still here" }), "still here")
       assert.strictEqual(errors.length, 1)
-      yield* close
+      yield* close()
     }))
 
   it.live("Client.close() closes the transport once, without waiting for the process", () =>
@@ -269,13 +381,15 @@ describe("spawnStdio", () => {
         client.onclose = () => closes++
       })
       yield* callText(client, "pid")
-      yield* Effect.promise(() => client.close())
+      yield* Effect.promise(() => client.close()).pipe(within(10_000, "Client.close()"))
       // This server ignores the end of stdin: only the scope's close stops it, so close() did not wait.
       assert.isTrue(isRunning(connection.pid), "close() returned while the server still runs")
       assert.strictEqual(closes, 1)
-      yield* Effect.flip(Effect.tryPromise(() => connection.transport.send({ jsonrpc: "2.0", method: "x" })))
+      yield* Effect.flip(Effect.tryPromise(() => connection.transport.send({ jsonrpc: "2.0", method: "x" }))).pipe(
+        within(10_000, "a send after the close failing")
+      )
 
-      yield* close
+      yield* close()
       assert.strictEqual(closes, 1)
       assert.isTrue(isGone(connection.pid))
     }))
@@ -294,8 +408,11 @@ describe("spawnStdio", () => {
         Effect.provideService(Logger.CurrentLoggers, new Set([logger])),
         Effect.provideService(References.MinimumLogLevel, "Debug")
       )
-      assert.strictEqual(yield* Deferred.await(logged), "hello from stderr")
-      yield* close
+      assert.strictEqual(
+        yield* Deferred.await(logged).pipe(within(10_000, "the stderr line logged")),
+        "hello from stderr"
+      )
+      yield* close()
       assert.isTrue(isGone(connection.pid))
     }))
 
@@ -314,7 +431,7 @@ describe("spawnStdio", () => {
       })
       assert.deepStrictEqual(echoed, texts)
       assert.deepStrictEqual(warnings.map((w) => w.name), [])
-      yield* close
+      yield* close()
     }))
 
   it.effect("spawn failures say what was wrong and never quote an environment value", () =>
