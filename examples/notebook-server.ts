@@ -71,9 +71,18 @@ export const makeNotebookServer = (options?: { readonly name?: string }): McpSer
   )
 
   server.registerTool("sleep", {
-    description: "Wait `ms` milliseconds (at most 60000). Stops early if the client cancels the request.",
+    description:
+      "Wait `ms` milliseconds (at most 60000), reporting progress if asked to. Stops early if the client cancels the request.",
     inputSchema: { ms: z.number().int().min(0).max(60_000).describe("Milliseconds to wait") }
   }, async ({ ms }, extra) => {
+    // A client that sent a progress token hears when the wait starts (and can tell the request is being served).
+    const progressToken = extra._meta?.progressToken
+    if (progressToken !== undefined) {
+      await extra.sendNotification({
+        method: "notifications/progress",
+        params: { progressToken, progress: 0, total: ms }
+      })
+    }
     // The SDK aborts `extra.signal` when a `notifications/cancelled` arrives for this request.
     // The timers/promises `setTimeout` rejects on abort, even if the signal fired before we got here.
     const completed = await sleep(ms, true, { signal: extra.signal }).catch(() => false)

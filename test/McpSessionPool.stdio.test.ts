@@ -3,6 +3,7 @@
  * process state in /proc.
  */
 import { assert, describe, it } from "@effect/vitest"
+import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js"
 import { Deferred, Effect, Exit, Fiber, Scope } from "effect"
 import { fileURLToPath } from "node:url"
 import { SessionLost } from "../src/McpPoolError.ts"
@@ -10,8 +11,11 @@ import * as McpServerConfig from "../src/McpServerConfig.ts"
 import { McpSessionPool, type Options } from "../src/McpSessionPool.ts"
 import { firstText } from "./utils/probe.ts"
 import { awaitGone, isRunning } from "./utils/proc.ts"
+import { within } from "./utils/within.ts"
 
 const serverPath = fileURLToPath(new URL("../examples/notebook-server.ts", import.meta.url))
+/** A hand-written server that answers each line in order, with `hold` / `release` / `in_flight` tools. */
+const faultServerPath = fileURLToPath(new URL("./fixtures/fault-server.ts", import.meta.url))
 
 const notebook = McpServerConfig.stdio({
   command: process.execPath,
@@ -79,7 +83,7 @@ describe("McpSessionPool over stdio", () => {
       const shell = (yield* pool.snapshot).find((row) => row.server === "wrapped")!.pid!
       assert.notStrictEqual(shell, grandchild)
       const kept = yield* serverPid(pool, "stays")
-      yield* pool.closeScope("gone")
+      yield* pool.closeScope("gone").pipe(within("20 seconds", "closeScope to return"))
       // closeScope returns once its idle sessions are closed: the processes are gone already.
       assert.isFalse(isRunning(direct))
       assert.isFalse(isRunning(grandchild))
@@ -111,8 +115,8 @@ describe("McpSessionPool over stdio", () => {
             session.callTool({ name: "sleep", arguments: { ms: 60_000 } })
           ))
       )
-      const pid = yield* Deferred.await(started)
-      yield* Fiber.interrupt(fiber)
+      const pid = yield* Deferred.await(started).pipe(within("10 seconds", "the session to be leased"))
+      yield* Fiber.interrupt(fiber).pipe(within("5 seconds", "the interrupted use to end"))
       const [row] = yield* pool.snapshot
       assert.strictEqual(row?.leases, 0)
       assert.isTrue(isRunning(pid))
@@ -130,9 +134,9 @@ describe("McpSessionPool over stdio", () => {
       const pids = yield* Effect.forEach(["a", "b", "c"], (scope) => serverPid(pool, scope))
       const wrappedPid = yield* serverPid(pool, "a", "wrapped")
       const inFlight = yield* Effect.forkChild(call(pool, "a", "sleep", { ms: 60_000 }))
-      yield* Scope.close(layerScope, Exit.void)
+      yield* Scope.close(layerScope, Exit.void).pipe(within("20 seconds", "the pool to shut down"))
       for (const pid of [...pids, wrappedPid]) assert.isFalse(isRunning(pid), `pid ${pid} survived shutdown`)
-      const exit = yield* Fiber.await(inFlight)
+      const exit = yield* Fiber.await(inFlight).pipe(within("5 seconds", "the in-flight call to end at shutdown"))
       assert.isTrue(Exit.isFailure(exit))
     }))
 
@@ -147,10 +151,10 @@ describe("McpSessionPool over stdio", () => {
             session.callTool({ name: "sleep", arguments: { ms: 60_000 } })
           ))
       )
-      const pid = yield* Deferred.await(started)
+      const pid = yield* Deferred.await(started).pipe(within("10 seconds", "the session to be leased"))
       yield* call(pool, "t", "counter_increment")
       process.kill(pid, "SIGKILL")
-      const error = yield* Effect.flip(Fiber.join(inFlight))
+      const error = yield* Effect.flip(Fiber.join(inFlight)).pipe(within("5 seconds", "the killed call to fail"))
       assert.instanceOf(error, SessionLost)
       yield* awaitGone(pid)
       // The dead entry is dropped; a fresh process starts with fresh state.
@@ -160,5 +164,42 @@ describe("McpSessionPool over stdio", () => {
       // The dead session's owner removed its own entry only, never the replacement.
       assert.strictEqual(yield* serverPid(pool, "t"), fresh)
       assert.deepStrictEqual((yield* pool.snapshot).map((row) => row.pid), [fresh])
+    }))
+
+  it.live("maxConcurrentCalls: with more calls asked than the limit, the server process runs exactly the limit", () =>
+    Effect.gen(function*() {
+      const limit = 2
+      const asked = 5
+      const pool = yield* makePool({
+        servers: {
+          gated: McpServerConfig.stdio({
+            command: process.execPath,
+            args: [faultServerPath],
+            maxConcurrentCalls: limit,
+            stdinGrace: "500 millis",
+            terminateGrace: "500 millis"
+          })
+        }
+      })
+      const session = yield* pool.get("gated", "t")
+      /** Asked on the SDK client itself, past the pool's permits; answered after every line written before it. */
+      const ask = (name: string, args: Record<string, unknown> = {}) =>
+        Effect.promise(() => session.client.callTool({ name, arguments: args }) as Promise<CallToolResult>).pipe(
+          Effect.map(firstText),
+          within("10 seconds", `the server to answer ${name}`)
+        )
+      const counts = (name: string, args: Record<string, unknown> = {}) =>
+        Effect.map(ask(name, args), (text) => JSON.parse(text) as unknown)
+      const calls = yield* Effect.forEach(
+        Array.from({ length: asked }),
+        () => Effect.forkChild(session.callTool({ name: "hold" }))
+      )
+      // The server answers once `limit` calls have reached it; by then every call let through has been written.
+      yield* counts("await_holds", { n: limit })
+      assert.deepStrictEqual(yield* counts("in_flight"), { arrived: limit, inFlight: limit, peak: limit })
+      yield* ask("release")
+      const results = yield* Fiber.joinAll(calls).pipe(within("10 seconds", "the held calls to finish"))
+      assert.deepStrictEqual(results.map(firstText), Array.from({ length: asked }, () => "released"))
+      assert.deepStrictEqual(yield* counts("in_flight"), { arrived: asked, inFlight: 0, peak: limit })
     }))
 })

@@ -3,17 +3,24 @@
  * ping after idle, per-session concurrency, call timeouts, connect timeouts and reload (semantics 10).
  */
 import { assert, describe, it } from "@effect/vitest"
+import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js"
 import { Effect, Exit, Fiber, Queue, Scope } from "effect"
 import { TestClock } from "effect/testing"
 import { CallTimeout, ConfigError, ConnectTimeout, UnknownServer } from "../src/McpPoolError.ts"
 import { McpScope } from "../src/McpScope.ts"
 import * as McpServerConfig from "../src/McpServerConfig.ts"
 import { McpSessionPool, type Options } from "../src/McpSessionPool.ts"
-import { firstText, makeProbe } from "./utils/probe.ts"
+import { firstText, makeCallGate, makeProbe, type Probe } from "./utils/probe.ts"
+import { within } from "./utils/within.ts"
 
 const makePool = (options: Options) => McpSessionPool.make(options)
 
-const takeBoth = <A>(queue: Queue.Queue<A>) => Effect.all([Queue.take(queue), Queue.take(queue)])
+const takeBoth = <A>(queue: Queue.Queue<A>, what: string) =>
+  Effect.all([Queue.take(queue), Queue.take(queue)]).pipe(within("5 seconds", what))
+
+/** The scope of the next transport the probe releases. */
+const nextRelease = (probe: Probe) =>
+  Queue.take(probe.released).pipe(within("5 seconds", "a session's transport to be released"))
 
 const increment = (pool: McpSessionPool["Service"], scope: string, server = "notebook") =>
   pool.callTool({ server, scope, name: "counter_increment" }).pipe(Effect.map(firstText))
@@ -29,7 +36,7 @@ describe("lifecycle", () => {
       yield* TestClock.adjust("14 minutes")
       assert.strictEqual(probe.counts.releases, 0)
       yield* TestClock.adjust("1 minute")
-      assert.strictEqual(yield* Queue.take(probe.released), "t")
+      assert.strictEqual(yield* nextRelease(probe), "t")
       assert.deepStrictEqual(yield* pool.snapshot, [])
       assert.strictEqual(yield* increment(pool, "t"), "1")
     }))
@@ -47,7 +54,7 @@ describe("lifecycle", () => {
       yield* TestClock.adjust("59 seconds")
       assert.strictEqual(probe.counts.releases, 0)
       yield* TestClock.adjust("2 seconds")
-      assert.strictEqual(yield* Queue.take(probe.released), "t")
+      assert.strictEqual(yield* nextRelease(probe), "t")
     }))
 
   it.effect("semantics 9: a session is retired at its maximum lifetime, however busy, after its lease ends", () =>
@@ -64,7 +71,7 @@ describe("lifecycle", () => {
       assert.strictEqual(firstText(yield* session.callTool({ name: "counter_increment" })), "1")
       assert.strictEqual(probe.counts.releases, 0)
       yield* Scope.close(lease, Exit.void)
-      assert.strictEqual(yield* Queue.take(probe.released), "t")
+      assert.strictEqual(yield* nextRelease(probe), "t")
     }))
 
   it.effect("a session idle past pingAfterIdle is pinged first; one that does not answer is replaced", () =>
@@ -81,24 +88,37 @@ describe("lifecycle", () => {
       // The server stops answering without closing its transport (a hung remote server).
       probe.mute("t")
       yield* TestClock.adjust("6 minutes")
-      assert.strictEqual(yield* increment(pool, "t"), "1")
+      assert.strictEqual(yield* increment(pool, "t").pipe(within("5 seconds", "the unanswered ping to fail")), "1")
       assert.strictEqual(probe.counts.connects, 2)
     }))
 
-  it.effect("maxConcurrentCalls: 1 runs one session's calls one at a time, in order", () =>
+  it.effect("maxConcurrentCalls: with more calls asked than the limit, the server runs exactly the limit at once", () =>
     Effect.gen(function*() {
-      const probe = yield* makeProbe()
-      const pool = yield* makePool({
-        servers: { notebook: McpServerConfig.custom(probe.config.connect, { maxConcurrentCalls: 1 }) }
-      })
-      const session = yield* pool.get("notebook", "t")
-      const first = yield* Effect.forkChild(session.callTool({ name: "sleep", arguments: { ms: 60_000 } }))
-      const second = yield* Effect.forkChild(session.callTool({ name: "counter_increment" }))
-      // The second waits for the first's permit: it cannot have reached the server yet.
-      yield* Effect.yieldNow
-      assert.isUndefined(second.pollUnsafe())
-      yield* Fiber.interrupt(first)
-      assert.strictEqual(firstText(yield* Fiber.join(second)), "1")
+      for (const [limit, asked] of [[1, 3], [2, 5]] as const) {
+        const gate = yield* makeCallGate
+        const pool = yield* makePool({ servers: { gated: gate.config({ maxConcurrentCalls: limit }) } })
+        const session = yield* pool.get("gated", "t")
+        const calls = yield* Effect.forEach(
+          Array.from({ length: asked }),
+          () => Effect.forkChild(session.callTool({ name: "hold" }))
+        )
+        for (let arrival = 1; arrival <= limit; arrival++) {
+          yield* Queue.take(gate.arrivals).pipe(within("5 seconds", `call ${arrival} of ${limit} to reach the server`))
+        }
+        // Asked on the SDK client itself, past the pool's permits, on the same transport: the server starts it
+        // after every call sent before it, so a call let through beyond the limit would be counted here.
+        const seen = yield* Effect.promise(() =>
+          session.client.callTool({ name: "in_flight" }) as Promise<CallToolResult>
+        ).pipe(
+          within("5 seconds", "the server's counts")
+        )
+        assert.deepStrictEqual(JSON.parse(firstText(seen)), { arrived: limit, inFlight: limit, peak: limit })
+        gate.open()
+        const results = yield* Fiber.joinAll(calls).pipe(within("5 seconds", "the held calls to finish"))
+        assert.deepStrictEqual(results.map(firstText), Array.from({ length: asked }, () => "released"))
+        // The waiting calls ran as permits came back: never more than the limit at once.
+        assert.deepStrictEqual(gate.counts, { arrived: asked, inFlight: 0, peak: limit })
+      }
     }))
 
   it.effect("callTimeout per server: CallTimeout, the session stays", () =>
@@ -109,7 +129,7 @@ describe("lifecycle", () => {
       })
       const error = yield* Effect.flip(
         pool.callTool({ server: "notebook", scope: "t", name: "sleep", arguments: { ms: 60_000 } })
-      )
+      ).pipe(within("5 seconds", "the call to time out"))
       assert.instanceOf(error, CallTimeout)
       assert.strictEqual(error.timeoutMillis, 50)
       assert.strictEqual(yield* increment(pool, "t"), "1")
@@ -122,12 +142,12 @@ describe("lifecycle", () => {
       probe.hang = true
       const pool = yield* makePool({ servers: { notebook: probe.config }, connectTimeout: "30 seconds" })
       const attempt = yield* Effect.forkChild(Effect.flip(increment(pool, "t")))
-      yield* Queue.take(probe.connectStarted)
+      yield* Queue.take(probe.connectStarted).pipe(within("5 seconds", "the connect to start"))
       yield* TestClock.adjust("30 seconds")
-      const error = yield* Fiber.join(attempt)
+      const error = yield* Fiber.join(attempt).pipe(within("5 seconds", "the connect to time out"))
       assert.instanceOf(error, ConnectTimeout)
       assert.strictEqual(error.timeoutMillis, 30_000)
-      assert.strictEqual(yield* Queue.take(probe.released), "t")
+      assert.strictEqual(yield* nextRelease(probe), "t")
       probe.hang = false
       assert.strictEqual(yield* increment(pool, "t"), "1")
     }))
@@ -180,7 +200,7 @@ describe("lifecycle", () => {
       )
       const pool = yield* makePool({ servers: { stuck }, closeTimeout: "100 millis" })
       assert.strictEqual(yield* increment(pool, "t", "stuck"), "1")
-      yield* pool.closeAll
+      yield* pool.closeAll.pipe(within("5 seconds", "closeAll to give up on the stuck finalizer"))
       // The transport opened after the stuck finalizer was released (finalizers run in reverse order).
       assert.strictEqual(probe.counts.releases, 1)
       assert.deepStrictEqual(yield* pool.snapshot, [])
@@ -193,12 +213,12 @@ describe("lifecycle", () => {
       const pool = yield* makePool({ servers: { notebook: probe.config } })
       const viaCall = yield* Effect.forkChild(increment(pool, "a"))
       const viaUse = yield* Effect.forkChild(pool.use("notebook", "b", () => Effect.void))
-      yield* takeBoth(probe.connectStarted)
+      yield* takeBoth(probe.connectStarted, "both connects to start")
       // Were the waits uninterruptible (acquireUseRelease's acquire), these would block until connectTimeout,
       // which the TestClock never reaches.
-      yield* Fiber.interrupt(viaCall)
-      yield* Fiber.interrupt(viaUse)
-      assert.deepStrictEqual((yield* takeBoth(probe.released)).sort(), ["a", "b"])
+      yield* Fiber.interrupt(viaCall).pipe(within("5 seconds", "callTool to end on interruption"))
+      yield* Fiber.interrupt(viaUse).pipe(within("5 seconds", "use to end on interruption"))
+      assert.deepStrictEqual((yield* takeBoth(probe.released, "both connects to be released")).sort(), ["a", "b"])
     }))
 
   it.effect("concurrent users of a session under its idle ping all wait for the verdict", () =>
@@ -212,7 +232,9 @@ describe("lifecycle", () => {
       yield* increment(pool, "t")
       probe.mute("t")
       yield* TestClock.adjust("6 minutes")
-      const results = yield* Effect.all([increment(pool, "t"), increment(pool, "t")], { concurrency: 2 })
+      const results = yield* Effect.all([increment(pool, "t"), increment(pool, "t")], { concurrency: 2 }).pipe(
+        within("5 seconds", "both users to get the ping's verdict")
+      )
       assert.deepStrictEqual(results.sort(), ["1", "2"]) // both on the fresh session, none on the dead one
       assert.strictEqual(probe.counts.connects, 2)
     }))
@@ -228,8 +250,8 @@ describe("lifecycle", () => {
       )
       const pool = yield* makePool({ servers: { neverCloses }, closeTimeout: "100 millis" })
       assert.strictEqual(yield* increment(pool, "t", "neverCloses"), "1")
-      yield* pool.invalidate("neverCloses", "t")
-      yield* pool.closeAll
+      yield* pool.invalidate("neverCloses", "t").pipe(within("5 seconds", "invalidate to give up on the close"))
+      yield* pool.closeAll.pipe(within("5 seconds", "closeAll to finish"))
       assert.deepStrictEqual(yield* pool.snapshot, [])
     }))
 

@@ -103,15 +103,29 @@ describe("examples/notebook-server (in memory)", () => {
     expect(count.structuredContent).toEqual({ count: 0 })
   })
 
+  it("reports progress when asked, so a client can tell its sleep has started", async () => {
+    await using s = await connect()
+    const progress: Array<unknown> = []
+    const result = await s.client.callTool({ name: "sleep", arguments: { ms: 10 } }, undefined, {
+      onprogress: (notification) => progress.push(notification),
+      timeout: 10_000
+    })
+    expect(result.structuredContent).toEqual({ completed: true })
+    expect(progress).toEqual([{ progress: 0, total: 10 }])
+  })
+
   it("counts a sleep aborted by the client (notifications/cancelled reaches the handler)", async () => {
     await using s = await connect()
     const controller = new AbortController()
     const pending = s.client.callTool({ name: "sleep", arguments: { ms: 60_000 } }, undefined, {
-      signal: controller.signal
+      signal: controller.signal,
+      // Abort once the server says the sleep has started: the request is in flight in its handler.
+      onprogress: () => controller.abort("test abort"),
+      // Without that progress the call fails by this bound, with a timeout rather than the abort asserted below.
+      timeout: 10_000
     })
-    // Abort only once the request is in flight on the server.
-    setTimeout(() => controller.abort("test abort"), 50)
-    await expect(pending).rejects.toThrow()
+    await expect(pending).rejects.toThrow("test abort")
+    // The handler counts the cancellation a few ticks after the notification reaches it: poll its count, bounded.
     await expect.poll(async () => {
       const result = await s.client.callTool({ name: "cancellations", arguments: {} })
       return result.structuredContent
@@ -150,13 +164,15 @@ describe("examples/notebook-server (stdio)", () => {
   it("runs as a separate process over stdio", async () => {
     const transport = new StdioClientTransport({ command: process.execPath, args: [serverPath], stderr: "pipe" })
     const client = new Client({ name: "notebook-stdio-test", version: "0.0.0" })
-    await client.connect(transport)
+    // Bounded, so that a server that does not start fails with a timeout well before the test's own.
+    const bounded = { timeout: 10_000 }
+    await client.connect(transport, bounded)
     try {
-      const one = await client.callTool({ name: "counter_increment", arguments: {} })
+      const one = await client.callTool({ name: "counter_increment", arguments: {} }, undefined, bounded)
       expect(one.structuredContent).toEqual({ value: 1 })
-      const two = await client.callTool({ name: "counter_increment", arguments: {} })
+      const two = await client.callTool({ name: "counter_increment", arguments: {} }, undefined, bounded)
       expect(two.structuredContent).toEqual({ value: 2 })
-      const who = await client.callTool({ name: "whoami", arguments: {} })
+      const who = await client.callTool({ name: "whoami", arguments: {} }, undefined, bounded)
       const { pid } = who.structuredContent as { pid: unknown }
       expect(typeof pid).toBe("number")
       expect(pid).not.toBe(process.pid)

@@ -1,8 +1,10 @@
 /**
  * A controllable in-memory server config for pool tests: counts connects and releases, can hold each
- * connect at a latch, fail the next connects, and runs a fresh notebook server per session.
+ * connect at a latch, fail the next connects, and runs a fresh notebook server per session. Also a server
+ * that holds calls at a gate and counts how many run at once (`makeCallGate`).
  */
 import { InMemoryTransport } from "@modelcontextprotocol/sdk/inMemory.js"
+import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js"
 import { type Duration, Effect, Latch, Queue } from "effect"
 import { makeNotebookServer } from "../../examples/notebook-server.ts"
 import * as McpServerConfig from "../../src/McpServerConfig.ts"
@@ -83,3 +85,59 @@ export const firstText = (result: { readonly content: ReadonlyArray<unknown> }):
   const block = result.content[0] as { readonly type?: string; readonly text?: string } | undefined
   return block?.type === "text" && block.text !== undefined ? block.text : ""
 }
+
+/** What a {@link CallGate} server has seen: `hold` calls started, running now, and most running at once. */
+export interface CallCounts {
+  arrived: number
+  inFlight: number
+  peak: number
+}
+
+export interface CallGate {
+  /** A server whose `hold` calls wait at the gate, and whose `in_flight` tool answers `counts` as JSON. */
+  readonly config: (options?: McpServerConfig.ServerOptions) => McpServerConfig.Custom
+  /** Each `hold` call's arrival number (1, 2, …), offered by the server's handler as the call starts. */
+  readonly arrivals: Queue.Queue<number>
+  readonly counts: CallCounts
+  /** Lets every held call, and every later one, finish. */
+  readonly open: () => void
+}
+
+/** An in-memory server that holds `hold` calls until the test opens its gate, counting calls in flight. */
+export const makeCallGate = Effect.gen(function*() {
+  const arrivals = yield* Queue.unbounded<number>()
+  const counts: CallCounts = { arrived: 0, inFlight: 0, peak: 0 }
+  let open = () => {}
+  const opened = new Promise<void>((resolve) => (open = resolve))
+  const text = (value: string) => ({ content: [{ type: "text" as const, text: value }] })
+  const makeServer = () => {
+    const server = new McpServer({ name: "call-gate", version: "0.1.0" })
+    server.registerTool("hold", { description: "Waits at the gate." }, async () => {
+      counts.arrived++
+      counts.inFlight++
+      counts.peak = Math.max(counts.peak, counts.inFlight)
+      Queue.offerUnsafe(arrivals, counts.arrived)
+      await opened
+      counts.inFlight--
+      return text("released")
+    })
+    // Registered like `hold` (no input schema), so that the SDK starts the two in the order they arrive.
+    server.registerTool("in_flight", { description: "The counts, as JSON." }, () => text(JSON.stringify(counts)))
+    return server
+  }
+  const gate: CallGate = {
+    arrivals,
+    counts,
+    open: () => open(),
+    config: (options) =>
+      McpServerConfig.custom(() =>
+        Effect.gen(function*() {
+          const [clientTransport, serverTransport] = InMemoryTransport.createLinkedPair()
+          const server = makeServer()
+          yield* Effect.promise(() => server.connect(serverTransport))
+          yield* Effect.addFinalizer(() => Effect.promise(() => server.close()))
+          return clientTransport
+        }), options)
+  }
+  return gate
+})
