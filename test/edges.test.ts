@@ -35,10 +35,7 @@ import * as McpServerConfig from "../src/McpServerConfig.ts"
 import { McpSessionPool } from "../src/McpSessionPool.ts"
 import { firstText, makeProbe } from "./utils/probe.ts"
 import { isRunning } from "./utils/proc.ts"
-
-/** Fails the test with `what` instead of hanging until the test timeout. */
-const within = (duration: Duration.Input, what: string) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-  Effect.timeoutOrElse(effect, { duration, orElse: () => Effect.die(new Error(`timed out: ${what}`)) })
+import { within } from "./utils/within.ts"
 
 /** A promise that never settles, as a hung transport or a stuck handshake gives. */
 const never = () => new Promise<never>(() => undefined)

@@ -11,6 +11,7 @@ import { fileURLToPath } from "node:url"
 import * as McpServerConfig from "../src/McpServerConfig.ts"
 import { McpSessionPool } from "../src/McpSessionPool.ts"
 import { awaitGone, isRunning } from "./utils/proc.ts"
+import { within } from "./utils/within.ts"
 
 const hostApp = fileURLToPath(new URL("./fixtures/host-app.ts", import.meta.url))
 const faultServer = fileURLToPath(new URL("./fixtures/fault-server.ts", import.meta.url))
@@ -21,13 +22,6 @@ interface HostExit {
   readonly code: number | null
   readonly signal: NodeJS.Signals | null
 }
-
-/** Waits at most `millis`, then dies naming what did not happen. */
-const within = (millis: number, what: string) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-  Effect.timeoutOrElse(effect, {
-    duration: millis,
-    orElse: () => Effect.die(new Error(`not within ${millis} ms: ${what}`))
-  })
 
 /**
  * Starts the host app. Whatever happens to the test, the host and every process it reported are SIGKILLed

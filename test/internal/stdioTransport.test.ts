@@ -15,6 +15,7 @@ import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { spawnStdio, type StdioConnection, type StdioProcessOptions } from "../../src/internal/stdioTransport.ts"
 import { isRunning, procStat } from "../utils/proc.ts"
+import { within } from "../utils/within.ts"
 
 const fixture = fileURLToPath(new URL("../fixtures/stdio-server.ts", import.meta.url))
 const spawnerFixture = fileURLToPath(new URL("../fixtures/spawner-server.ts", import.meta.url))
@@ -39,12 +40,6 @@ const behindShell = (overrides: Partial<StdioProcessOptions> = {}): StdioProcess
 const neverWaitedOut = { stdinGrace: Duration.minutes(1), terminateGrace: Duration.minutes(1) }
 
 // --- Bounds: every wait in these tests has one, and says what did not happen ---
-
-const within = (millis: number, what: string) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-  Effect.timeoutOrElse(effect, {
-    duration: millis,
-    orElse: () => Effect.die(new Error(`not within ${millis} ms: ${what}`))
-  })
 
 // --- OS state, read from /proc (kill(pid, 0) succeeds on zombies) ---
 
