@@ -338,8 +338,8 @@ const PoolLive = McpSessionPool.layer({
       command: process.execPath,
       args: [fileURLToPath(new URL("./notebook-server.ts", import.meta.url))]
     })
-    // A browser per thread: `browser: McpServerConfig.stdio({ command: "npx", args: ["@playwright/mcp",
-    // "--headless", "--isolated"] })`. Without --isolated every process uses one profile on disk: a second
+    // A browser per thread: `browser: McpServerConfig.stdio({ command: "npx", args: ["-y",
+    // "@playwright/mcp@0.0.83", "--headless", "--isolated"] })` (see examples/playwright.ts). Without --isolated every process uses one profile on disk: a second
     // concurrent thread fails ("Browser is already in use … use --isolated") and later threads inherit the
     // earlier ones' cookies and localStorage.
   }

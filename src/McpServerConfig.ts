@@ -157,12 +157,13 @@ export type McpServerConfig = Stdio | InMemory | Custom | Http
  * A local server as a child process.
  *
  * ```ts
- * McpServerConfig.stdio({ command: "npx", args: ["@playwright/mcp", "--headless"] })
+ * // --isolated: an in-memory browser profile per session, so concurrent threads never share one
+ * McpServerConfig.stdio({ command: "npx", args: ["-y", "@playwright/mcp@0.0.83", "--headless", "--isolated"] })
  * McpServerConfig.stdio({ command: "python", args: ["repl.py"], cwd: (thread) => `/work/threads/${thread}` })
- * // A browser profile per thread:
+ * // A browser profile per thread, kept on disk across its sessions (instead of --isolated):
  * McpServerConfig.stdio({
  *   command: "npx",
- *   args: (thread) => ["@playwright/mcp", "--headless", "--user-data-dir", `/work/profiles/${thread}`]
+ *   args: (thread) => ["-y", "@playwright/mcp@0.0.83", "--headless", "--user-data-dir", `/work/profiles/${thread}`]
  * })
  * ```
  *
