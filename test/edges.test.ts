@@ -50,6 +50,17 @@ const blockingServer = (called: Deferred.Deferred<void>) => {
   return server
 }
 
+/**
+ * A custom connect stuck in an uninterruptible step: an `acquireRelease` (acquire is uninterruptible, the
+ * usual way to write a transport) whose promise never settles. `started` completes once it is stuck.
+ */
+const stuckConnect = (started: Deferred.Deferred<void>, options?: McpServerConfig.ServerOptions) =>
+  McpServerConfig.custom(() =>
+    Effect.acquireRelease(
+      Effect.andThen(Deferred.succeed(started, undefined), Effect.promise(never)),
+      () => Effect.void
+    ), options)
+
 /** Collects warnings logged by the pool's owners (provide around `make`: owners run in its context). */
 const captureWarnings = () => {
   const warnings: Array<string> = []
@@ -65,12 +76,7 @@ describe("edges: bounds user code cannot defeat", () => {
       const started = yield* Deferred.make<void>()
       const pool = yield* McpSessionPool.make({
         servers: {
-          stuck: McpServerConfig.custom(() =>
-            Effect.acquireRelease(
-              // acquire is uninterruptible: the usual way to write a transport, here one that never connects
-              Effect.andThen(Deferred.succeed(started, undefined), Effect.promise(never)),
-              () => Effect.void
-            ), { connectTimeout: "200 millis" })
+          stuck: stuckConnect(started, { connectTimeout: "200 millis" })
         },
         closeTimeout: "300 millis"
       })
@@ -91,12 +97,7 @@ describe("edges: bounds user code cannot defeat", () => {
       const { layer, warnings } = captureWarnings()
       const pool = yield* McpSessionPool.make({
         servers: {
-          stuck: McpServerConfig.custom(() =>
-            Effect.acquireRelease(
-              Effect.andThen(Deferred.succeed(started, undefined), Effect.promise(never)),
-              () => Effect.void
-            )
-          )
+          stuck: stuckConnect(started)
         },
         closeTimeout: "300 millis"
       }).pipe(Effect.provide(layer))
