@@ -65,7 +65,38 @@ export type Options = PoolOptions
  * @since 0.1.0
  * @category models
  */
-export type SessionInfo = internal.SessionInfo
+export interface SessionInfo {
+  readonly server: string
+  readonly scope: string
+  readonly state: "connecting" | "ready" | "closing"
+  /** False once detached (invalidated, evicted, …): it closes when its last lease ends. */
+  readonly attached: boolean
+  readonly leases: number
+  readonly createdAt: Date
+  readonly idleSince: Date | undefined
+  readonly pid: number | undefined
+}
+
+/**
+ * Why a session was closed (the `reason` attribute of `mcp_pool_sessions_closed`). `pool-closed` is the
+ * only forced one: every other close waits for the session's last lease.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type CloseReason =
+  | "released"
+  | "evicted"
+  | "invalidated"
+  | "scope-closed"
+  | "server-closed"
+  | "cancelled"
+  | "expired"
+  | "reloaded"
+  | "ping-failed"
+  | "lost"
+  | "failed"
+  | "pool-closed"
 
 /**
  * @since 0.1.0

@@ -1,27 +1,32 @@
 /**
- * The pool's machinery.
+ * The pool's machinery: a pool record and the functions of it, one per arrow of the lifecycle.
  *
  * Lifecycle of one entry (one session for one (server, scope) key):
  *
- *   Connecting ──ready──▶ Ready ──close signal / lost──▶ Closed
- *        └──── failed / cancelled / pool closed ─────────▶ Closed
+ *              acquireLease                publishReady                   serve ends
+ *   (no entry) ────────────▶ Connecting ──────────────▶ Ready ─────────────────────────────▶ Closing ──▶ (gone)
+ *                                │                        │  retire (evict, invalidate, …),        ▲
+ *                                │                        │  detachLost, expireWhenDue, closeAll   │
+ *                                └── connectFailed / abandoned (last waiter gone, closeAll) ───────┘
  *
- * - One owner fiber per entry, forked (uninterruptible) into the pool's owners scope. It opens a `Scope`,
- *   connects inside it, publishes the session through `ready`, waits for `closeSignal` (or the transport's
- *   death), then closes that scope: acquire and release are driven by that one fiber — never by a
- *   caller's fiber, whoever asked and whoever was interrupted.
+ * - One owner fiber per entry (`runOwner`), forked uninterruptibly into the pool's owners scope with exactly
+ *   the layer's context. Its phases: `awaitConnected` (the connect runs in a fiber the owner forks and can
+ *   abandon at the bound), `publishReady`, `serve` (waits for the close signal, the transport's death or
+ *   expiry), `closeSession` (closes the session's `Scope`, bounded). Acquire and release are driven by that
+ *   one fiber — never by a caller's fiber, whoever asked and whoever was interrupted.
  * - Leases: every `get` counts one lease from the moment it asks (a waiter is a lease), so a session is
- *   never closed to make room while someone waits for it or uses it.
- * - Attached entries are in the indexes and are what `get` finds. Detaching (evict, invalidate, closeScope,
- *   closeServer, death) removes an entry from the indexes at once — the next `get` makes a fresh one —
- *   and its owner is told to close when its last lease ends. Removals check identity, so a stale owner
- *   never removes its replacement.
- * - The state lives in one `SynchronizedRef`. Every transition is synchronous code run under
- *   `uninterruptibleMask`, and none waits for an owner while holding the ref (owners need it to detach
- *   themselves). Being synchronous, a transition is atomic by itself: the hot hit path of `use` leases a
- *   ready session and returns the lease without taking the ref's semaphore; everything else goes through
- *   the ref.
+ *   never closed to make room while someone waits for it or uses it. `returnLease` gives it back, exactly
+ *   once per lease.
+ * - Attached entries are in the indexes and are what `get` finds. `detach` (evict, invalidate, closeScope,
+ *   closeServer, reload, expiry, death) removes an entry from the indexes at once — the next `get` makes a
+ *   fresh one — and `retire` tells its owner to close when its last lease ends. Removals check identity,
+ *   so a stale owner never removes its replacement.
+ * - The state lives in a `SynchronizedRef`. Every transition is synchronous code, atomic by itself in a
+ *   single-threaded runtime: transitions read and write the ref's cell directly and never queue on its
+ *   semaphore (which under a burst of cold gets cost more than the transitions). No transition waits for
+ *   an owner (owners need the state to detach themselves).
  */
+import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js"
 import {
   Cause,
   Clock,
@@ -32,83 +37,36 @@ import {
   Exit,
   Fiber,
   Metric,
+  MutableRef,
   Scope,
   SynchronizedRef,
   Tracer
 } from "effect"
-import type { McpGetError } from "../McpPoolError.ts"
+import type { McpGetError, McpSessionError } from "../McpPoolError.ts"
 import { ConnectError, ConnectTimeout, MissingScope, PoolClosed, SessionLost, UnknownServer } from "../McpPoolError.ts"
 import { McpScope } from "../McpScope.ts"
-import type { McpSession } from "../McpSession.ts"
-import type { McpSessionPoolShape } from "../McpSessionPool.ts"
+import type { CallToolParams, McpSession, RequestOptions } from "../McpSession.ts"
+import type { CloseReason, McpSessionPoolShape, SessionInfo } from "../McpSessionPool.ts"
 import { type ResolvedOptions, resolveServers, samePolicy, type ServerPolicy } from "./options.ts"
 import { openSession, type SessionHandle } from "./session.ts"
 
-/** Why an entry is being closed. `pool-closed` is the only forced one. */
-export type CloseReason =
-  | "released"
-  | "evicted"
-  | "invalidated"
-  | "scope-closed"
-  | "server-closed"
-  | "cancelled"
-  | "expired"
-  | "reloaded"
-  | "ping-failed"
-  | "lost"
-  | "failed"
-  | "pool-closed"
+// =============================================================================
+// Records
+// =============================================================================
 
-type EntryState =
-  | { readonly _tag: "Connecting" }
-  | { readonly _tag: "Ready"; readonly handle: SessionHandle }
-  | { readonly _tag: "Closing" }
-
-interface Entry {
-  readonly server: string
-  readonly scope: string
-  readonly policy: ServerPolicy
-  readonly createdAt: number
-  state: EntryState
-  /** Waiters and holders. */
-  leases: number
-  attached: boolean
-  /** Set once, at detach; the owner closes for this reason when the last lease ends. */
-  closeReason: CloseReason | undefined
-  idleSince: number
-  readonly ready: Deferred.Deferred<McpSession, McpGetError>
-  readonly closeSignal: Deferred.Deferred<CloseReason>
-  owner: Fiber.Fiber<void> | undefined
-  /** The verdict of the idle ping under way, if any: at most one per entry. */
-  probing: Deferred.Deferred<boolean> | undefined
-  /** The span of the caller whose `get` created the entry: linked from the connect span, never its parent. */
-  readonly requestedBy: Tracer.AnySpan | undefined
-  /** Set while the expiry fiber waits for the last lease to end (the idle clock does not run while leased). */
-  idleWake: Deferred.Deferred<void> | undefined
+/** The pool: what `make` builds and every function below takes. */
+interface Pool {
+  readonly options: ResolvedOptions
+  /** Replaced by `reload`. */
+  servers: ReadonlyMap<string, ServerPolicy>
+  readonly state: SynchronizedRef.SynchronizedRef<PoolState>
+  /** Owners live here; only `closeAll` closes it, after marking the pool closed. */
+  readonly ownersScope: Scope.Closeable
+  /** The layer's context: owners run with exactly this, never with a caller's. */
+  readonly ownerContext: Context.Context<never>
 }
 
-/**
- * Ready sessions and their entries, for {@link isSessionCurrent}. Weak: a session the pool has closed and
- * nobody references is collected with its entry.
- */
-const entryOfSession = new WeakMap<McpSession, Entry>()
-
-/**
- * Whether `session` is still what a `get` of its key would return: its entry is attached (not detached by
- * reload, invalidate, closeScope, closeServer, eviction, expiry or death), the pool is open and the
- * transport is alive. Synchronous, for caches kept beside the pool (the toolkit's tool lists).
- */
-export const isSessionCurrent = (session: McpSession): boolean => {
-  const entry = entryOfSession.get(session)
-  return entry !== undefined && entry.attached && entry.state._tag === "Ready" &&
-    !Deferred.isDoneUnsafe(entry.state.handle.lost)
-}
-
-/** A lease just taken; `verdict` is set while an idle ping (past `pingAfterIdle`) decides the session. */
-interface Lease {
-  readonly entry: Entry
-  readonly verdict: Deferred.Deferred<boolean> | undefined
-}
+type PoolState = Open | Closed
 
 interface Open {
   readonly _tag: "Open"
@@ -122,20 +80,66 @@ interface Open {
   attachedCount: number
 }
 
-type PoolState = Open | { readonly _tag: "Closed" }
+interface Closed {
+  readonly _tag: "Closed"
+}
 
-/** One row of `snapshot`. */
-export interface SessionInfo {
+const closed: Closed = { _tag: "Closed" }
+
+interface Entry {
   readonly server: string
   readonly scope: string
-  readonly state: "connecting" | "ready" | "closing"
-  /** False once detached (invalidated, evicted, …): it closes when its last lease ends. */
-  readonly attached: boolean
-  readonly leases: number
-  readonly createdAt: Date
-  readonly idleSince: Date | undefined
-  readonly pid: number | undefined
+  readonly policy: ServerPolicy
+  readonly createdAt: number
+  state: EntryState
+  /** Waiters and holders. */
+  leases: number
+  /** Why it was detached (it is no longer what `get` finds); `undefined` while attached. Set once. */
+  detachedFor: CloseReason | undefined
+  idleSince: number
+  /** Tells the owner to close, once, for this reason. */
+  readonly closeSignal: Deferred.Deferred<CloseReason>
+  owner: Fiber.Fiber<void> | undefined
+  /** The span of the `get` that created the entry: linked from the connect span, never its parent. */
+  readonly requestedBy: Tracer.AnySpan | undefined
+  /** Set while the expiry fiber waits for the last lease to end (the idle clock does not run while leased). */
+  idleWake: Deferred.Deferred<void> | undefined
 }
+
+type EntryState = Connecting | Ready | Closing
+
+interface Connecting {
+  readonly _tag: "Connecting"
+  /** Completed by the owner: the session, or why there is none. What every waiter awaits. */
+  readonly ready: Deferred.Deferred<McpSession, McpGetError>
+}
+
+interface Ready {
+  readonly _tag: "Ready"
+  readonly handle: SessionHandle
+  /** The verdict of the idle ping under way, if any: at most one per entry. */
+  probing: Deferred.Deferred<boolean> | undefined
+}
+
+interface Closing {
+  readonly _tag: "Closing"
+  readonly reason: CloseReason
+}
+
+/** A lease just taken, and what its holder must wait for before it has a session. */
+type Lease =
+  | { readonly _tag: "Held"; readonly entry: Entry; readonly session: McpSession }
+  | { readonly _tag: "AwaitReady"; readonly entry: Entry; readonly ready: Deferred.Deferred<McpSession, McpGetError> }
+  /** An idle ping decides: `false` means the session was retired and the holder must connect afresh. */
+  | { readonly _tag: "AwaitVerdict"; readonly entry: Entry; readonly verdict: Deferred.Deferred<boolean> }
+
+const stateOf = (pool: Pool): PoolState => SynchronizedRef.getUnsafe(pool.state)
+
+const describe = (entry: Entry): string => `MCP session "${entry.server}" (scope "${entry.scope}")`
+
+// =============================================================================
+// Metrics
+// =============================================================================
 
 const sessionsCreated = Metric.counter("mcp_pool_sessions_created", {
   description: "Sessions connected successfully",
@@ -156,275 +160,353 @@ const sessionsClosed = Metric.counter("mcp_pool_sessions_closed", {
 /** The pool's metrics, for dashboards and tests. */
 export const metrics = { sessionsCreated, connectFailures, connectDuration, sessionsClosed } as const
 
-export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
-  const layerScope = yield* Effect.scope
-  // Owners live in a scope of their own that only closeAll closes, after marking the pool closed: so no
-  // owner is interrupted while the pool still takes work, whatever order the layer's finalizers run in.
-  const ownersScope = yield* Scope.make("parallel")
-  // Owners run with the layer's services, never the first caller's (its span, its provided services).
-  const ownerContext = yield* Effect.context<never>()
-  const ref = yield* SynchronizedRef.make<PoolState>({
-    _tag: "Open",
-    byServer: new Map(),
-    byScope: new Map(),
-    idle: new Set(),
-    live: new Set(),
-    attachedCount: 0
-  })
-  // Replaced by `reload`; read and written only inside the ref's lock.
-  let serverPolicies = options.servers
+// =============================================================================
+// Sessions seen from outside
+// =============================================================================
 
-  // --- state transitions; each runs inside the ref's lock and only touches memory ---
+/**
+ * Ready sessions and their entries, for {@link isSessionCurrent}. Weak: a session the pool has closed and
+ * nobody references is collected with its entry.
+ */
+const entryOfSession = new WeakMap<McpSession, Entry>()
 
-  const signalClose = (entry: Entry, reason: CloseReason): void => {
-    Deferred.doneUnsafe(entry.closeSignal, Exit.succeed(reason))
+/**
+ * Whether `session` is still what a `get` of its key would return: its entry is attached (not detached by
+ * reload, invalidate, closeScope, closeServer, eviction, expiry or death), the pool is open and the
+ * transport is alive. Synchronous, for caches kept beside the pool (the toolkit's tool lists).
+ */
+export const isSessionCurrent = (session: McpSession): boolean => {
+  const entry = entryOfSession.get(session)
+  return entry !== undefined && entry.detachedFor === undefined && entry.state._tag === "Ready" &&
+    !Deferred.isDoneUnsafe(entry.state.handle.lost)
+}
+
+// =============================================================================
+// Transitions: synchronous, on the pool's state
+// =============================================================================
+
+const signalClose = (entry: Entry, reason: CloseReason): void => {
+  Deferred.doneUnsafe(entry.closeSignal, Exit.succeed(reason))
+}
+
+/** Removes the entry from the indexes (identity-checked), once: the next `get` of its key makes a new one. */
+const detach = (state: Open, entry: Entry, reason: CloseReason): void => {
+  if (entry.detachedFor !== undefined) return
+  entry.detachedFor = reason
+  const scopes = state.byServer.get(entry.server)
+  if (scopes?.get(entry.scope) === entry) {
+    scopes.delete(entry.scope)
+    if (scopes.size === 0) state.byServer.delete(entry.server)
   }
+  const servers = state.byScope.get(entry.scope)
+  if (servers !== undefined) {
+    servers.delete(entry)
+    if (servers.size === 0) state.byScope.delete(entry.scope)
+  }
+  state.idle.delete(entry)
+  state.attachedCount--
+}
 
-  const detach = (state: Open, entry: Entry, reason: CloseReason): void => {
-    if (!entry.attached) return
-    entry.attached = false
-    entry.closeReason = reason
-    const scopes = state.byServer.get(entry.server)
-    if (scopes?.get(entry.scope) === entry) {
-      scopes.delete(entry.scope)
-      if (scopes.size === 0) state.byServer.delete(entry.server)
+/** Detaches, and closes now if nobody holds it; otherwise the last lease closes it. */
+const retire = (state: Open, entry: Entry, reason: CloseReason): void => {
+  detach(state, entry, reason)
+  if (entry.leases === 0) signalClose(entry, entry.detachedFor ?? reason)
+}
+
+/** Evicts idle sessions, coldest first, while over capacity. Connecting or leased ones are never evicted. */
+const trim = (pool: Pool, state: Open, room: number): void => {
+  for (const victim of state.idle) {
+    if (state.attachedCount + room <= pool.options.capacity) return
+    retire(state, victim, "evicted")
+  }
+}
+
+const takeLease = (state: Open, entry: Entry): void => {
+  entry.leases++
+  state.idle.delete(entry)
+}
+
+/** Gives a lease back, exactly once per lease taken. */
+const returnLease = (pool: Pool, entry: Entry, now: number): void => {
+  entry.leases--
+  if (entry.leases > 0) return
+  const state = stateOf(pool)
+  if (state._tag === "Closed" || entry.detachedFor !== undefined) {
+    signalClose(entry, entry.detachedFor ?? "released")
+  } else if (entry.state._tag === "Connecting") {
+    // The last waiter gave up: cancel the connect rather than keep a session nobody asked for.
+    retire(state, entry, "cancelled")
+  } else {
+    entry.idleSince = now
+    state.idle.add(entry)
+    if (entry.idleWake !== undefined) {
+      // The idle clock starts now: wake the expiry fiber, which waited for the last lease to end.
+      Deferred.doneUnsafe(entry.idleWake, Exit.void)
+      entry.idleWake = undefined
     }
-    const servers = state.byScope.get(entry.scope)
-    if (servers !== undefined) {
-      servers.delete(entry)
-      if (servers.size === 0) state.byScope.delete(entry.scope)
-    }
-    state.idle.delete(entry)
-    state.attachedCount--
+    trim(pool, state, 0)
   }
+}
 
-  /** Detach, and close now if nobody holds it; otherwise the last lease closes it. */
-  const retire = (state: Open, entry: Entry, reason: CloseReason): void => {
-    detach(state, entry, reason)
-    if (entry.leases === 0) signalClose(entry, entry.closeReason ?? reason)
+const releaseLease = (pool: Pool, entry: Entry) =>
+  Effect.clockWith((clock) => Effect.sync(() => returnLease(pool, entry, clock.currentTimeMillisUnsafe())))
+
+/**
+ * The attached entry for (server, scope) if it can be leased at once, without waiting: ready, alive, no
+ * idle ping under way or due.
+ */
+const readyEntry = (state: Open, server: string, scope: string, now: number): Entry | undefined => {
+  const entry = state.byServer.get(server)?.get(scope)
+  if (
+    entry === undefined || entry.state._tag !== "Ready" || entry.state.probing !== undefined ||
+    Deferred.isDoneUnsafe(entry.state.handle.lost)
+  ) return undefined
+  const { pingAfterIdle } = entry.policy
+  return pingAfterIdle !== undefined && entry.leases === 0 && now - entry.idleSince >= Duration.toMillis(pingAfterIdle)
+    ? undefined
+    : entry
+}
+
+/** Registers a new entry in the indexes; its owner is forked by the caller once the state is consistent. */
+const attachNew = (
+  state: Open,
+  server: string,
+  scope: string,
+  policy: ServerPolicy,
+  now: number,
+  ready: Deferred.Deferred<McpSession, McpGetError>,
+  requestedBy: Tracer.AnySpan | undefined
+): Entry => {
+  const entry: Entry = {
+    server,
+    scope,
+    policy,
+    createdAt: now,
+    state: { _tag: "Connecting", ready },
+    leases: 1,
+    detachedFor: undefined,
+    idleSince: now,
+    closeSignal: Deferred.makeUnsafe(),
+    owner: undefined,
+    requestedBy,
+    idleWake: undefined
   }
+  let scopes = state.byServer.get(server)
+  if (scopes === undefined) state.byServer.set(server, scopes = new Map())
+  scopes.set(scope, entry)
+  let servers = state.byScope.get(scope)
+  if (servers === undefined) state.byScope.set(scope, servers = new Set())
+  servers.add(entry)
+  state.attachedCount++
+  state.live.add(entry)
+  return entry
+}
 
-  /** Evict idle sessions, coldest first, while over capacity. Connecting or leased ones are never evicted. */
-  const trim = (state: Open, room: number): void => {
-    for (const victim of state.idle) {
-      if (state.attachedCount + room <= options.capacity) return
-      retire(state, victim, "evicted")
-    }
-  }
+// =============================================================================
+// The owner fiber
+// =============================================================================
 
-  /** Synchronous, like every transition: safe inside the ref's lock or, on the hit path, without it. */
-  const returnLease = (state: PoolState, entry: Entry, now: number): void => {
-    entry.leases--
-    if (entry.leases > 0) return
-    if (state._tag === "Closed" || !entry.attached) {
-      signalClose(entry, entry.closeReason ?? "released")
-    } else if (entry.state._tag === "Connecting") {
-      // The last waiter gave up: cancel the connect rather than keep a session nobody asked for.
-      retire(state, entry, "cancelled")
-    } else {
-      entry.idleSince = now
-      state.idle.add(entry)
-      if (entry.idleWake !== undefined) {
-        // The idle clock starts now: wake the expiry fiber, which waited for the last lease to end.
-        Deferred.doneUnsafe(entry.idleWake, Exit.void)
-        entry.idleWake = undefined
-      }
-      trim(state, 0)
-    }
-  }
+/** Runs `effect` in a fiber of its own with exactly the layer's context (not merged with a caller's). */
+const forkWithOwnerContext = <A, E>(
+  pool: Pool,
+  effect: Effect.Effect<A, E>,
+  options?: { readonly uninterruptible: boolean }
+) => Effect.runForkWith(pool.ownerContext)(effect, options)
 
-  const releaseLease = (entry: Entry) =>
-    Effect.clockWith((clock) =>
-      SynchronizedRef.update(ref, (state) => {
-        returnLease(state, entry, clock.currentTimeMillisUnsafe())
-        return state
-      })
-    )
+/** Spawn or dial plus initialize, in the session's scope. Unbounded here: `awaitConnected` bounds it. */
+const connect = (pool: Pool, entry: Entry, sessionScope: Scope.Scope) =>
+  openSession({
+    server: entry.server,
+    scope: entry.scope,
+    policy: entry.policy,
+    clientInfo: pool.options.clientInfo
+  }).pipe(
+    Scope.provide(sessionScope),
+    // Its own fiber, not the owner's: it carries the owner's annotations itself.
+    Effect.annotateLogs({ "mcp.server": entry.server, "mcp.scope": entry.scope }),
+    Effect.withSpan("McpSession.connect", {
+      attributes: { "mcp.server": entry.server, "mcp.scope": entry.scope },
+      links: entry.requestedBy === undefined ? [] : [{ span: entry.requestedBy, attributes: {} }]
+    })
+  )
 
-  // --- the owner fiber ---
+type Connected =
+  | { readonly _tag: "Connected"; readonly handle: SessionHandle }
+  | { readonly _tag: "Failed"; readonly error: McpGetError }
+  /** The close signal came first (last waiter gone, closeAll, …), or the owners scope closed. */
+  | { readonly _tag: "Abandoned"; readonly reason: CloseReason }
 
-  /** Runs `effect` in a fiber of its own with exactly the layer's context (not merged with a caller's). */
-  const forkWithOwnerContext = <A, E>(effect: Effect.Effect<A, E>, options?: { readonly uninterruptible: boolean }) =>
-    Effect.runForkWith(ownerContext)(effect, options)
-
-  /** Spawn or dial plus initialize, in the session's scope. Unbounded here: `awaitConnected` bounds it. */
-  const connect = (entry: Entry, sessionScope: Scope.Scope) =>
-    openSession({
-      server: entry.server,
-      scope: entry.scope,
-      policy: entry.policy,
-      clientInfo: options.clientInfo
-    }).pipe(
-      Scope.provide(sessionScope),
-      // Its own fiber, not the owner's: it carries the owner's annotations itself.
-      Effect.annotateLogs({ "mcp.server": entry.server, "mcp.scope": entry.scope }),
-      Effect.withSpan("McpSession.connect", {
-        attributes: { "mcp.server": entry.server, "mcp.scope": entry.scope },
-        links: entry.requestedBy === undefined ? [] : [{ span: entry.requestedBy, attributes: {} }]
-      })
-    )
-
-  type Connected =
-    | { readonly _tag: "Connected"; readonly handle: SessionHandle }
-    | { readonly _tag: "Failed"; readonly error: McpGetError }
-    /** The close signal came first (last waiter gone, closeAll, …), or the owners scope closed. */
-    | { readonly _tag: "Abandoned"; readonly reason: CloseReason }
-
-  /**
-   * Owner, connect phase. The connect runs in a fiber of its own (`attempt`) and the owner waits for the
-   * first of: its end, the close signal, the connect timeout. Waiting is all the owner does, so user code
-   * stuck in an uninterruptible step (a custom connect's `acquireRelease` whose promise never settles)
-   * cannot hold the bound: the attempt is interrupted without waiting for it (`timeout` and `raceFirst`
-   * would wait), and what it opened is released when the owner closes the session scope, or as soon as it
-   * registers its finalizer there.
-   */
-  const awaitConnected = (entry: Entry, attempt: Fiber.Fiber<SessionHandle, McpGetError>): Effect.Effect<Connected> =>
-    Effect.suspend(() => {
-      const timeoutMillis = Duration.toMillis(entry.policy.connectTimeout)
-      return Effect.raceAll([
-        Effect.map(Fiber.await(attempt), (exit): Connected => {
-          if (Exit.isSuccess(exit)) return { _tag: "Connected", handle: exit.value }
-          const error = Cause.findErrorOption(exit.cause)
-          return error._tag === "Some"
-            ? { _tag: "Failed", error: error.value }
-            : {
-              _tag: "Failed",
-              error: new ConnectError({
-                server: entry.server,
-                scope: entry.scope,
-                reason: "unexpected defect",
-                cause: Cause.squash(exit.cause)
-              })
-            }
-        }),
-        Effect.map(Deferred.await(entry.closeSignal), (reason): Connected => ({ _tag: "Abandoned", reason })),
-        Effect.as(
-          Effect.sleep(entry.policy.connectTimeout),
-          {
-            _tag: "Failed",
-            error: new ConnectTimeout({ server: entry.server, scope: entry.scope, timeoutMillis })
-          } satisfies Connected
-        )
-      ]).pipe(
-        Effect.interruptible,
-        Effect.catchCause((): Effect.Effect<Connected> => Effect.succeed({ _tag: "Abandoned", reason: "pool-closed" })),
-        Effect.tap((outcome) =>
-          Effect.sync(() => {
-            if (outcome._tag !== "Connected") attempt.interruptUnsafe()
+/**
+ * Owner, connect phase. The connect runs in a fiber of its own (`attempt`) and the owner waits for the
+ * first of: its end, the close signal, the connect timeout. Waiting is all the owner does, so user code
+ * stuck in an uninterruptible step (a custom connect's `acquireRelease` whose promise never settles)
+ * cannot hold the bound: the attempt is interrupted without waiting for it (`timeout` and `raceFirst`
+ * would wait), and what it opened is released when the owner closes the session scope, or as soon as it
+ * registers its finalizer there.
+ */
+const awaitConnected = (entry: Entry, attempt: Fiber.Fiber<SessionHandle, McpGetError>): Effect.Effect<Connected> =>
+  Effect.raceAll([
+    Effect.map(Fiber.await(attempt), (exit): Connected => {
+      if (Exit.isSuccess(exit)) return { _tag: "Connected", handle: exit.value }
+      const error = Cause.findErrorOption(exit.cause)
+      return error._tag === "Some"
+        ? { _tag: "Failed", error: error.value }
+        : {
+          _tag: "Failed",
+          error: new ConnectError({
+            server: entry.server,
+            scope: entry.scope,
+            reason: "unexpected defect",
+            cause: Cause.squash(exit.cause)
           })
-        )
-      )
-    })
-
-  /**
-   * Retires the entry when its idle time-to-live or maximum lifetime runs out, on the `Clock` (so
-   * `TestClock` drives it). Wakes at the nearest deadline and re-reads the entry: leases may have come
-   * and gone meanwhile. The idle clock does not run while the entry is leased: then it waits for the last
-   * lease to end (or the lifetime). Never completes by itself; retiring signals the owner's close.
-   */
-  const expireWhenDue = (entry: Entry): Effect.Effect<never> => {
-    const { idleTimeToLive, maxLifetime } = entry.policy
-    const lifetimeEnds = maxLifetime === undefined ? Infinity : entry.createdAt + Duration.toMillis(maxLifetime)
-    const check = Effect.flatMap(
-      Clock.currentTimeMillis,
-      (now) =>
-        SynchronizedRef.modify(ref, (state): readonly [Effect.Effect<void>, PoolState] => {
-          if (state._tag === "Closed" || !entry.attached) return [Effect.never, state]
-          const idleEnds = idleTimeToLive === undefined || entry.leases > 0
-            ? Infinity
-            : entry.idleSince + Duration.toMillis(idleTimeToLive)
-          if (now >= lifetimeEnds || now >= idleEnds) {
-            retire(state, entry, "expired")
-            return [Effect.never, state]
-          }
-          const nearest = Math.min(lifetimeEnds, idleEnds)
-          const sleep = nearest === Infinity ? Effect.never : Effect.sleep(nearest - now)
-          if (idleTimeToLive === undefined || entry.leases === 0) return [sleep, state]
-          const wake = entry.idleWake ??= Deferred.makeUnsafe<void>()
-          return [Effect.raceFirst(Deferred.await(wake), sleep), state]
+        }
+    }),
+    Effect.map(Deferred.await(entry.closeSignal), (reason): Connected => ({ _tag: "Abandoned", reason })),
+    Effect.as(
+      Effect.sleep(entry.policy.connectTimeout),
+      {
+        _tag: "Failed",
+        error: new ConnectTimeout({
+          server: entry.server,
+          scope: entry.scope,
+          timeoutMillis: Duration.toMillis(entry.policy.connectTimeout)
         })
+      } satisfies Connected
     )
-    return Effect.flatten(check).pipe(Effect.forever)
-  }
-
-  const describe = (entry: Entry): string => `MCP session "${entry.server}" (scope "${entry.scope}")`
-
-  /** Closes the session's scope in a fiber of its own and stops waiting at `closeTimeout`. */
-  const closeSessionScope = (
-    entry: Entry,
-    sessionScope: Scope.Closeable,
-    terminate: Effect.Effect<void>,
-    exit: Exit.Exit<unknown, unknown>
-  ) =>
-    Effect.gen(function*() {
-      // Finalizers (and a transport's close) cannot be interrupted, so a timeout around them would wait
-      // anyway. Started at once: under churn a queued close would wait behind new work and closes would
-      // pile up.
-      const closing = yield* Effect.forkDetach(Effect.andThen(terminate, Scope.close(sessionScope, exit)), {
-        startImmediately: true
+  ]).pipe(
+    Effect.interruptible,
+    Effect.catchCause((): Effect.Effect<Connected> => Effect.succeed({ _tag: "Abandoned", reason: "pool-closed" })),
+    Effect.tap((outcome) =>
+      Effect.sync(() => {
+        if (outcome._tag !== "Connected") attempt.interruptUnsafe()
       })
-      const closed = yield* Effect.timeoutOption(Fiber.await(closing), options.closeTimeout)
-      if (closed._tag === "None") {
-        yield* Effect.logWarning(`${describe(entry)} did not close within ${Duration.format(options.closeTimeout)}`)
-      }
-    })
+    )
+  )
 
-  /**
-   * Owner: runs uninterruptibly; only its waits can be interrupted (by the owners scope closing). User code
-   * (connect, transport close) runs in fibers the owner forks, so the owner always reaches its end.
-   */
-  const runOwner = Effect.fnUntraced(function*(entry: Entry) {
+/** Owner: Connecting → Ready. A connect that beat closeAll by a hair must not hand out a closed pool's session. */
+const publishReady = (pool: Pool, entry: Entry, handle: SessionHandle, now: number): void => {
+  if (entry.state._tag !== "Connecting") return
+  const { ready } = entry.state
+  entry.state = { _tag: "Ready", handle, probing: undefined }
+  entryOfSession.set(handle.session, entry)
+  const state = stateOf(pool)
+  Deferred.doneUnsafe(
+    ready,
+    state._tag === "Closed"
+      ? Exit.fail(new PoolClosed({ server: entry.server, scope: entry.scope }))
+      : Exit.succeed(handle.session)
+  )
+  if (state._tag === "Closed") return
+  if (entry.detachedFor === undefined && entry.leases === 0) {
+    entry.idleSince = now
+    state.idle.add(entry)
+  }
+  // Several keys may finish at once while others sit idle: trim after each.
+  trim(pool, state, 0)
+}
+
+/**
+ * Retires the entry when its idle time-to-live or maximum lifetime runs out, on the `Clock` (so
+ * `TestClock` drives it). Wakes at the nearest deadline and re-reads the entry: leases may have come and
+ * gone meanwhile. The idle clock does not run while the entry is leased: then it waits for the last lease
+ * to end (or the lifetime). Never completes by itself; retiring signals the owner's close.
+ */
+const expireWhenDue = (pool: Pool, entry: Entry): Effect.Effect<never> => {
+  const { idleTimeToLive, maxLifetime } = entry.policy
+  const lifetimeEnds = maxLifetime === undefined ? Infinity : entry.createdAt + Duration.toMillis(maxLifetime)
+  const nextWait = Effect.clockWith((clock): Effect.Effect<void> => {
+    const now = clock.currentTimeMillisUnsafe()
+    const state = stateOf(pool)
+    if (state._tag === "Closed" || entry.detachedFor !== undefined) return Effect.never
+    const idleEnds = idleTimeToLive === undefined || entry.leases > 0
+      ? Infinity
+      : entry.idleSince + Duration.toMillis(idleTimeToLive)
+    if (now >= lifetimeEnds || now >= idleEnds) {
+      retire(state, entry, "expired")
+      return Effect.never
+    }
+    const nearest = Math.min(lifetimeEnds, idleEnds)
+    const sleep = nearest === Infinity ? Effect.never : Effect.sleep(nearest - now)
+    if (idleTimeToLive === undefined || entry.leases === 0) return sleep
+    const wake = entry.idleWake ??= Deferred.makeUnsafe<void>()
+    return Effect.raceFirst(Deferred.await(wake), sleep)
+  })
+  return Effect.forever(nextWait)
+}
+
+/** Owner, serve phase: waits for the close signal, the transport's death or expiry; says which. */
+const serve = (pool: Pool, entry: Entry, handle: SessionHandle): Effect.Effect<CloseReason> => {
+  const closeOrDeath = Effect.raceFirst(
+    Deferred.await(entry.closeSignal),
+    Effect.as(Deferred.await(handle.lost), "lost" as const)
+  )
+  const expires = entry.policy.idleTimeToLive !== undefined || entry.policy.maxLifetime !== undefined
+  return (expires ? Effect.raceFirst(closeOrDeath, expireWhenDue(pool, entry)) : closeOrDeath).pipe(
+    Effect.interruptible,
+    Effect.catchCause(() => Effect.succeed<CloseReason>("pool-closed"))
+  )
+}
+
+/** Owner, close phase: closes the session's scope in a fiber of its own and stops waiting at `closeTimeout`. */
+const closeSession = (
+  pool: Pool,
+  entry: Entry,
+  sessionScope: Scope.Closeable,
+  terminate: Effect.Effect<void>,
+  exit: Exit.Exit<unknown, unknown>
+) =>
+  Effect.gen(function*() {
+    // Finalizers (and a transport's close) cannot be interrupted, so a timeout around them would wait
+    // anyway. Started at once: under churn a queued close would wait behind new work and closes would pile up.
+    const closing = yield* Effect.forkDetach(Effect.andThen(terminate, Scope.close(sessionScope, exit)), {
+      startImmediately: true
+    })
+    const done = yield* Effect.timeoutOption(Fiber.await(closing), pool.options.closeTimeout)
+    if (done._tag === "None") {
+      yield* Effect.logWarning(`${describe(entry)} did not close within ${Duration.format(pool.options.closeTimeout)}`)
+    }
+  })
+
+/** Owner, after a failed or abandoned connect: the attempt may be stuck where it cannot be interrupted. */
+const awaitAbandonedAttempt = (pool: Pool, entry: Entry, attempt: Fiber.Fiber<unknown, unknown>) =>
+  Effect.flatMap(
+    Effect.timeoutOption(Fiber.await(attempt), pool.options.closeTimeout),
+    (stopped) =>
+      stopped._tag === "Some" ? Effect.void : Effect.logWarning(
+        `${describe(entry)}: its connect did not stop within ${
+          Duration.format(pool.options.closeTimeout)
+        } of being abandoned (stuck in an uninterruptible step?); what it opens later is released at once`
+      )
+  )
+
+/**
+ * The owner: runs uninterruptibly; only its waits can be interrupted (by the owners scope closing). User
+ * code (connect, transport close) runs in fibers the owner forks, so the owner always reaches its end.
+ */
+const runOwner = (pool: Pool, entry: Entry): Effect.Effect<void> =>
+  Effect.gen(function*() {
     const sessionScope = yield* Scope.make()
     const connectStarted = yield* Clock.currentTimeMillis
-    const attempt = forkWithOwnerContext(connect(entry, sessionScope))
+    const attempt = forkWithOwnerContext(pool, connect(pool, entry, sessionScope))
     const outcome = yield* awaitConnected(entry, attempt)
 
     let reason: CloseReason
     if (outcome._tag === "Connected") {
-      const handle = outcome.handle
+      const { handle } = outcome
       const now = yield* Clock.currentTimeMillis
       yield* Metric.update(sessionsCreated, 1)
       yield* Metric.update(connectDuration, Duration.millis(now - connectStarted))
       yield* Effect.logDebug("MCP session ready")
-      yield* SynchronizedRef.update(ref, (state) => {
-        entry.state = { _tag: "Ready", handle }
-        entryOfSession.set(handle.session, entry)
-        // A connect that beat closeAll by a hair must not hand out a session of a closed pool.
-        Deferred.doneUnsafe(
-          entry.ready,
-          state._tag === "Closed"
-            ? Exit.fail(new PoolClosed({ server: entry.server, scope: entry.scope }))
-            : Exit.succeed(handle.session)
-        )
-        if (state._tag === "Open" && entry.attached && entry.leases === 0) {
-          entry.idleSince = now
-          state.idle.add(entry)
-        }
-        // Several keys may finish at once while others sit idle: trim after each.
-        if (state._tag === "Open") trim(state, 0)
-        return state
-      })
-      const closeOrDeath = Effect.raceFirst(
-        Deferred.await(entry.closeSignal),
-        Effect.as(Deferred.await(handle.lost), "lost" as const)
-      )
-      const expires = entry.policy.idleTimeToLive !== undefined || entry.policy.maxLifetime !== undefined
-      const ended = yield* Effect.exit(Effect.interruptible(
-        expires ? Effect.raceFirst(closeOrDeath, expireWhenDue(entry)) : closeOrDeath
-      ))
-      reason = Exit.isSuccess(ended) ? ended.value : "pool-closed"
+      publishReady(pool, entry, handle, now)
+      reason = yield* serve(pool, entry, handle)
       if (reason === "lost") {
         yield* Effect.logWarning("MCP session lost: its transport closed")
-        yield* SynchronizedRef.update(ref, (state) => {
-          if (state._tag === "Open") detach(state, entry, "lost")
-          return state
-        })
+        const state = stateOf(pool)
+        if (state._tag === "Open") detach(state, entry, "lost")
       }
-      yield* SynchronizedRef.update(ref, (state) => {
-        entry.state = { _tag: "Closing" }
-        return state
-      })
-      yield* closeSessionScope(
+      entry.state = { _tag: "Closing", reason }
+      yield* closeSession(
+        pool,
         entry,
         sessionScope,
         handle.terminate(
@@ -448,303 +530,328 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
         yield* Effect.logDebug("MCP connect failed", failure.message)
       }
       // Detached at once: the next `get` must try again, never see this failure cached.
-      yield* SynchronizedRef.update(ref, (state) => {
-        if (state._tag === "Open") detach(state, entry, reason)
-        entry.state = { _tag: "Closing" }
-        return state
-      })
+      const state = stateOf(pool)
+      if (state._tag === "Open") detach(state, entry, reason)
+      const ready = entry.state._tag === "Connecting" ? entry.state.ready : undefined
+      entry.state = { _tag: "Closing", reason }
       // A session that never served has nothing to flush: the failure exit tells the transport to kill at
       // once. Its waiters hear of the failure once what it opened is gone (or at the close bound).
-      yield* closeSessionScope(entry, sessionScope, Effect.void, Exit.fail(failure))
-      Deferred.doneUnsafe(entry.ready, Exit.fail(failure))
-      // The interrupted attempt may be stuck where it cannot be interrupted: say so (once, at the bound)
-      // rather than hide it; whatever it opens later is released at once into the closed scope.
-      const stopped = yield* Effect.timeoutOption(Fiber.await(attempt), options.closeTimeout)
-      if (stopped._tag === "None") {
-        yield* Effect.logWarning(
-          `${describe(entry)}: its connect did not stop within ${
-            Duration.format(options.closeTimeout)
-          } of being abandoned (stuck in an uninterruptible step?)`
-        )
-      }
+      yield* closeSession(pool, entry, sessionScope, Effect.void, Exit.fail(failure))
+      if (ready !== undefined) Deferred.doneUnsafe(ready, Exit.fail(failure))
+      yield* awaitAbandonedAttempt(pool, entry, attempt)
     }
 
     yield* Metric.update(Metric.withAttributes(sessionsClosed, { reason }), 1)
     yield* Effect.logDebug(`MCP session closed (${reason})`)
-    yield* SynchronizedRef.update(ref, (state) => {
-      if (state._tag === "Open") state.live.delete(entry)
-      return state
-    })
-  }, (effect, entry) => Effect.annotateLogs(effect, { "mcp.server": entry.server, "mcp.scope": entry.scope }))
+    const state = stateOf(pool)
+    if (state._tag === "Open") state.live.delete(entry)
+  }).pipe(Effect.annotateLogs({ "mcp.server": entry.server, "mcp.scope": entry.scope }))
 
-  // --- leases ---
-
-  /** Takes a lease on the entry for (server, scope), creating it (and its owner) if missing. */
-  const acquireLease = (server: string, scope: string) =>
-    Effect.withFiber((fiber) =>
-      SynchronizedRef.modifyEffect(
-        ref,
-        (state): Effect.Effect<readonly [Lease, PoolState], UnknownServer | PoolClosed> => {
-          if (state._tag === "Closed") return Effect.fail(new PoolClosed({ server, scope }))
-          const now = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
-          const existing = state.byServer.get(server)?.get(scope)
-          // A session known to be dead is never handed out, even before its owner has detached it.
-          if (existing?.state._tag === "Ready" && Deferred.isDoneUnsafe(existing.state.handle.lost)) {
-            retire(state, existing, "lost")
-          } else if (existing !== undefined) {
-            // Whoever arrives while a ping is under way waits for its verdict, however long it has been
-            // idle since: one ping (and one verdict) at a time.
-            const stale = existing.state._tag === "Ready" && existing.probing === undefined &&
-              existing.leases === 0 && existing.policy.pingAfterIdle !== undefined &&
-              now - existing.idleSince >= Duration.toMillis(existing.policy.pingAfterIdle)
-            existing.leases++
-            state.idle.delete(existing)
-            if (!stale || existing.state._tag !== "Ready") {
-              return Effect.succeed([{ entry: existing, verdict: existing.probing }, state] as const)
-            }
-            const verdict = Deferred.makeUnsafe<boolean>()
-            existing.probing = verdict
-            const session = existing.state.handle.session
-            return Effect.sync(() => {
-              Fiber.runIn(
-                forkWithOwnerContext(probeSession(existing, session, verdict), { uninterruptible: true }),
-                ownersScope
-              )
-              return [{ entry: existing, verdict }, state] as const
-            })
-          }
-          const policy = serverPolicies.get(server)
-          if (policy === undefined) {
-            return Effect.fail(new UnknownServer({ server, scope, known: Array.from(serverPolicies.keys()) }))
-          }
-          trim(state, 1)
-          const entry: Entry = {
-            server,
-            scope,
-            policy,
-            createdAt: now,
-            state: { _tag: "Connecting" },
-            leases: 1,
-            attached: true,
-            closeReason: undefined,
-            idleSince: now,
-            ready: Deferred.makeUnsafe(),
-            closeSignal: Deferred.makeUnsafe(),
-            owner: undefined,
-            probing: undefined,
-            requestedBy: Context.getOrUndefined(fiber.context, Tracer.ParentSpan),
-            idleWake: undefined
-          }
-          let scopes = state.byServer.get(server)
-          if (scopes === undefined) state.byServer.set(server, scopes = new Map())
-          scopes.set(scope, entry)
-          let servers = state.byScope.get(scope)
-          if (servers === undefined) state.byScope.set(scope, servers = new Set())
-          servers.add(entry)
-          state.attachedCount++
-          state.live.add(entry)
-          return Effect.sync(() => {
-            entry.owner = Fiber.runIn(forkWithOwnerContext(runOwner(entry), { uninterruptible: true }), ownersScope)
-            return [{ entry, verdict: undefined }, state] as const
+/**
+ * Pings a session that sat idle too long, in a fiber of its own so that no waiter's interruption can leave
+ * the others without a verdict. A failed ping retires the session.
+ */
+const probeIdle = (pool: Pool, entry: Entry, ready: Ready, verdict: Deferred.Deferred<boolean>) =>
+  ready.handle.session.ping({ timeout: entry.policy.connectTimeout }).pipe(
+    Effect.as(true),
+    Effect.catch((error) =>
+      Effect.as(
+        Effect.andThen(
+          Effect.logWarning(`MCP session failed its idle ping (${error._tag}); the next use reconnects`),
+          Effect.sync(() => {
+            const state = stateOf(pool)
+            if (state._tag === "Open") retire(state, entry, "ping-failed")
           })
-        }
+        ),
+        false
       )
-    )
-
-  /** No scope given: take the caller's `McpScope`; never fall back to a shared one. */
-  const currentScope = (server: string): Effect.Effect<Lease, UnknownServer | PoolClosed | MissingScope> =>
-    Effect.flatMap(
-      Effect.serviceOption(McpScope),
-      (scope): Effect.Effect<Lease, UnknownServer | PoolClosed | MissingScope> =>
-        scope._tag === "Some" ? acquireLease(server, scope.value) : Effect.fail(new MissingScope({ server }))
-    )
-
-  /**
-   * Lease + wait for the session. The lease bookkeeping is uninterruptible; the waits are interruptible
-   * even inside `acquireUseRelease`'s acquire. On failure or interruption of the wait the lease is returned
-   * at once, so the last waiter leaving a connecting entry cancels its connect.
-   */
-  const acquireSession = (
-    server: string,
-    scope: string | undefined
-  ): Effect.Effect<readonly [Entry, McpSession], McpGetError> =>
-    Effect.uninterruptible(Effect.flatMap(
-      scope === undefined ? currentScope(server) : acquireLease(server, scope),
-      ({ entry, verdict }) =>
-        Effect.onExit(
-          Effect.interruptible(awaitSession(entry, verdict)),
-          (exit) => Exit.isSuccess(exit) ? Effect.void : releaseLease(entry)
-        ).pipe(
-          Effect.flatMap((session) =>
-            session === undefined
-              // The idle session failed its ping and was retired: connect afresh.
-              ? Effect.andThen(releaseLease(entry), acquireSession(entry.server, entry.scope))
-              : Effect.succeed([entry, session] as const)
-          )
-        )
-    ))
-
-  /** The session once ready, and once its idle ping (if any) passed; `undefined` if the ping failed. */
-  const awaitSession = (entry: Entry, verdict: Deferred.Deferred<boolean> | undefined) =>
-    verdict === undefined
-      ? Deferred.await(entry.ready)
-      : Effect.flatMap(
-        Deferred.await(verdict),
-        (healthy): Effect.Effect<McpSession | undefined, McpGetError> =>
-          healthy ? Deferred.await(entry.ready) : Effect.succeed(undefined)
-      )
-
-  /**
-   * Pings a session that sat idle too long, in a fiber of its own so that no waiter's interruption can
-   * leave the others without a verdict. A failed ping retires the session.
-   */
-  const probeSession = (entry: Entry, session: McpSession, verdict: Deferred.Deferred<boolean>) =>
-    session.ping({ timeout: entry.policy.connectTimeout }).pipe(
-      Effect.as(true),
-      Effect.catch((error) =>
-        Effect.as(
-          Effect.andThen(
-            Effect.logWarning(`MCP session failed its idle ping (${error._tag}); the next use reconnects`),
-            SynchronizedRef.update(ref, (state) => {
-              if (state._tag === "Open") retire(state, entry, "ping-failed")
-              return state
-            })
-          ),
-          false
-        )
-      ),
-      Effect.onExit((exit) =>
-        SynchronizedRef.update(ref, (state) => {
-          if (entry.probing === verdict) entry.probing = undefined
-          Deferred.doneUnsafe(verdict, Exit.isSuccess(exit) ? exit : Exit.succeed(false))
-          return state
-        })
-      ),
-      Effect.annotateLogs({ "mcp.server": entry.server, "mcp.scope": entry.scope })
-    )
-
-  const get = (server: string, scope?: string) =>
-    Effect.uninterruptible(
-      Effect.gen(function*() {
-        const [entry, session] = yield* acquireSession(server, scope)
-        yield* Effect.addFinalizer(() => releaseLease(entry))
-        return session
+    ),
+    Effect.onExit((exit) =>
+      Effect.sync(() => {
+        if (ready.probing === verdict) ready.probing = undefined
+        Deferred.doneUnsafe(verdict, Exit.isSuccess(exit) ? exit : Exit.succeed(false))
       })
+    ),
+    Effect.annotateLogs({ "mcp.server": entry.server, "mcp.scope": entry.scope })
+  )
+
+// =============================================================================
+// Leases
+// =============================================================================
+
+/**
+ * Lease: takes a lease on the entry for (server, scope), creating the entry (Connecting, and its owner) if
+ * missing, or starting an idle ping if one is due.
+ */
+const acquireLease = (
+  pool: Pool,
+  server: string,
+  scope: string,
+  fiber: Fiber.Fiber<unknown, unknown>
+): Lease | UnknownServer | PoolClosed => {
+  const state = stateOf(pool)
+  if (state._tag === "Closed") return new PoolClosed({ server, scope })
+  const now = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
+  const existing = state.byServer.get(server)?.get(scope)
+  // A session known to be dead is never handed out, even before its owner has detached it.
+  if (existing?.state._tag === "Ready" && Deferred.isDoneUnsafe(existing.state.handle.lost)) {
+    retire(state, existing, "lost")
+  } else if (existing !== undefined) {
+    const current = existing.state
+    if (current._tag === "Connecting") {
+      takeLease(state, existing)
+      return { _tag: "AwaitReady", entry: existing, ready: current.ready }
+    }
+    if (current._tag === "Ready") {
+      // Whoever arrives while a ping is under way waits for its verdict, however long it has been idle
+      // since: one ping (and one verdict) at a time.
+      if (current.probing !== undefined) {
+        takeLease(state, existing)
+        return { _tag: "AwaitVerdict", entry: existing, verdict: current.probing }
+      }
+      const { pingAfterIdle } = existing.policy
+      const pingDue = pingAfterIdle !== undefined && existing.leases === 0 &&
+        now - existing.idleSince >= Duration.toMillis(pingAfterIdle)
+      takeLease(state, existing)
+      if (!pingDue) return { _tag: "Held", entry: existing, session: current.handle.session }
+      const verdict = Deferred.makeUnsafe<boolean>()
+      current.probing = verdict
+      Fiber.runIn(
+        forkWithOwnerContext(pool, probeIdle(pool, existing, current, verdict), { uninterruptible: true }),
+        pool.ownersScope
+      )
+      return { _tag: "AwaitVerdict", entry: existing, verdict }
+    }
+  }
+  const policy = pool.servers.get(server)
+  if (policy === undefined) return new UnknownServer({ server, scope, known: Array.from(pool.servers.keys()) })
+  trim(pool, state, 1)
+  const ready = Deferred.makeUnsafe<McpSession, McpGetError>()
+  const entry = attachNew(
+    state,
+    server,
+    scope,
+    policy,
+    now,
+    ready,
+    Context.getOrUndefined(fiber.context, Tracer.ParentSpan)
+  )
+  // Forked last, with the state consistent: the owner starts running at once.
+  entry.owner = Fiber.runIn(
+    forkWithOwnerContext(pool, runOwner(pool, entry), { uninterruptible: true }),
+    pool.ownersScope
+  )
+  return { _tag: "AwaitReady", entry, ready }
+}
+
+const isLease = (taken: Lease | UnknownServer | PoolClosed): taken is Lease =>
+  taken._tag === "Held" || taken._tag === "AwaitReady" || taken._tag === "AwaitVerdict"
+
+/** The session a lease leads to once ready; `undefined` if its idle ping failed (connect afresh). */
+const awaitSession = (lease: Lease): Effect.Effect<McpSession | undefined, McpGetError> => {
+  switch (lease._tag) {
+    case "Held":
+      return Effect.succeed(lease.session)
+    case "AwaitReady":
+      return Deferred.await(lease.ready)
+    case "AwaitVerdict":
+      return Effect.map(Deferred.await(lease.verdict), (healthy) => {
+        const { state } = lease.entry
+        return healthy && state._tag === "Ready" ? state.handle.session : undefined
+      })
+  }
+}
+
+/** The scope a call names, else the caller's `McpScope`; never a shared default. */
+const scopeOf = (fiber: Fiber.Fiber<unknown, unknown>, scope: string | undefined): string | undefined =>
+  scope ?? Context.getOrUndefined(fiber.context, McpScope)
+
+/**
+ * Lease + wait for the session (the full path). The lease bookkeeping is uninterruptible; the waits are
+ * interruptible even inside `acquireUseRelease`'s acquire. On failure or interruption of the wait the lease
+ * is returned at once, so the last waiter leaving a connecting entry cancels its connect.
+ */
+const acquireSession = (
+  pool: Pool,
+  server: string,
+  scope: string | undefined
+): Effect.Effect<readonly [Entry, McpSession], McpGetError> =>
+  Effect.uninterruptible(Effect.withFiber((fiber) => {
+    const key = scopeOf(fiber, scope)
+    if (key === undefined) return Effect.fail(new MissingScope({ server }))
+    const taken = acquireLease(pool, server, key, fiber)
+    if (!isLease(taken)) return Effect.fail(taken)
+    const { entry } = taken
+    return Effect.onExit(
+      Effect.interruptible(awaitSession(taken)),
+      (exit) => Exit.isSuccess(exit) ? Effect.void : releaseLease(pool, entry)
+    ).pipe(
+      Effect.flatMap((session) =>
+        session === undefined
+          // The idle session failed its ping and was retired: connect afresh.
+          ? Effect.andThen(releaseLease(pool, entry), acquireSession(pool, server, key))
+          : Effect.succeed([entry, session] as const)
+      )
+    )
+  }))
+
+/** The hit path's lease, taken synchronously, or `undefined` (then the full path decides). */
+const leaseReadyUnsafe = (
+  pool: Pool,
+  fiber: Fiber.Fiber<unknown, unknown>,
+  server: string,
+  scope: string | undefined
+): Entry | undefined => {
+  const state = stateOf(pool)
+  if (state._tag === "Closed") return undefined
+  const key = scopeOf(fiber, scope)
+  if (key === undefined) return undefined
+  const entry = readyEntry(state, server, key, fiber.getRef(Clock.Clock).currentTimeMillisUnsafe())
+  if (entry !== undefined) takeLease(state, entry)
+  return entry
+}
+
+const sessionOf = (entry: Entry): McpSession => (entry.state as Ready).handle.session
+
+const get = (pool: Pool, server: string, scope?: string): Effect.Effect<McpSession, McpGetError, Scope.Scope> =>
+  Effect.uninterruptible(Effect.withFiber((fiber) => {
+    // Hit: no span (it would cost more than the lease); the full path has one.
+    const hit = leaseReadyUnsafe(pool, fiber, server, scope)
+    if (hit !== undefined) return Effect.as(Effect.addFinalizer(() => releaseLease(pool, hit)), sessionOf(hit))
+    return Effect.flatMap(
+      acquireSession(pool, server, scope),
+      ([entry, session]) => Effect.as(Effect.addFinalizer(() => releaseLease(pool, entry)), session)
     ).pipe(Effect.withSpan(
       "McpSessionPool.get",
       { attributes: { "mcp.server": server, "mcp.scope": scope ?? "" } },
       { captureStackTrace: false }
     ))
+  }))
 
-  /**
-   * The hit path, taken synchronously: a ready session nobody is pinging, known alive, needing no ping.
-   * Every transition is synchronous code, so this read-and-lease is atomic without taking the ref's
-   * semaphore (which costs more than the rest of a pooled in-memory call); anything else takes the
-   * full path through the ref.
-   */
-  const leaseReadyUnsafe = (server: string, scope: string): McpSession | undefined => {
-    const state = SynchronizedRef.getUnsafe(ref)
-    if (state._tag === "Closed") return undefined
-    const entry = state.byServer.get(server)?.get(scope)
-    if (
-      entry === undefined || entry.state._tag !== "Ready" || entry.probing !== undefined ||
-      (entry.leases === 0 && entry.policy.pingAfterIdle !== undefined) ||
-      Deferred.isDoneUnsafe(entry.state.handle.lost)
-    ) return undefined
-    entry.leases++
-    state.idle.delete(entry)
-    hitEntry = entry
-    return entry.state.handle.session
-  }
-  // Hands the entry leased by `leaseReadyUnsafe` to its caller without allocating a tuple per call.
-  let hitEntry: Entry | undefined
-
-  const use = <A, E, R>(
-    server: string,
-    scope: string | undefined,
-    f: (session: McpSession) => Effect.Effect<A, E, R>
-  ): Effect.Effect<A, E | McpGetError, R> =>
-    Effect.uninterruptibleMask((restore) =>
-      Effect.withFiber((fiber) => {
-        const session = scope === undefined ? undefined : leaseReadyUnsafe(server, scope)
-        if (session === undefined) {
-          return restore(Effect.acquireUseRelease(
-            acquireSession(server, scope),
-            ([, leased]) => Effect.suspend(() => f(leased)),
-            ([entry]) => releaseLease(entry)
-          ))
-        }
-        const entry = hitEntry!
-        const clock = fiber.getRef(Clock.Clock)
-        // Suspended: a synchronous throw in `f` must still return the lease.
-        return Effect.onExit(restore(Effect.suspend(() => f(session))), () => {
-          // The same transition as `releaseLease`, run at exit without the lock, as the lease was taken.
-          returnLease(SynchronizedRef.getUnsafe(ref), entry, clock.currentTimeMillisUnsafe())
-          return Effect.void
-        })
+const use = <A, E, R>(
+  pool: Pool,
+  server: string,
+  scope: string | undefined,
+  f: (session: McpSession) => Effect.Effect<A, E, R>
+): Effect.Effect<A, E | McpGetError, R> =>
+  Effect.uninterruptibleMask((restore) =>
+    Effect.withFiber((fiber) => {
+      const hit = leaseReadyUnsafe(pool, fiber, server, scope)
+      if (hit === undefined) {
+        return restore(Effect.acquireUseRelease(
+          acquireSession(pool, server, scope),
+          ([, session]) => Effect.suspend(() => f(session)),
+          ([entry]) => releaseLease(pool, entry)
+        ))
+      }
+      const clock = fiber.getRef(Clock.Clock)
+      // Suspended: a synchronous throw in `f` must still return the lease.
+      return Effect.onExit(restore(Effect.suspend(() => f(sessionOf(hit)))), () => {
+        returnLease(pool, hit, clock.currentTimeMillisUnsafe())
+        return Effect.void
       })
-    )
-
-  // --- closing ---
-
-  /** Retires the chosen entries; waits for those nobody holds to finish closing. */
-  const retireWhere = (select: (state: Open) => Iterable<Entry>, reason: CloseReason) =>
-    Effect.uninterruptible(
-      SynchronizedRef.modify(ref, (state) => {
-        if (state._tag === "Closed") return [[], state]
-        const closingNow: Array<Fiber.Fiber<void>> = []
-        for (const entry of Array.from(select(state))) {
-          retire(state, entry, reason)
-          if (entry.leases === 0 && entry.owner !== undefined) closingNow.push(entry.owner)
-        }
-        return [closingNow, state]
-      })
-    ).pipe(Effect.flatMap((owners) => Fiber.awaitAll(owners)), Effect.asVoid)
-
-  /**
-   * Forced: marks the pool closed, signals every live entry, and waits for the owners, which bound their own
-   * closes by `closeTimeout`; this wait stops at `closeTimeout` + 1 s whatever user code does, and names the
-   * sessions that had not finished closing.
-   */
-  const closeAll = Effect.uninterruptible(Effect.gen(function*() {
-    const entries = yield* SynchronizedRef.modify(ref, (state): readonly [Array<Entry>, PoolState] => {
-      if (state._tag === "Closed") return [[], state]
-      return [Array.from(state.live), { _tag: "Closed" }]
     })
+  )
+
+/**
+ * `tools/call` on the hit path as one async step: the lease is taken when it registers and returned exactly
+ * once when the call settles — an interruption aborts the request (the server is told) and so settles it.
+ * Anything else (a miss, a session that limits calls in flight) takes the full path.
+ */
+const callTool = (
+  pool: Pool,
+  server: string,
+  scope: string | undefined,
+  params: CallToolParams,
+  requestOptions: RequestOptions | undefined
+): Effect.Effect<CallToolResult, McpGetError | McpSessionError> =>
+  Effect.withFiber((fiber) => {
+    const hit = leaseReadyUnsafe(pool, fiber, server, scope)
+    const start = hit === undefined ? undefined : (hit.state as Ready).handle.startCallTool
+    if (hit === undefined || start === undefined) {
+      if (hit !== undefined) returnLease(pool, hit, fiber.getRef(Clock.Clock).currentTimeMillisUnsafe())
+      return use(pool, server, scope, (session) => session.callTool(params, requestOptions))
+    }
+    const clock = fiber.getRef(Clock.Clock)
+    return Effect.callback<CallToolResult, McpSessionError>((resume, signal) => {
+      let leased = true
+      const giveBack = () => {
+        if (!leased) return
+        leased = false
+        returnLease(pool, hit, clock.currentTimeMillisUnsafe())
+      }
+      start(params, requestOptions, signal, (exit) => {
+        giveBack()
+        resume(exit)
+      })
+      // Interrupted: the request is aborted (the SDK tells the server) and the lease comes back now, not
+      // when the aborted promise settles.
+      return Effect.sync(giveBack)
+    })
+  })
+
+// =============================================================================
+// Closing
+// =============================================================================
+
+/** Retires the chosen entries; waits for those nobody holds to finish closing. */
+const retireWhere = (pool: Pool, select: (state: Open) => Iterable<Entry>, reason: CloseReason) =>
+  Effect.suspend(() => {
+    const state = stateOf(pool)
+    if (state._tag === "Closed") return Effect.void
+    const closingNow: Array<Fiber.Fiber<void>> = []
+    for (const entry of Array.from(select(state))) {
+      retire(state, entry, reason)
+      if (entry.leases === 0 && entry.owner !== undefined) closingNow.push(entry.owner)
+    }
+    return Effect.asVoid(Fiber.awaitAll(closingNow))
+  })
+
+/**
+ * Forced: marks the pool closed, signals every live entry, and waits for the owners, which bound their own
+ * closes by `closeTimeout`; this wait stops at `closeTimeout` + 1 s whatever user code does, and names the
+ * sessions that had not finished closing.
+ */
+const closeAll = (pool: Pool): Effect.Effect<void> =>
+  Effect.uninterruptible(Effect.suspend(() => {
+    const state = stateOf(pool)
+    if (state._tag === "Closed") return Effect.void
+    MutableRef.set(pool.state.backing.ref, closed)
+    const entries = Array.from(state.live)
     for (const entry of entries) {
       // No longer what a `get` would return (there is no `get` any more): caches beside the pool see it.
-      entry.attached = false
+      entry.detachedFor ??= "pool-closed"
       signalClose(entry, "pool-closed")
     }
     const owners = entries.flatMap((entry) => entry.owner === undefined ? [] : [entry.owner])
-    // Then ends what is left in the owners scope (idle pings under way), in the same bound.
-    const finished = yield* Effect.timeoutOption(
-      Fiber.await(
-        yield* Effect.forkDetach(Effect.andThen(Fiber.awaitAll(owners), Scope.close(ownersScope, Exit.void)), {
-          startImmediately: true
-        })
-      ),
-      Duration.sum(options.closeTimeout, Duration.seconds(1))
-    )
-    if (finished._tag === "None") {
-      const stuck = entries.filter((entry) => entry.owner !== undefined && entry.owner.pollUnsafe() === undefined)
-      yield* Effect.logWarning(
-        `MCP pool closed with ${stuck.length} session(s) still closing after ${
-          Duration.format(Duration.sum(options.closeTimeout, Duration.seconds(1)))
-        }: ${stuck.map((entry) => `${entry.server} (scope "${entry.scope}")`).join(", ")}`
+    const bound = Duration.sum(pool.options.closeTimeout, Duration.seconds(1))
+    return Effect.gen(function*() {
+      // Then ends what is left in the owners scope (idle pings under way), in the same bound.
+      const ending = yield* Effect.forkDetach(
+        Effect.andThen(Fiber.awaitAll(owners), Scope.close(pool.ownersScope, Exit.void)),
+        { startImmediately: true }
       )
-    }
+      const finished = yield* Effect.timeoutOption(Fiber.await(ending), bound)
+      if (finished._tag === "None") {
+        const stuck = entries.filter((entry) => entry.owner !== undefined && entry.owner.pollUnsafe() === undefined)
+        yield* Effect.logWarning(
+          `MCP pool closed with ${stuck.length} session(s) still closing after ${Duration.format(bound)}: ${
+            stuck.map((entry) => `${entry.server} (scope "${entry.scope}")`).join(", ")
+          }`
+        )
+      }
+    })
   }))
 
-  yield* Scope.addFinalizer(layerScope, closeAll)
-
-  const snapshot = Effect.map(SynchronizedRef.get(ref), (state): ReadonlyArray<SessionInfo> => {
+const snapshot = (pool: Pool): Effect.Effect<ReadonlyArray<SessionInfo>> =>
+  Effect.sync(() => {
+    const state = stateOf(pool)
     if (state._tag === "Closed") return []
-    return Array.from(state.live, (entry) => ({
+    return Array.from(state.live, (entry): SessionInfo => ({
       server: entry.server,
       scope: entry.scope,
       state: entry.state._tag === "Connecting" ? "connecting" : entry.state._tag === "Ready" ? "ready" : "closing",
-      attached: entry.attached,
+      attached: entry.detachedFor === undefined,
       leases: entry.leases,
       createdAt: new Date(entry.createdAt),
       idleSince: entry.leases === 0 && entry.state._tag === "Ready" ? new Date(entry.idleSince) : undefined,
@@ -752,34 +859,68 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
     }))
   })
 
+/** Reload: swaps the configs and retires the sessions made with a config that changed or was removed. */
+const reload = (pool: Pool, servers: Parameters<McpSessionPoolShape["reload"]>[0]) =>
+  Effect.flatMap(
+    resolveServers(servers, pool.options.defaults, "McpSessionPool.reload"),
+    (next) =>
+      retireWhere(pool, (state) => {
+        pool.servers = next
+        const stale: Array<Entry> = []
+        for (const scopes of state.byServer.values()) {
+          for (const entry of scopes.values()) {
+            if (!samePolicy(entry.policy, next.get(entry.server))) stale.push(entry)
+          }
+        }
+        return stale
+      }, "reloaded")
+  )
+
+// =============================================================================
+// Construction
+// =============================================================================
+
+export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
+  const layerScope = yield* Effect.scope
+  const pool: Pool = {
+    options,
+    servers: options.servers,
+    state: yield* SynchronizedRef.make<PoolState>({
+      _tag: "Open",
+      byServer: new Map(),
+      byScope: new Map(),
+      idle: new Set(),
+      live: new Set(),
+      attachedCount: 0
+    }),
+    // Owners live in a scope of their own that only closeAll closes, after marking the pool closed: so no
+    // owner is interrupted while the pool still takes work, whatever order the layer's finalizers run in.
+    ownersScope: yield* Scope.make("parallel"),
+    ownerContext: yield* Effect.context<never>()
+  }
+  yield* Scope.addFinalizer(layerScope, closeAll(pool))
+
   return {
-    get,
-    use,
-    callTool: ({ server, scope, ...params }, requestOptions) =>
-      use(server, scope, (session) => session.callTool(params, requestOptions)),
+    get: (server, scope) => get(pool, server, scope),
+    use: (server, scope, f) => use(pool, server, scope, f),
+    // The SDK sends `params` as they are: pass only what belongs in the request.
+    callTool: (request, requestOptions) =>
+      callTool(
+        pool,
+        request.server,
+        request.scope,
+        { name: request.name, arguments: request.arguments },
+        requestOptions
+      ),
     invalidate: (server, scope) =>
-      retireWhere((state) => {
+      retireWhere(pool, (state) => {
         const entry = state.byServer.get(server)?.get(scope)
         return entry === undefined ? [] : [entry]
       }, "invalidated"),
-    closeScope: (scope) => retireWhere((state) => state.byScope.get(scope) ?? [], "scope-closed"),
-    closeServer: (server) => retireWhere((state) => state.byServer.get(server)?.values() ?? [], "server-closed"),
-    closeAll,
-    snapshot,
-    reload: (servers) =>
-      Effect.flatMap(
-        resolveServers(servers, options.defaults, "McpSessionPool.reload"),
-        (next) =>
-          retireWhere((state) => {
-            serverPolicies = next
-            const stale: Array<Entry> = []
-            for (const scopes of state.byServer.values()) {
-              for (const entry of scopes.values()) {
-                if (!samePolicy(entry.policy, next.get(entry.server))) stale.push(entry)
-              }
-            }
-            return stale
-          }, "reloaded")
-      )
+    closeScope: (scope) => retireWhere(pool, (state) => state.byScope.get(scope) ?? [], "scope-closed"),
+    closeServer: (server) => retireWhere(pool, (state) => state.byServer.get(server)?.values() ?? [], "server-closed"),
+    closeAll: closeAll(pool),
+    snapshot: snapshot(pool),
+    reload: (servers) => reload(pool, servers)
   } satisfies McpSessionPoolShape
 })

@@ -15,7 +15,7 @@ import {
 } from "@modelcontextprotocol/sdk/types.js"
 import { AjvJsonSchemaValidator } from "@modelcontextprotocol/sdk/validation/ajv"
 import type { jsonSchemaValidator } from "@modelcontextprotocol/sdk/validation/types.js"
-import { Deferred, Duration, Effect, PubSub, Scope, Semaphore, Stream } from "effect"
+import { Deferred, Duration, Effect, Exit, PubSub, Scope, Semaphore, Stream } from "effect"
 import {
   CallTimeout,
   ConnectError,
@@ -26,7 +26,7 @@ import {
 } from "../McpPoolError.ts"
 import type { McpSessionError } from "../McpPoolError.ts"
 import { resolvePerScope } from "../McpServerConfig.ts"
-import type { McpSession, RequestOptions } from "../McpSession.ts"
+import type { CallToolParams, McpSession, RequestOptions } from "../McpSession.ts"
 import { checkArgs, decodeDuration, type ServerPolicy, show } from "./options.ts"
 import { openRemote } from "./remote.ts"
 import { spawnStdio } from "./stdioTransport.ts"
@@ -37,6 +37,19 @@ export type Termination = SessionLost | PoolClosed
 
 export interface SessionHandle {
   readonly session: McpSession
+  /**
+   * `tools/call` started at once, for the pool's fused hit path: calls `done` exactly once, with the result
+   * or the typed error (an abort of `signal` settles it too). `undefined` when the session limits calls in
+   * flight (a call may have to wait for its turn: the pool then takes its full path).
+   */
+  readonly startCallTool:
+    | ((
+      params: CallToolParams,
+      requestOptions: RequestOptions | undefined,
+      signal: AbortSignal,
+      done: (exit: Exit.Exit<CallToolResult, McpSessionError>) => void
+    ) => void)
+    | undefined
   /** Completes when the transport dies on its own, never when the pool closes the session. */
   readonly lost: Deferred.Deferred<SessionLost>
   /**
@@ -269,25 +282,40 @@ export const openSession = (
       return parsed === undefined ? undefined : Duration.toMillis(parsed)
     }
 
+    const invalidTimeout = (method: string, requestOptions: RequestOptions | undefined) =>
+      new McpProtocolError({
+        server,
+        scope,
+        method,
+        code: ErrorCode.InvalidParams,
+        message: `invalid request timeout ${
+          show(requestOptions?.timeout)
+        }: expected a non-negative duration such as "5 seconds" or a number of milliseconds`
+      })
+
+    // The SDK's declared result also covers a pre-2024 shape it never returns for the default schema.
+    const sdkCallTool = (params: CallToolParams, options: { readonly signal: AbortSignal; readonly timeout: number }) =>
+      client.callTool(params, undefined, options) as Promise<CallToolResult>
+
+    const startCallTool: SessionHandle["startCallTool"] = options.policy.maxConcurrentCalls !== undefined
+      ? undefined
+      : (params, requestOptions, signal, done) => {
+        const timeout = requestTimeout(requestOptions)
+        if (timeout === undefined) return done(Exit.fail(invalidTimeout("tools/call", requestOptions)))
+        if (terminated !== undefined) return done(Exit.fail(terminated))
+        sdkCallTool(params, { signal, timeout: sdkTimeout(timeout) }).then(
+          (result) => done(Exit.succeed(result)),
+          (cause) => done(Exit.fail(toError("tools/call", timeout)(cause)))
+        )
+      }
+
     const request = <A>(
       method: string,
       run: (sdkOptions: { readonly signal: AbortSignal; readonly timeout: number }) => Promise<A>,
       requestOptions: RequestOptions | undefined
     ): Effect.Effect<A, McpSessionError> => {
       const timeout = requestTimeout(requestOptions)
-      if (timeout === undefined) {
-        return Effect.fail(
-          new McpProtocolError({
-            server,
-            scope,
-            method,
-            code: ErrorCode.InvalidParams,
-            message: `invalid request timeout ${
-              show(requestOptions?.timeout)
-            }: expected a non-negative duration such as "5 seconds" or a number of milliseconds`
-          })
-        )
-      }
+      if (timeout === undefined) return Effect.fail(invalidTimeout(method, requestOptions))
       const call = Effect.tryPromise({
         try: (signal) =>
           terminated === undefined ? run({ signal, timeout: sdkTimeout(timeout) }) : Promise.reject(terminated),
@@ -308,13 +336,7 @@ export const openSession = (
       client,
       listTools: (params, requestOptions) =>
         request("tools/list", (o) => client.listTools(params?.cursor === undefined ? {} : params, o), requestOptions),
-      // The SDK's declared result also covers a pre-2024 shape it never returns for the default schema.
-      callTool: (params, requestOptions) =>
-        request(
-          "tools/call",
-          (o) => client.callTool(params, undefined, o) as Promise<CallToolResult>,
-          requestOptions
-        ),
+      callTool: (params, requestOptions) => request("tools/call", (o) => sdkCallTool(params, o), requestOptions),
       listResources: (params, requestOptions) =>
         request(
           "resources/list",
@@ -332,5 +354,5 @@ export const openSession = (
       getPrompt: (params, requestOptions) => request("prompts/get", (o) => client.getPrompt(params, o), requestOptions),
       ping: (requestOptions) => Effect.asVoid(request("ping", (o) => client.ping(o), requestOptions))
     }
-    return { session, lost, terminate } satisfies SessionHandle
+    return { session, startCallTool, lost, terminate } satisfies SessionHandle
   })
