@@ -596,6 +596,9 @@ const acquireLease = (
   // A session known to be dead is never handed out, even before its owner has detached it.
   if (existing?.state._tag === "Ready" && Deferred.isDoneUnsafe(existing.state.handle.lost)) {
     retire(state, existing, "lost")
+  } else if (existing?.state._tag === "Closing") {
+    // Not reachable while every close detaches first; kept so that a closing session is never handed out.
+    detach(state, existing, existing.state.reason)
   } else if (existing !== undefined) {
     const current = existing.state
     if (current._tag === "Connecting") {
@@ -695,19 +698,24 @@ const acquireSession = (
     )
   }))
 
-/** The hit path's lease, taken synchronously, or `undefined` (then the full path decides). */
+/**
+ * The hit path's lease, taken synchronously, or `undefined` (then the full path decides). `direct`: only
+ * on a session whose calls can start at once (no limit on calls in flight).
+ */
 const leaseReadyUnsafe = (
   pool: Pool,
   fiber: Fiber.Fiber<unknown, unknown>,
   server: string,
-  scope: string | undefined
+  scope: string | undefined,
+  direct = false
 ): Entry | undefined => {
   const state = stateOf(pool)
   if (state._tag === "Closed") return undefined
   const key = scopeOf(fiber, scope)
   if (key === undefined) return undefined
   const entry = readyEntry(state, server, key, fiber.getRef(Clock.Clock).currentTimeMillisUnsafe())
-  if (entry !== undefined) takeLease(state, entry)
+  if (entry === undefined || (direct && (entry.state as Ready).handle.startCallTool === undefined)) return undefined
+  takeLease(state, entry)
   return entry
 }
 
@@ -766,12 +774,9 @@ const callTool = (
   requestOptions: RequestOptions | undefined
 ): Effect.Effect<CallToolResult, McpGetError | McpSessionError> =>
   Effect.withFiber((fiber) => {
-    const hit = leaseReadyUnsafe(pool, fiber, server, scope)
-    const start = hit === undefined ? undefined : (hit.state as Ready).handle.startCallTool
-    if (hit === undefined || start === undefined) {
-      if (hit !== undefined) returnLease(pool, hit, fiber.getRef(Clock.Clock).currentTimeMillisUnsafe())
-      return use(pool, server, scope, (session) => session.callTool(params, requestOptions))
-    }
+    const hit = leaseReadyUnsafe(pool, fiber, server, scope, true)
+    if (hit === undefined) return use(pool, server, scope, (session) => session.callTool(params, requestOptions))
+    const start = (hit.state as Ready).handle.startCallTool!
     const clock = fiber.getRef(Clock.Clock)
     return Effect.callback<CallToolResult, McpSessionError>((resume, signal) => {
       let leased = true
