@@ -106,6 +106,7 @@ describe("host exit: no stdio server outlives its host", () => {
   it.live("process.exit(0) while sessions live: the exit backstop SIGKILLs the servers", () =>
     Effect.gen(function*() {
       const app = yield* startHost("exit")
+      app.host.stdin.end() // the go-ahead, once every server was seen running
       assert.deepStrictEqual(yield* app.ended, { code: 0, signal: null })
       yield* allGone(app.processes)
     }))
