@@ -30,7 +30,6 @@
  *
  * @since 0.1.0
  */
-import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js"
 import { Context, Effect, Layer } from "effect"
 import { type PoolOptions, resolveOptions } from "./internal/options.ts"
@@ -152,6 +151,17 @@ export interface McpSessionPoolShape {
 type Scope = import("effect").Scope.Scope
 
 /**
+ * Node's `FileSystem` for `layerFromFile`, imported when the layer is built: the package root does not
+ * load `@effect/platform-node` for apps that never read a config file.
+ */
+const nodeFileSystem = Layer.unwrap(
+  Effect.map(
+    Effect.promise(() => import("@effect/platform-node/NodeFileSystem")),
+    (NodeFileSystem) => NodeFileSystem.layer
+  )
+)
+
+/**
  * @since 0.1.0
  * @category services
  */
@@ -193,6 +203,6 @@ export class McpSessionPool extends Context.Service<McpSessionPool, McpSessionPo
         McpConfigFile.loadServers(path, { env, variables }),
         (servers) => McpSessionPool.make({ ...poolOptions, servers })
       )
-    ).pipe(Layer.provide(NodeFileSystem.layer))
+    ).pipe(Layer.provide(nodeFileSystem))
   }
 }

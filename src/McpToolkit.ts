@@ -76,7 +76,8 @@ import {
   Schema,
   Stream
 } from "effect"
-import { AiError, type Prompt, Tool, Toolkit } from "effect/ai"
+// Types only: the `effect/ai` barrel loads the AI, HTTP and RPC stack, so `make` imports it when it runs.
+import type { AiError, Prompt, Tool, Toolkit } from "effect/ai"
 import type * as JsonSchema from "effect/JsonSchema"
 import type * as Scope from "effect/Scope"
 import { isSessionCurrent } from "./internal/pool.ts"
@@ -361,6 +362,13 @@ export interface McpToolkit {
 const MAX_PAGES = 100
 const DEFAULT_RETRY_AFTER = "5 seconds"
 
+/**
+ * `effect/ai`, loaded by the first `make` rather than with this module: importing the package must not
+ * cost the whole AI stack to an app that only pools sessions. Node caches the module; a failure to load
+ * it is a defect.
+ */
+const loadAi = Effect.promise(() => import("effect/ai"))
+
 interface Listing {
   readonly generation: number
   /** The session the list was taken through: once the pool retires it, the server may have changed. */
@@ -447,6 +455,7 @@ export const make = (options: Options): Effect.Effect<McpToolkit, ConfigError, M
   Effect.gen(function*() {
     const { entries, retryAfterMillis } = yield* validate(options)
     const pool = yield* McpSessionPool
+    const ai = yield* loadAi
     // Listings and watchers outlive the turn that started them; they end with the toolkit's scope.
     const fibers = yield* FiberSet.make()
     const changes = yield* PubSub.sliding<string>(256)
@@ -591,7 +600,7 @@ export const make = (options: Options): Effect.Effect<McpToolkit, ConfigError, M
       (params: unknown): Effect.Effect<ToolResult, ToolFailure | AiError.AiErrorReason> => {
         if (params !== undefined && !internal.isRecord(params)) {
           return Effect.fail(
-            new AiError.ToolParameterValidationError({ toolName: name, description: "expected a JSON object" })
+            new ai.AiError.ToolParameterValidationError({ toolName: name, description: "expected a JSON object" })
           )
         }
         // `undefined` scope: the pool takes the caller's McpScope, so routing follows the calling thread.
@@ -607,7 +616,9 @@ export const make = (options: Options): Effect.Effect<McpToolkit, ConfigError, M
                 new McpToolError({
                   server: entry.server,
                   tool,
-                  text: internal.toText(result.content, result.structuredContent),
+                  text: ai.Prompt.toolModelOutputToText(
+                    internal.toModelOutput(result.content, result.structuredContent)
+                  ),
                   ...(result.structuredContent === undefined ? {} : { structuredContent: result.structuredContent })
                 })
               )
@@ -624,7 +635,7 @@ export const make = (options: Options): Effect.Effect<McpToolkit, ConfigError, M
     const makeTool = (name: string, definition: ToolDefinition): McpTool => {
       const hints = definition.annotations
       const title = definition.title ?? hints?.title
-      let tool: McpTool = Tool.dynamic(name, {
+      let tool: McpTool = ai.Tool.dynamic(name, {
         description: definition.description,
         parameters: definition.inputSchema as JsonSchema.JsonSchema,
         success: ToolResult,
@@ -633,12 +644,12 @@ export const make = (options: Options): Effect.Effect<McpToolkit, ConfigError, M
         toModelOutput
       })
         // Server schemas are rarely valid for strict mode (every property required, no extras).
-        .annotate(Tool.Strict, false)
-      if (title !== undefined) tool = tool.annotate(Tool.Title, title)
-      if (hints?.readOnlyHint !== undefined) tool = tool.annotate(Tool.Readonly, hints.readOnlyHint)
-      if (hints?.destructiveHint !== undefined) tool = tool.annotate(Tool.Destructive, hints.destructiveHint)
-      if (hints?.idempotentHint !== undefined) tool = tool.annotate(Tool.Idempotent, hints.idempotentHint)
-      if (hints?.openWorldHint !== undefined) tool = tool.annotate(Tool.OpenWorld, hints.openWorldHint)
+        .annotate(ai.Tool.Strict, false)
+      if (title !== undefined) tool = tool.annotate(ai.Tool.Title, title)
+      if (hints?.readOnlyHint !== undefined) tool = tool.annotate(ai.Tool.Readonly, hints.readOnlyHint)
+      if (hints?.destructiveHint !== undefined) tool = tool.annotate(ai.Tool.Destructive, hints.destructiveHint)
+      if (hints?.idempotentHint !== undefined) tool = tool.annotate(ai.Tool.Idempotent, hints.idempotentHint)
+      if (hints?.openWorldHint !== undefined) tool = tool.annotate(ai.Tool.OpenWorld, hints.openWorldHint)
       return tool
     }
 
@@ -684,7 +695,7 @@ export const make = (options: Options): Effect.Effect<McpToolkit, ConfigError, M
           handlers[name] = callTool(entry, definition.name, name)
         }
       }
-      const toolkit = Toolkit.make(...tools)
+      const toolkit = ai.Toolkit.make(...tools)
       // `toHandlers` captures the current services and `handle` merges them under the caller's. Capture
       // none: the builder's McpScope must never become the fallback scope of another thread's call.
       const handlerContext = toolkit.toHandlers(handlers).pipe(

@@ -25,8 +25,8 @@
  *   specification's backwards-compatibility section describes. No probe request: the real `initialize`
  *   is the probe, so the server gets exactly one session.
  */
-import { SSEClientTransport, SseError } from "@modelcontextprotocol/sdk/client/sse.js"
-import { StreamableHTTPClientTransport, StreamableHTTPError } from "@modelcontextprotocol/sdk/client/streamableHttp.js"
+import type * as SseModule from "@modelcontextprotocol/sdk/client/sse.js"
+import type * as StreamableHttpModule from "@modelcontextprotocol/sdk/client/streamableHttp.js"
 import type { FetchLike, Transport, TransportSendOptions } from "@modelcontextprotocol/sdk/shared/transport.js"
 import { ErrorCode, type JSONRPCMessage, type MessageExtraInfo } from "@modelcontextprotocol/sdk/types.js"
 import { Cause, Effect, Exit, Predicate, Redacted, type Scope } from "effect"
@@ -34,6 +34,27 @@ import { ConnectError } from "../McpPoolError.ts"
 import { type Headers as HeaderValues, type Http, resolvePerScope } from "../McpServerConfig.ts"
 import { show, urlProblem } from "./options.ts"
 import { TransportLost } from "./transportLost.ts"
+
+// The SDK's HTTP client transports (with eventsource, pkce-challenge and the OAuth client) are imported
+// by the first `openRemote`, not with the package: most apps run stdio servers only. Every use below is
+// on a `RemoteTransport`, and `openRemote` loads these before making one.
+let SSEClientTransport: typeof SseModule.SSEClientTransport
+type SSEClientTransport = SseModule.SSEClientTransport
+let SseError: typeof SseModule.SseError
+let StreamableHTTPClientTransport: typeof StreamableHttpModule.StreamableHTTPClientTransport
+type StreamableHTTPClientTransport = StreamableHttpModule.StreamableHTTPClientTransport
+let StreamableHTTPError: typeof StreamableHttpModule.StreamableHTTPError
+
+const loadTransports = Effect.tryPromise(async () => {
+  const [sse, streamable] = await Promise.all([
+    import("@modelcontextprotocol/sdk/client/sse.js"),
+    import("@modelcontextprotocol/sdk/client/streamableHttp.js")
+  ])
+  SSEClientTransport = sse.SSEClientTransport
+  SseError = sse.SseError
+  StreamableHTTPClientTransport = streamable.StreamableHTTPClientTransport
+  StreamableHTTPError = streamable.StreamableHTTPError
+})
 
 /** How long `close()` waits for the DELETE that ends the server-side session. */
 const terminateTimeoutMillis = 2_000
@@ -632,6 +653,7 @@ export const openRemote = (
       try: () => resolvePerScope(config.headers, scope),
       catch: fail("the headers function threw")
     })
+    yield* Effect.mapError(loadTransports, fail("could not load the SDK's HTTP transports"))
     return yield* Effect.acquireRelease(
       Effect.sync(() => new RemoteTransport({ url: new URL(url), mode: config.transport, headers, auth: config.auth })),
       (transport) => Effect.promise(() => transport.close())

@@ -1,9 +1,14 @@
 /**
  * Pure helpers of the toolkit: model-facing tool names and the mapping of MCP tool results to the content
  * `effect/ai` sends to a model. No state, no effects.
+ *
+ * Imports nothing of `effect/ai` at run time (its only entry point, the `effect/ai` barrel, loads the whole
+ * AI, HTTP and RPC stack): `McpToolkit.make` loads it when a toolkit is built. The model output parts are
+ * the plain objects `Prompt.textPart` / `Prompt.filePart` make (test/importCost.test.ts compares them with
+ * effect's own), so `toModelOutput` stays synchronous.
  */
 import type { ContentBlock, Tool as McpToolDefinition } from "@modelcontextprotocol/sdk/types.js"
-import { Prompt } from "effect/ai"
+import type { Prompt } from "effect/ai"
 
 /** What providers accept as a function name (OpenAI's rule, the strictest common one). */
 const VALID_NAME = /^[a-zA-Z0-9_-]{1,64}$/
@@ -27,35 +32,51 @@ export const isRecord = (u: unknown): u is Record<string, unknown> =>
 
 export const isContentBlock = (u: unknown): u is ContentBlock => isRecord(u) && typeof u.type === "string"
 
+/** `Prompt.makePart`'s marker: a string key and value, not a symbol, so a copy here is the same part. */
+const PartTypeId = "~effect/ai/Prompt/Part"
+
+/** `Prompt.textPart`. */
+const textPart = (params: { readonly text: string }): Prompt.TextPart => ({
+  ...params,
+  [PartTypeId]: PartTypeId,
+  type: "text",
+  options: {}
+})
+
+/** `Prompt.filePart`. */
+const filePart = (
+  params: { readonly mediaType: string; readonly data: string; readonly fileName?: string }
+): Prompt.FilePart => ({ ...params, [PartTypeId]: PartTypeId, type: "file", options: {} })
+
 const blockToParts = (block: ContentBlock): Prompt.ToolModelOutputPart => {
   switch (block.type) {
     case "text":
-      return Prompt.textPart({ text: block.text })
+      return textPart({ text: block.text })
     case "image":
     case "audio":
       // MCP carries binary content as base64, which is what a file part's string data means.
-      return Prompt.filePart({ mediaType: block.mimeType, data: block.data })
+      return filePart({ mediaType: block.mimeType, data: block.data })
     case "resource_link":
-      return Prompt.textPart({
+      return textPart({
         text: `${block.title ?? block.name}: ${block.uri}${
           block.description === undefined ? "" : `\n${block.description}`
         }`
       })
     case "resource": {
       const resource = block.resource
-      if ("text" in resource && typeof resource.text === "string") return Prompt.textPart({ text: resource.text })
+      if ("text" in resource && typeof resource.text === "string") return textPart({ text: resource.text })
       if ("blob" in resource && typeof resource.blob === "string") {
-        return Prompt.filePart({
+        return filePart({
           mediaType: resource.mimeType ?? "application/octet-stream",
           data: resource.blob,
           fileName: resource.uri
         })
       }
-      return Prompt.textPart({ text: JSON.stringify(resource) })
+      return textPart({ text: JSON.stringify(resource) })
     }
     default:
       // A content type newer than this code: show it rather than drop it silently.
-      return Prompt.textPart({ text: JSON.stringify(block) })
+      return textPart({ text: JSON.stringify(block) })
   }
 }
 
@@ -72,12 +93,6 @@ export const toModelOutput = (
   if (parts.length > 0) return parts
   // Some providers reject an empty tool result, so say explicitly that there was none.
   return [
-    Prompt.textPart({ text: structuredContent === undefined ? "(no content)" : JSON.stringify(structuredContent) })
+    textPart({ text: structuredContent === undefined ? "(no content)" : JSON.stringify(structuredContent) })
   ]
 }
-
-/** The text of a result, files replaced by placeholders: what an `isError` result tells the model. */
-export const toText = (
-  content: ReadonlyArray<ContentBlock>,
-  structuredContent: Record<string, unknown> | undefined
-): string => Prompt.toolModelOutputToText(toModelOutput(content, structuredContent))
