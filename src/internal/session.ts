@@ -27,6 +27,7 @@ import {
 import type { McpSessionError } from "../McpPoolError.ts"
 import { resolvePerScope } from "../McpServerConfig.ts"
 import type { CallToolParams, McpSession, RequestOptions } from "../McpSession.ts"
+import { callTool } from "./callToolResult.ts"
 import { checkArgs, decodeDuration, type ServerPolicy, show } from "./options.ts"
 import { openRemote } from "./remote.ts"
 import { spawnStdio } from "./stdioTransport.ts"
@@ -293,9 +294,9 @@ export const openSession = (
         }: expected a non-negative duration such as "5 seconds" or a number of milliseconds`
       })
 
-    // The SDK's declared result also covers a pre-2024 shape it never returns for the default schema.
+    // The SDK's own callTool, with callToolResult.ts's decoder in place of zod's CallToolResultSchema.
     const sdkCallTool = (params: CallToolParams, options: { readonly signal: AbortSignal; readonly timeout: number }) =>
-      client.callTool(params, undefined, options) as Promise<CallToolResult>
+      callTool(client, params, options)
 
     const startCallTool: SessionHandle["startCallTool"] = options.policy.maxConcurrentCalls !== undefined
       ? undefined
