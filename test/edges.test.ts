@@ -20,7 +20,9 @@ import {
   Option,
   Queue,
   References,
+  Scheduler,
   Scope,
+  Stream,
   type Tracer
 } from "effect"
 import { TestClock } from "effect/testing"
@@ -32,6 +34,7 @@ import { isSessionCurrent } from "../src/internal/pool.ts"
 import { ConnectTimeout, McpProtocolError, PoolClosed } from "../src/McpPoolError.ts"
 import * as McpScope from "../src/McpScope.ts"
 import * as McpServerConfig from "../src/McpServerConfig.ts"
+import type { McpSession } from "../src/McpSession.ts"
 import { McpSessionPool } from "../src/McpSessionPool.ts"
 import { firstText, makeProbe } from "./utils/probe.ts"
 import { isRunning } from "./utils/proc.ts"
@@ -396,5 +399,125 @@ describe("edges: per-call and per-scope input", () => {
         const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0")
         assert.include(argv, `--profile=/profiles/${scope}`)
       }
+    }))
+})
+
+describe("edges: found in review of the lock-free pool", () => {
+  it.live("pool.callTool interrupted at a scheduler yield returns its lease (every point before the call)", () =>
+    Effect.gen(function*() {
+      const probe = yield* makeProbe()
+      const pool = yield* McpSessionPool.make({ servers: { nb: probe.config } })
+      const call = pool.callTool({ server: "nb", scope: "t", name: "counter_increment" })
+      yield* call
+      // k no-op steps before the call, yielding every 32 ops: the interrupt lands at each point in turn.
+      for (let k = 0; k < 70; k++) {
+        const child = yield* Effect.forkChild(
+          Effect.andThen(Effect.forEach(Array.from({ length: k }), () => Effect.void, { discard: true }), call).pipe(
+            Effect.provideService(Scheduler.MaxOpsBeforeYield, 32)
+          ),
+          { startImmediately: true }
+        )
+        yield* Fiber.interrupt(child)
+        const [row] = yield* pool.snapshot
+        assert.strictEqual(row?.leases, 0, `a lease was kept after an interrupt at step ${k}`)
+      }
+      yield* pool.closeScope("t")
+      assert.strictEqual(probe.counts.releases, 1)
+    }))
+
+  it.live("a notification subscriber that asks the pool again while an eviction runs gets the one session", () =>
+    Effect.gen(function*() {
+      let connects = 0
+      const pool = yield* McpSessionPool.make({
+        servers: {
+          nb: McpServerConfig.custom(() =>
+            Effect.gen(function*() {
+              connects++
+              const server = makeNotebookServer()
+              // Sends a notification, so the test knows when a subscriber hears the session's stream.
+              server.registerTool("notify", {}, () => {
+                server.sendToolListChanged()
+                return { content: [] }
+              })
+              const [client, serverSide] = InMemoryTransport.createLinkedPair()
+              yield* Effect.promise(() => server.connect(serverSide))
+              return client as Transport
+            })
+          )
+        },
+        capacity: 1
+      })
+      const leaseA = yield* Scope.make()
+      const a = yield* pool.get("nb", "a").pipe(Scope.provide(leaseA))
+      const subscribed = yield* Deferred.make<void>()
+      const seen: Array<McpSession> = []
+      // When a's stream ends (a is evicted to make room for b), the subscriber uses b at once.
+      const subscriber = yield* Effect.forkChild(
+        Effect.andThen(
+          Effect.exit(Stream.runForEach(a.notifications, () => Deferred.succeed(subscribed, undefined))),
+          pool.use("nb", "b", (session) => Effect.sync(() => seen.push(session)))
+        ),
+        { startImmediately: true }
+      )
+      // Bounded handshake: a notification sent before the subscription exists is not buffered for it.
+      yield* a.callTool({ name: "notify" }).pipe(
+        Effect.andThen(Deferred.isDone(subscribed)),
+        Effect.repeat({ until: (done) => done, times: 100 })
+      )
+      assert.isTrue(yield* Deferred.isDone(subscribed), "the subscriber never heard a notification")
+      yield* Scope.close(leaseA, Exit.void) // a is idle now, and capacity is 1
+      yield* pool.use("nb", "b", (session) => Effect.sync(() => seen.push(session)))
+      yield* Fiber.join(subscriber).pipe(within("5 seconds", "the subscriber's use of b"))
+      assert.strictEqual(seen.length, 2)
+      assert.strictEqual(seen[0], seen[1], "two sessions were made for one key")
+      assert.strictEqual(connects, 2)
+    }))
+
+  it.live("a second closeAll (the layer's finalizer after an explicit one) waits for the sessions to close", () =>
+    Effect.gen(function*() {
+      let released = false
+      const scope = yield* Scope.make()
+      const pool = yield* McpSessionPool.make({
+        servers: {
+          slow: McpServerConfig.custom(() =>
+            Effect.gen(function*() {
+              // Closing takes a while: a second closeAll must not return before it is done.
+              yield* Effect.addFinalizer(() => Effect.andThen(Effect.sleep(300), Effect.sync(() => released = true)))
+              const [client, server] = InMemoryTransport.createLinkedPair()
+              yield* Effect.promise(() => makeNotebookServer().connect(server))
+              return client as Transport
+            })
+          )
+        }
+      }).pipe(Scope.provide(scope))
+      yield* Effect.scoped(pool.get("slow", "t"))
+      const first = yield* Effect.forkChild(pool.closeAll, { startImmediately: true })
+      yield* Scope.close(scope, Exit.void).pipe(within("5 seconds", "the layer's closeAll"))
+      assert.isTrue(released, "the second closeAll returned before the session was released")
+      yield* Fiber.join(first)
+    }))
+
+  it.live("a failed connect's waiters hear of it even while a slow finalizer of the connect still runs", () =>
+    Effect.gen(function*() {
+      const finalizerMayEnd = yield* Deferred.make<void>()
+      const pool = yield* McpSessionPool.make({
+        servers: {
+          silent: McpServerConfig.custom(() =>
+            Effect.gen(function*() {
+              yield* Effect.addFinalizer(() => Deferred.await(finalizerMayEnd))
+              // A transport whose server never answers initialize.
+              const [client] = InMemoryTransport.createLinkedPair()
+              return client as Transport
+            }), { connectTimeout: "200 millis" })
+        },
+        closeTimeout: "30 seconds"
+      })
+      const error = yield* pool.get("silent", "t").pipe(
+        Effect.scoped,
+        Effect.flip,
+        within("5 seconds", "ConnectTimeout while the connect's finalizer is still running")
+      )
+      assert.instanceOf(error, ConnectTimeout)
+      yield* Deferred.succeed(finalizerMayEnd, undefined)
     }))
 })

@@ -21,10 +21,14 @@
  *   closeServer, reload, expiry, death) removes an entry from the indexes at once — the next `get` makes a
  *   fresh one — and `retire` tells its owner to close when its last lease ends. Removals check identity,
  *   so a stale owner never removes its replacement.
- * - The state lives in a `SynchronizedRef`. Every transition is synchronous code, atomic by itself in a
- *   single-threaded runtime: transitions read and write the ref's cell directly and never queue on its
- *   semaphore (which under a burst of cold gets cost more than the transitions). No transition waits for
- *   an owner (owners need the state to detach themselves).
+ * - The state lives in a `SynchronizedRef`. Every transition is synchronous code: transitions read and
+ *   write the ref's cell directly and never queue on its semaphore (which under a burst of cold gets cost
+ *   more than the transitions). No transition waits for an owner (owners need the state to detach
+ *   themselves).
+ * - Completing a `Deferred` resumes its waiters at once, inside the transition that completed it. So a
+ *   transition completes its Deferreds last, once the state is consistent, and owners yield before they
+ *   act on a signal: no user code (a close, a notification subscriber that asks the pool again) runs in
+ *   the middle of a transition.
  */
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js"
 import {
@@ -82,9 +86,9 @@ interface Open {
 
 interface Closed {
   readonly _tag: "Closed"
+  /** Completed once every owner has finished closing (or at the bound): what a later `closeAll` awaits. */
+  readonly done: Deferred.Deferred<void>
 }
-
-const closed: Closed = { _tag: "Closed" }
 
 interface Entry {
   readonly server: string
@@ -236,16 +240,16 @@ const returnLease = (pool: Pool, entry: Entry, now: number): void => {
   } else if (entry.state._tag === "Connecting") {
     // The last waiter gave up: cancel the connect rather than keep a session nobody asked for.
     retire(state, entry, "cancelled")
-  } else {
+  } else if (entry.state._tag === "Ready" && entry.state.probing === undefined) {
     entry.idleSince = now
     state.idle.add(entry)
-    if (entry.idleWake !== undefined) {
-      // The idle clock starts now: wake the expiry fiber, which waited for the last lease to end.
-      Deferred.doneUnsafe(entry.idleWake, Exit.void)
-      entry.idleWake = undefined
-    }
     trim(pool, state, 0)
+    // The idle clock starts now: wake the expiry fiber, which waited for the last lease to end.
+    const wake = entry.idleWake
+    entry.idleWake = undefined
+    if (wake !== undefined) Deferred.doneUnsafe(wake, Exit.void)
   }
+  // Ready with a ping under way: never idle (so never evicted) until the ping's verdict puts it there.
 }
 
 const releaseLease = (pool: Pool, entry: Entry) =>
@@ -375,34 +379,34 @@ const awaitConnected = (entry: Entry, attempt: Fiber.Fiber<SessionHandle, McpGet
     )
   ]).pipe(
     Effect.interruptible,
-    Effect.catchCause((): Effect.Effect<Connected> => Effect.succeed({ _tag: "Abandoned", reason: "pool-closed" })),
-    Effect.tap((outcome) =>
-      Effect.sync(() => {
-        if (outcome._tag !== "Connected") attempt.interruptUnsafe()
-      })
-    )
+    Effect.catchCause((): Effect.Effect<Connected> => Effect.succeed({ _tag: "Abandoned", reason: "pool-closed" }))
   )
 
 /** Owner: Connecting → Ready. A connect that beat closeAll by a hair must not hand out a closed pool's session. */
-const publishReady = (pool: Pool, entry: Entry, handle: SessionHandle, now: number): void => {
-  if (entry.state._tag !== "Connecting") return
-  const { ready } = entry.state
+const publishReady = (
+  pool: Pool,
+  entry: Entry,
+  ready: Deferred.Deferred<McpSession, McpGetError>,
+  handle: SessionHandle,
+  now: number
+): void => {
   entry.state = { _tag: "Ready", handle, probing: undefined }
   entryOfSession.set(handle.session, entry)
   const state = stateOf(pool)
+  if (state._tag === "Open") {
+    if (entry.detachedFor === undefined && entry.leases === 0) {
+      entry.idleSince = now
+      state.idle.add(entry)
+    }
+    // Several keys may finish at once while others sit idle: trim after each.
+    trim(pool, state, 0)
+  }
   Deferred.doneUnsafe(
     ready,
     state._tag === "Closed"
       ? Exit.fail(new PoolClosed({ server: entry.server, scope: entry.scope }))
       : Exit.succeed(handle.session)
   )
-  if (state._tag === "Closed") return
-  if (entry.detachedFor === undefined && entry.leases === 0) {
-    entry.idleSince = now
-    state.idle.add(entry)
-  }
-  // Several keys may finish at once while others sit idle: trim after each.
-  trim(pool, state, 0)
 }
 
 /**
@@ -447,37 +451,35 @@ const serve = (pool: Pool, entry: Entry, handle: SessionHandle): Effect.Effect<C
   )
 }
 
-/** Owner, close phase: closes the session's scope in a fiber of its own and stops waiting at `closeTimeout`. */
-const closeSession = (
-  pool: Pool,
-  entry: Entry,
+/**
+ * Owner, close phase: closes the session's scope in a fiber of its own. Finalizers (and a transport's
+ * close) cannot be interrupted, so a timeout around them would wait anyway: the owner waits for this fiber
+ * instead, bounded. Started at once: under churn a queued close would wait behind new work and closes
+ * would pile up.
+ */
+const startClosing = (
   sessionScope: Scope.Closeable,
   terminate: Effect.Effect<void>,
   exit: Exit.Exit<unknown, unknown>
-) =>
-  Effect.gen(function*() {
-    // Finalizers (and a transport's close) cannot be interrupted, so a timeout around them would wait
-    // anyway. Started at once: under churn a queued close would wait behind new work and closes would pile up.
-    const closing = yield* Effect.forkDetach(Effect.andThen(terminate, Scope.close(sessionScope, exit)), {
-      startImmediately: true
-    })
-    const done = yield* Effect.timeoutOption(Fiber.await(closing), pool.options.closeTimeout)
-    if (done._tag === "None") {
-      yield* Effect.logWarning(`${describe(entry)} did not close within ${Duration.format(pool.options.closeTimeout)}`)
-    }
-  })
+) => Effect.forkDetach(Effect.andThen(terminate, Scope.close(sessionScope, exit)), { startImmediately: true })
 
-/** Owner, after a failed or abandoned connect: the attempt may be stuck where it cannot be interrupted. */
-const awaitAbandonedAttempt = (pool: Pool, entry: Entry, attempt: Fiber.Fiber<unknown, unknown>) =>
+/** Waits for `fiber` until `deadline` (on the Clock); says whether it ended. */
+const awaitUntil = (fiber: Fiber.Fiber<unknown, unknown>, deadline: number) =>
   Effect.flatMap(
-    Effect.timeoutOption(Fiber.await(attempt), pool.options.closeTimeout),
-    (stopped) =>
-      stopped._tag === "Some" ? Effect.void : Effect.logWarning(
-        `${describe(entry)}: its connect did not stop within ${
-          Duration.format(pool.options.closeTimeout)
-        } of being abandoned (stuck in an uninterruptible step?); what it opens later is released at once`
+    Clock.currentTimeMillis,
+    (now) =>
+      Effect.map(
+        Effect.timeoutOption(Fiber.await(fiber), Math.max(0, deadline - now)),
+        (ended) => ended._tag === "Some"
       )
   )
+
+/**
+ * How long the waiters of a failed connect wait for what it opened to be gone before they hear of the
+ * failure anyway: a killed process is gone in milliseconds, a user's slow finalizer must not hold the
+ * connect bound.
+ */
+const failureNoticeMillis = 1_000
 
 /**
  * The owner: runs uninterruptibly; only its waits can be interrupted (by the owners scope closing). User
@@ -487,8 +489,11 @@ const runOwner = (pool: Pool, entry: Entry): Effect.Effect<void> =>
   Effect.gen(function*() {
     const sessionScope = yield* Scope.make()
     const connectStarted = yield* Clock.currentTimeMillis
+    const ready = (entry.state as Connecting).ready
     const attempt = forkWithOwnerContext(pool, connect(pool, entry, sessionScope))
     const outcome = yield* awaitConnected(entry, attempt)
+    // Woken by a signal, maybe inside the transition that sent it: act from a turn of its own (see the header).
+    yield* Effect.yieldNow
 
     let reason: CloseReason
     if (outcome._tag === "Connected") {
@@ -497,30 +502,27 @@ const runOwner = (pool: Pool, entry: Entry): Effect.Effect<void> =>
       yield* Metric.update(sessionsCreated, 1)
       yield* Metric.update(connectDuration, Duration.millis(now - connectStarted))
       yield* Effect.logDebug("MCP session ready")
-      publishReady(pool, entry, handle, now)
+      publishReady(pool, entry, ready, handle, now)
       reason = yield* serve(pool, entry, handle)
+      yield* Effect.yieldNow
       if (reason === "lost") {
         yield* Effect.logWarning("MCP session lost: its transport closed")
         const state = stateOf(pool)
         if (state._tag === "Open") detach(state, entry, "lost")
       }
       entry.state = { _tag: "Closing", reason }
-      yield* closeSession(
-        pool,
-        entry,
-        sessionScope,
-        handle.terminate(
-          reason === "pool-closed"
-            ? new PoolClosed({ server: entry.server, scope: entry.scope })
-            : new SessionLost({
-              server: entry.server,
-              scope: entry.scope,
-              reason: `the session was closed (${reason})`
-            })
-        ),
-        Exit.void
-      )
+      const closeBy = (yield* Clock.currentTimeMillis) + Duration.toMillis(pool.options.closeTimeout)
+      const terminated = reason === "pool-closed"
+        ? new PoolClosed({ server: entry.server, scope: entry.scope })
+        : new SessionLost({ server: entry.server, scope: entry.scope, reason: `the session was closed (${reason})` })
+      const closing = yield* startClosing(sessionScope, handle.terminate(terminated), Exit.void)
+      if (!(yield* awaitUntil(closing, closeBy))) {
+        yield* Effect.logWarning(
+          `${describe(entry)} did not close within ${Duration.format(pool.options.closeTimeout)}`
+        )
+      }
     } else {
+      attempt.interruptUnsafe()
       const failure: McpGetError = outcome._tag === "Failed"
         ? outcome.error
         : new PoolClosed({ server: entry.server, scope: entry.scope })
@@ -532,13 +534,28 @@ const runOwner = (pool: Pool, entry: Entry): Effect.Effect<void> =>
       // Detached at once: the next `get` must try again, never see this failure cached.
       const state = stateOf(pool)
       if (state._tag === "Open") detach(state, entry, reason)
-      const ready = entry.state._tag === "Connecting" ? entry.state.ready : undefined
       entry.state = { _tag: "Closing", reason }
       // A session that never served has nothing to flush: the failure exit tells the transport to kill at
-      // once. Its waiters hear of the failure once what it opened is gone (or at the close bound).
-      yield* closeSession(pool, entry, sessionScope, Effect.void, Exit.fail(failure))
-      if (ready !== undefined) Deferred.doneUnsafe(ready, Exit.fail(failure))
-      yield* awaitAbandonedAttempt(pool, entry, attempt)
+      // once. Its waiters hear of the failure once what it opened is gone, or after failureNoticeMillis.
+      // One deadline for the whole close: closeAll's bound is closeTimeout + 1 s.
+      const now = yield* Clock.currentTimeMillis
+      const closeBy = now + Duration.toMillis(pool.options.closeTimeout)
+      const closing = yield* startClosing(sessionScope, Effect.void, Exit.fail(failure))
+      const closedInTime = yield* awaitUntil(closing, Math.min(closeBy, now + failureNoticeMillis))
+      Deferred.doneUnsafe(ready, Exit.fail(failure))
+      if (!closedInTime && !(yield* awaitUntil(closing, closeBy))) {
+        yield* Effect.logWarning(
+          `${describe(entry)} did not close within ${Duration.format(pool.options.closeTimeout)}`
+        )
+      }
+      // The interrupted attempt may be stuck where it cannot be interrupted: say so rather than hide it.
+      if (!(yield* awaitUntil(attempt, closeBy))) {
+        yield* Effect.logWarning(
+          `${describe(entry)}: its connect did not stop within ${
+            Duration.format(pool.options.closeTimeout)
+          } of being abandoned (stuck in an uninterruptible step?); what it opens later is released at once`
+        )
+      }
     }
 
     yield* Metric.update(Metric.withAttributes(sessionsClosed, { reason }), 1)
@@ -567,10 +584,20 @@ const probeIdle = (pool: Pool, entry: Entry, ready: Ready, verdict: Deferred.Def
       )
     ),
     Effect.onExit((exit) =>
-      Effect.sync(() => {
-        if (ready.probing === verdict) ready.probing = undefined
-        Deferred.doneUnsafe(verdict, Exit.isSuccess(exit) ? exit : Exit.succeed(false))
-      })
+      Effect.clockWith((clock) =>
+        Effect.sync(() => {
+          if (ready.probing === verdict) ready.probing = undefined
+          const healthy = Exit.isSuccess(exit) && exit.value
+          const state = stateOf(pool)
+          // Every waiter gave up meanwhile: idle from now (it was kept out of the idle set while pinged).
+          if (healthy && state._tag === "Open" && entry.detachedFor === undefined && entry.leases === 0) {
+            entry.idleSince = clock.currentTimeMillisUnsafe()
+            state.idle.add(entry)
+            trim(pool, state, 0)
+          }
+          Deferred.doneUnsafe(verdict, Exit.succeed(healthy))
+        })
+      )
     ),
     Effect.annotateLogs({ "mcp.server": entry.server, "mcp.scope": entry.scope })
   )
@@ -596,9 +623,6 @@ const acquireLease = (
   // A session known to be dead is never handed out, even before its owner has detached it.
   if (existing?.state._tag === "Ready" && Deferred.isDoneUnsafe(existing.state.handle.lost)) {
     retire(state, existing, "lost")
-  } else if (existing?.state._tag === "Closing") {
-    // Not reachable while every close detaches first; kept so that a closing session is never handed out.
-    detach(state, existing, existing.state.reason)
   } else if (existing !== undefined) {
     const current = existing.state
     if (current._tag === "Connecting") {
@@ -628,7 +652,6 @@ const acquireLease = (
   }
   const policy = pool.servers.get(server)
   if (policy === undefined) return new UnknownServer({ server, scope, known: Array.from(pool.servers.keys()) })
-  trim(pool, state, 1)
   const ready = Deferred.makeUnsafe<McpSession, McpGetError>()
   const entry = attachNew(
     state,
@@ -639,11 +662,13 @@ const acquireLease = (
     ready,
     Context.getOrUndefined(fiber.context, Tracer.ParentSpan)
   )
-  // Forked last, with the state consistent: the owner starts running at once.
+  // Forked with the state consistent: the owner starts running at once (until its first wait).
   entry.owner = Fiber.runIn(
     forkWithOwnerContext(pool, runOwner(pool, entry), { uninterruptible: true }),
     pool.ownersScope
   )
+  // Room for the new entry last: evicting signals owners. The new entry is not idle, so never the victim.
+  trim(pool, state, 0)
   return { _tag: "AwaitReady", entry, ready }
 }
 
@@ -731,7 +756,7 @@ const get = (pool: Pool, server: string, scope?: string): Effect.Effect<McpSessi
       ([entry, session]) => Effect.as(Effect.addFinalizer(() => releaseLease(pool, entry)), session)
     ).pipe(Effect.withSpan(
       "McpSessionPool.get",
-      { attributes: { "mcp.server": server, "mcp.scope": scope ?? "" } },
+      { attributes: { "mcp.server": server, "mcp.scope": scopeOf(fiber, scope) ?? "" } },
       { captureStackTrace: false }
     ))
   }))
@@ -773,19 +798,22 @@ const callTool = (
   params: CallToolParams,
   requestOptions: RequestOptions | undefined
 ): Effect.Effect<CallToolResult, McpGetError | McpSessionError> =>
-  Effect.withFiber((fiber) => {
-    const hit = leaseReadyUnsafe(pool, fiber, server, scope, true)
-    if (hit === undefined) return use(pool, server, scope, (session) => session.callTool(params, requestOptions))
-    const start = (hit.state as Ready).handle.startCallTool!
-    const clock = fiber.getRef(Clock.Clock)
-    return Effect.callback<CallToolResult, McpSessionError>((resume, signal) => {
+  Effect.withFiber((fiber) =>
+    Effect.callback<CallToolResult, McpGetError | McpSessionError>((resume, signal) => {
+      // Leased here, in the registration: nothing can interrupt between taking the lease and the canceler
+      // that returns it (a scheduler yield before the callback would).
+      const hit = leaseReadyUnsafe(pool, fiber, server, scope, true)
+      if (hit === undefined) {
+        return resume(use(pool, server, scope, (session) => session.callTool(params, requestOptions)))
+      }
+      const clock = fiber.getRef(Clock.Clock)
       let leased = true
       const giveBack = () => {
         if (!leased) return
         leased = false
         returnLease(pool, hit, clock.currentTimeMillisUnsafe())
       }
-      start(params, requestOptions, signal, (exit) => {
+      ;(hit.state as Ready).handle.startCallTool!(params, requestOptions, signal, (exit) => {
         giveBack()
         resume(exit)
       })
@@ -793,7 +821,7 @@ const callTool = (
       // when the aborted promise settles.
       return Effect.sync(giveBack)
     })
-  })
+  )
 
 // =============================================================================
 // Closing
@@ -815,21 +843,23 @@ const retireWhere = (pool: Pool, select: (state: Open) => Iterable<Entry>, reaso
 /**
  * Forced: marks the pool closed, signals every live entry, and waits for the owners, which bound their own
  * closes by `closeTimeout`; this wait stops at `closeTimeout` + 1 s whatever user code does, and names the
- * sessions that had not finished closing.
+ * sessions that had not finished closing. A later (or concurrent) `closeAll` waits for the first one's end.
  */
 const closeAll = (pool: Pool): Effect.Effect<void> =>
   Effect.uninterruptible(Effect.suspend(() => {
+    const bound = Duration.sum(pool.options.closeTimeout, Duration.seconds(1))
     const state = stateOf(pool)
-    if (state._tag === "Closed") return Effect.void
-    MutableRef.set(pool.state.backing.ref, closed)
+    if (state._tag === "Closed") return Effect.asVoid(Effect.timeoutOption(Deferred.await(state.done), bound))
+    const done = Deferred.makeUnsafe<void>()
+    // The ref's cell, written directly like every transition (see the header).
+    MutableRef.set(pool.state.backing.ref, { _tag: "Closed", done })
     const entries = Array.from(state.live)
     for (const entry of entries) {
       // No longer what a `get` would return (there is no `get` any more): caches beside the pool see it.
       entry.detachedFor ??= "pool-closed"
-      signalClose(entry, "pool-closed")
     }
+    for (const entry of entries) signalClose(entry, "pool-closed")
     const owners = entries.flatMap((entry) => entry.owner === undefined ? [] : [entry.owner])
-    const bound = Duration.sum(pool.options.closeTimeout, Duration.seconds(1))
     return Effect.gen(function*() {
       // Then ends what is left in the owners scope (idle pings under way), in the same bound.
       const ending = yield* Effect.forkDetach(
@@ -845,6 +875,7 @@ const closeAll = (pool: Pool): Effect.Effect<void> =>
           }`
         )
       }
+      Deferred.doneUnsafe(done, Exit.void)
     })
   }))
 
@@ -869,16 +900,19 @@ const reload = (pool: Pool, servers: Parameters<McpSessionPoolShape["reload"]>[0
   Effect.flatMap(
     resolveServers(servers, pool.options.defaults, "McpSessionPool.reload"),
     (next) =>
-      retireWhere(pool, (state) => {
+      Effect.suspend(() => {
+        // New gets use the new configs from now on; the sessions made with a changed one are retired.
         pool.servers = next
-        const stale: Array<Entry> = []
-        for (const scopes of state.byServer.values()) {
-          for (const entry of scopes.values()) {
-            if (!samePolicy(entry.policy, next.get(entry.server))) stale.push(entry)
+        return retireWhere(pool, (state) => {
+          const stale: Array<Entry> = []
+          for (const scopes of state.byServer.values()) {
+            for (const entry of scopes.values()) {
+              if (!samePolicy(entry.policy, next.get(entry.server))) stale.push(entry)
+            }
           }
-        }
-        return stale
-      }, "reloaded")
+          return stale
+        }, "reloaded")
+      })
   )
 
 // =============================================================================

@@ -237,12 +237,13 @@ export const openSession = (
       try: (signal) =>
         client.connect(opened.transport, {
           signal,
-          timeout: sdkTimeout(Duration.toMillis(options.policy.connectTimeout))
+          // The pool's owner bounds the connect (and kills what it opened at once); the SDK's own timer
+          // would race it and close the transport gracefully first, so it only backs that bound up.
+          timeout: sdkTimeout(Duration.toMillis(options.policy.connectTimeout) * 2)
         }),
       catch: (cause) =>
-        // The SDK's own initialize timeout (same bound as ours) may fire first: report it as what it is.
         cause instanceof McpError && cause.code === ErrorCode.RequestTimeout &&
-          isLocalTimeout(cause, Duration.toMillis(options.policy.connectTimeout))
+          isLocalTimeout(cause, Duration.toMillis(options.policy.connectTimeout) * 2)
           ? new ConnectTimeout({ server, scope, timeoutMillis: Duration.toMillis(options.policy.connectTimeout) })
           : new ConnectError({ server, scope, reason: `initialize failed: ${errorText(cause)}`, cause })
     })
