@@ -55,7 +55,7 @@ export const heapUsed = (): number => {
 // --- interleaved comparison ---
 
 /** This process's CPU time (per-thread CPU time would leave out V8's GC threads, but counts in 4 ms ticks). */
-const cpuMillis = (): number => {
+export const cpuMillis = (): number => {
   const { system, user } = process.cpuUsage()
   return (user + system) / 1000
 }
@@ -94,6 +94,8 @@ export interface Timing {
   readonly ratio: Record<string, number>
   /** The 25th and 75th percentiles of those per-round ratios: how much the rounds disagree. */
   readonly spread: Record<string, readonly [number, number]>
+  /** Every round's time per operation (µs), in round order: for ratios between any two variants. */
+  readonly samples: Record<string, ReadonlyArray<number>>
 }
 
 /**
@@ -113,9 +115,28 @@ const summarize = (times: Map<string, Array<number>>, baseline: string): Timing 
     ratio: Object.fromEntries([...ratios].map(([name, xs]) => [name, median(xs)])),
     spread: Object.fromEntries(
       [...ratios].map(([name, xs]) => [name, [percentile(xs, 25), percentile(xs, 75)] as const])
-    )
+    ),
+    samples: Object.fromEntries(times)
   }
 }
+
+/** A ratio between two variants measured in the same rounds: its median over rounds and its IQR. */
+export interface PairRatio {
+  readonly median: number
+  readonly lo: number
+  readonly hi: number
+}
+
+/** Median over rounds of (a ÷ b), both timed in the same round. */
+export const pairRatio = (
+  a: ReadonlyArray<number>,
+  b: ReadonlyArray<number>
+): PairRatio => {
+  const xs = a.map((x, i) => x / b[i]!)
+  return { median: median(xs), lo: percentile(xs, 25), hi: percentile(xs, 75) }
+}
+
+export const pairText = (r: PairRatio): string => `${fmt(r.median, 2)} (${fmt(r.lo, 2)}–${fmt(r.hi, 2)})`
 
 /**
  * Runs the variants side by side: every round times one batch of each, in a rotating order (A B C, B C A,

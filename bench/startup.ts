@@ -1,0 +1,221 @@
+/**
+ * What importing the package root costs: fresh Node processes, one import each, timed inside the child;
+ * variants interleaved in rotating order; medians over many repetitions.
+ */
+import { spawnSync } from "node:child_process"
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { fileURLToPath } from "node:url"
+import * as L from "./lib.ts"
+import type { Section } from "./report.ts"
+
+const root = fileURLToPath(new URL("../", import.meta.url))
+const src = join(root, "src")
+/** Scratch space for the compiled copy: under a node_modules folder, which git and eslint ignore. */
+const build = fileURLToPath(new URL("./node_modules/.effect-mcp-pool-bench/", import.meta.url))
+
+/** Every .ts file under `dir`. */
+const sources = (dir: string): Array<string> =>
+  readdirSync(dir, { withFileTypes: true }).flatMap((entry) =>
+    entry.isDirectory()
+      ? sources(join(dir, entry.name))
+      : entry.name.endsWith(".ts")
+      ? [join(dir, entry.name)]
+      : []
+  )
+
+/**
+ * The third-party modules the package's source loads when imported: every static `import … from` or
+ * `export … from` of a bare specifier, except `import type` (erased) and Node's built-ins. Read from the
+ * source each run, so that it follows edits to the package.
+ */
+const thirdPartyImports = (): Array<string> => {
+  const found = new Set<string>()
+  const patterns = [
+    /^import\s+(?!type\s)(?:[\w$]+\s*,\s*)?(?:\*\s+as\s+[\w$]+|\{[^}]*\}|[\w$]+)\s+from\s+"([^"]+)"/gm,
+    /^export\s+(?:\*(?:\s+as\s+[\w$]+)?|\{[^}]*\})\s+from\s+"([^"]+)"/gm,
+    /^import\s+"([^"]+)"/gm
+  ]
+  for (const file of sources(src)) {
+    const text = readFileSync(file, "utf8")
+    for (const match of patterns.flatMap((pattern) => [...text.matchAll(pattern)])) {
+      const specifier = match[1]!
+      if (!specifier.startsWith(".") && !specifier.startsWith("node:")) found.add(specifier)
+    }
+  }
+  return [...found].sort()
+}
+
+/** The package compiled to JavaScript (as published in dist/), into bench/node_modules/.effect-mcp-pool-bench/dist. */
+const compile = (): string | undefined => {
+  const out = join(build, "dist")
+  const tsc = join(root, "node_modules/typescript/bin/tsc")
+  const result = spawnSync(process.execPath, [
+    tsc,
+    "-p",
+    join(root, "tsconfig.build.json"),
+    "--outDir",
+    out,
+    "--declaration",
+    "false",
+    "--sourceMap",
+    "false"
+  ], { cwd: root, encoding: "utf8" })
+  // tsc still emits on type errors (another engineer's edit in progress): what matters is the output.
+  const index = join(out, "index.js")
+  if (!existsSync(index)) return `tsc produced no ${index} (exit ${result.status}): ${result.stdout.slice(0, 200)}`
+  return undefined
+}
+
+interface Variant {
+  readonly name: string
+  readonly specifiers: ReadonlyArray<string>
+}
+
+/**
+ * One fresh process: first a one-line .ts file (Node's type stripper starts up on the first .ts it loads,
+ * ~40 ms, a cost published JavaScript never pays; every variant pays it before the clock starts), then the
+ * variant's imports, all at once (one module graph loading, as a static import list would), timed.
+ */
+const runChild = (trivial: string, variant: Variant): { imports: number; cpu: number; stripper: number } => {
+  const code = `const cpu = () => { const u = process.cpuUsage(); return (u.user + u.system) / 1000 }
+const t0 = performance.now()
+await import(${JSON.stringify(trivial)})
+const [t1, c1] = [performance.now(), cpu()]
+await Promise.all(${JSON.stringify(variant.specifiers)}.map((s) => import(s)))
+const [t2, c2] = [performance.now(), cpu()]
+process.stdout.write(JSON.stringify({ stripper: t1 - t0, imports: t2 - t1, cpu: c2 - c1 }))`
+  const result = spawnSync(process.execPath, ["--input-type=module", "-e", code], {
+    cwd: root,
+    encoding: "utf8"
+  })
+  if (result.status !== 0) throw new Error(`import of ${variant.name} failed: ${result.stderr.slice(0, 500)}`)
+  return JSON.parse(result.stdout)
+}
+
+export const importCost = async (): Promise<Section> => {
+  mkdirSync(build, { recursive: true })
+  // Node strips types only outside node_modules.
+  const trivial = join(mkdtempSync(join(tmpdir(), "mcp-pool-bench-import-")), "trivial.ts")
+  writeFileSync(trivial, "export const warm: number = 1\n")
+  const compileError = compile()
+  const external = thirdPartyImports()
+  const toUrl = (path: string) => new URL(`file://${path}`).href
+  const baseline: Variant = {
+    name: "`effect` + `@modelcontextprotocol/sdk/client/index.js`",
+    specifiers: ["effect", "@modelcontextprotocol/sdk/client/index.js"]
+  }
+  const rootTs: Variant = { name: "package root, `src/index.ts`", specifiers: [toUrl(join(src, "index.ts"))] }
+  const variants: Array<Variant> = [
+    baseline,
+    rootTs,
+    ...(compileError === undefined
+      ? [{
+        name: "package root compiled to JavaScript (tsc, as in dist/)",
+        specifiers: [toUrl(join(build, "dist/index.js"))]
+      }]
+      : []),
+    { name: "floor: the third-party modules the package imports, none of its own", specifiers: external }
+  ]
+  const reps = 12
+  console.log(`import: ${variants.length} variants × ${reps} fresh processes, interleaved`)
+  const times = new Map(variants.map((v) => [v.name, [] as Array<number>]))
+  const cpuTimes = new Map(variants.map((v) => [v.name, [] as Array<number>]))
+  const stripper: Array<number> = []
+  for (const v of variants) runChild(trivial, v) // warm-up: disk caches
+  for (let rep = 0; rep < reps; rep++) {
+    for (let i = 0; i < variants.length; i++) {
+      const variant = variants[(rep + i) % variants.length]!
+      const { cpu, imports, stripper: s } = runChild(trivial, variant)
+      times.get(variant.name)!.push(imports)
+      cpuTimes.get(variant.name)!.push(cpu)
+      stripper.push(s)
+    }
+    if (rep % 5 === 4) process.stdout.write(".")
+  }
+  process.stdout.write("\n")
+  const base = times.get(baseline.name)!
+  const ratio = (name: string) => L.pairRatio(times.get(name)!, base)
+  const cpuRatio = (name: string) => L.pairRatio(cpuTimes.get(name)!, cpuTimes.get(baseline.name)!)
+  const compiledName = variants.length === 4 ? variants[2]!.name : undefined
+  // The root users import is the published one (dist/, compiled); src/index.ts is measured beside it.
+  const target = ratio(compiledName ?? rootTs.name)
+  const source = ratio(rootTs.name)
+  const floorName = variants[variants.length - 1]!.name
+  const floor = ratio(floorName)
+  const ms = (name: string) => L.median(times.get(name)!)
+  const signedMs = (x: number) => `${x >= 0 ? "+" : "−"}${L.fmt(Math.abs(x), 0)} ms`
+  const ownFiles = sources(src).length
+  return {
+    id: "import",
+    title: "9. Import: the package root vs `effect` + the SDK client",
+    description: `Each sample is a fresh Node process (\`node --input-type=module -e …\`, cwd the repository) ` +
+      "that imports one variant and times the import inside the process (Node's own start-up is not " +
+      "counted), on the wall clock and on the process's CPU time (which also counts V8's background " +
+      "compile threads). Before the clock starts, every process loads a one-line .ts file, so that Node's type " +
+      `stripper, which starts on the first .ts file (${L.fmt(L.median(stripper), 0)} ms here), is warm in all ` +
+      `variants alike. ${reps} processes per variant, interleaved in rotating order after one warm-up each; ` +
+      "ratios are medians over repetitions of (variant ÷ baseline) in the same repetition. The floor imports " +
+      "every third-party module that the package's source imports (read from src/ this run), without the " +
+      "package's own modules." +
+      (compileError === undefined ? "" : ` The compiled variant is missing: ${compileError}.`),
+    table: {
+      head: ["import", "wall (median)", "× effect + SDK, wall (IQR)", "CPU (median)", "× effect + SDK, CPU (IQR)"],
+      rows: variants.map((v) => [
+        v.name,
+        `${L.fmt(ms(v.name), 1)} ms`,
+        v === baseline ? "1.00" : L.pairText(ratio(v.name)),
+        `${L.fmt(L.median(cpuTimes.get(v.name)!), 1)} ms`,
+        v === baseline ? "1.00" : L.pairText(cpuRatio(v.name))
+      ])
+    },
+    notes: [
+      `The floor's modules: ${external.map((s) => `\`${s}\``).join(", ")}.`,
+      "`src/index.ts` runs through Node's type stripping, file by file; the compiled row is what an app " +
+      "importing the published package (dist/) loads."
+    ],
+    targets: [{
+      name: compiledName === undefined
+        ? "importing the package root (`src/index.ts`) ÷ importing `effect` + the SDK client"
+        : "importing the package root as published (compiled, dist/) ÷ importing `effect` + the SDK client",
+      where: "§9",
+      bound: 1.1,
+      value: target.median,
+      spread: `${L.fmt(target.lo, 2)}–${L.fmt(target.hi, 2)}`,
+      floor: `${L.pairText(floor)} (the third-party modules it imports, none of its own)`,
+      why: `Wall: ${L.fmt(ms(rootTs.name), 0)} vs ${L.fmt(ms(baseline.name), 0)} ms. The third-party modules ` +
+        `beyond effect + the SDK client add ${signedMs(ms(floorName) - ms(baseline.name))}; the package's own ` +
+        `${ownFiles} modules, type-stripped by Node from .ts, ${signedMs(ms(rootTs.name) - ms(floorName))}` +
+        (compiledName === undefined
+          ? ""
+          : `; the same modules compiled to JavaScript, as published in dist/, ${
+            signedMs(ms(compiledName) - ms(floorName))
+          }: the compiled root is ${L.pairText(ratio(compiledName))}× (CPU ${
+            L.pairText(cpuRatio(compiledName))
+          }×), so most of the excess is Node's type stripping, which an app importing the published package ` +
+            "never pays") +
+        `. \`src/index.ts\` (type-stripped) is ${L.pairText(source)}× wall, ${L.pairText(cpuRatio(rootTs.name))}× CPU.`
+    }],
+    headline: compiledName === undefined ? [] : [{
+      metric: "Import: the package root compiled to JavaScript (as published) ÷ `effect` + the SDK client",
+      value: ratio(compiledName).median,
+      text: `${L.pairText(ratio(compiledName))}× wall (\`src/index.ts\` through Node's type stripping: ${
+        L.fmt(target.median, 2)
+      }×)`
+    }],
+    bars: [
+      {
+        group: "import (× effect + SDK client, wall)",
+        label: "package root, src/index.ts",
+        value: target.median,
+        target: 1.1
+      },
+      ...(compiledName === undefined ? [] : [{
+        group: "import (× effect + SDK client, wall)",
+        label: "package root compiled (dist/)",
+        value: ratio(compiledName).median
+      }])
+    ]
+  }
+}
