@@ -366,17 +366,15 @@ const awaitConnected = (entry: Entry, attempt: Fiber.Fiber<SessionHandle, McpGet
         }
     }),
     Effect.map(Deferred.await(entry.closeSignal), (reason): Connected => ({ _tag: "Abandoned", reason })),
-    Effect.as(
-      Effect.sleep(entry.policy.connectTimeout),
-      {
-        _tag: "Failed",
-        error: new ConnectTimeout({
-          server: entry.server,
-          scope: entry.scope,
-          timeoutMillis: Duration.toMillis(entry.policy.connectTimeout)
-        })
-      } satisfies Connected
-    )
+    // Built only if the timeout wins: an error captures a stack, which costs more than the rest of a get.
+    Effect.map(Effect.sleep(entry.policy.connectTimeout), (): Connected => ({
+      _tag: "Failed",
+      error: new ConnectTimeout({
+        server: entry.server,
+        scope: entry.scope,
+        timeoutMillis: Duration.toMillis(entry.policy.connectTimeout)
+      })
+    }))
   ]).pipe(
     Effect.interruptible,
     Effect.catchCause((): Effect.Effect<Connected> => Effect.succeed({ _tag: "Abandoned", reason: "pool-closed" }))

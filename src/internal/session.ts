@@ -227,7 +227,8 @@ export const openSession = (
 
     yield* Scope.addFinalizer(
       yield* Effect.scope,
-      terminate(new SessionLost({ server, scope, reason: "the session was closed" })).pipe(
+      // Suspended: an error captures a stack, which costs more than a connect's own bookkeeping.
+      Effect.suspend(() => terminate(new SessionLost({ server, scope, reason: "the session was closed" }))).pipe(
         // The client is detached by now (its own close would do nothing): close the transport directly.
         Effect.andThen(Effect.promise(() => opened.transport.close().catch(() => undefined)))
       )
