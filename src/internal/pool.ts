@@ -323,7 +323,12 @@ const connect = (pool: Pool, entry: Entry, sessionScope: Scope.Scope) =>
     server: entry.server,
     scope: entry.scope,
     policy: entry.policy,
-    clientInfo: pool.options.clientInfo
+    clientInfo: pool.options.clientInfo,
+    // Once serving, the transport's death is one more reason to close: the owner serves until one signal.
+    // (While connecting, a dead transport fails the connect itself.)
+    onLost: () => {
+      if (entry.state._tag === "Ready") signalClose(entry, "lost")
+    }
   }).pipe(
     Scope.provide(sessionScope),
     // Its own fiber, not the owner's: it carries the owner's annotations itself.
@@ -436,14 +441,14 @@ const expireWhenDue = (pool: Pool, entry: Entry): Effect.Effect<never> => {
   return Effect.forever(nextWait)
 }
 
-/** Owner, serve phase: waits for the close signal, the transport's death or expiry; says which. */
-const serve = (pool: Pool, entry: Entry, handle: SessionHandle): Effect.Effect<CloseReason> => {
-  const closeOrDeath = Effect.raceFirst(
-    Deferred.await(entry.closeSignal),
-    Effect.as(Deferred.await(handle.lost), "lost" as const)
-  )
+/**
+ * Owner, serve phase: waits for the close signal (a retire, closeAll, or the transport's death, which the
+ * session reports as `lost`) or expiry; says which. One Deferred, not a race: no fibers held per session.
+ */
+const serve = (pool: Pool, entry: Entry): Effect.Effect<CloseReason> => {
+  const closed = Deferred.await(entry.closeSignal)
   const expires = entry.policy.idleTimeToLive !== undefined || entry.policy.maxLifetime !== undefined
-  return (expires ? Effect.raceFirst(closeOrDeath, expireWhenDue(pool, entry)) : closeOrDeath).pipe(
+  return (expires ? Effect.raceFirst(closed, expireWhenDue(pool, entry)) : closed).pipe(
     Effect.interruptible,
     Effect.catchCause(() => Effect.succeed<CloseReason>("pool-closed"))
   )
@@ -501,7 +506,9 @@ const runOwner = (pool: Pool, entry: Entry): Effect.Effect<void> =>
       yield* Metric.update(connectDuration, Duration.millis(now - connectStarted))
       yield* Effect.logDebug("MCP session ready")
       publishReady(pool, entry, ready, handle, now)
-      reason = yield* serve(pool, entry, handle)
+      // Died between the connect and now, before `onLost` could signal it.
+      if (Deferred.isDoneUnsafe(handle.lost)) signalClose(entry, "lost")
+      reason = yield* serve(pool, entry)
       yield* Effect.yieldNow
       if (reason === "lost") {
         yield* Effect.logWarning("MCP session lost: its transport closed")

@@ -65,6 +65,8 @@ export interface OpenSessionOptions {
   readonly scope: string
   readonly policy: ServerPolicy
   readonly clientInfo: Implementation
+  /** Called once, when the transport dies on its own (as `lost` completes): lets the owner wait on one signal. */
+  readonly onLost: () => void
 }
 
 interface OpenedTransport {
@@ -200,6 +202,7 @@ export const openSession = (
       if (terminated === undefined) {
         terminated = new SessionLost({ server, scope, reason: lostReason })
         Deferred.doneUnsafe(lost, Effect.succeed(terminated))
+        options.onLost()
       }
     }
     client.fallbackNotificationHandler = async (notification) => {
