@@ -818,7 +818,9 @@ const callTool = (
         leased = false
         returnLease(pool, hit, clock.currentTimeMillisUnsafe())
       }
-      ;(hit.state as Ready).handle.startCallTool!(params, requestOptions, signal, (exit) => {
+      // Defined: leaseReadyUnsafe(…, true) leases only sessions whose calls start at once.
+      const start = (hit.state as Ready).handle.startCallTool!
+      start(params, requestOptions, signal, (exit) => {
         giveBack()
         resume(exit)
       })
