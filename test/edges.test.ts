@@ -307,6 +307,29 @@ describe("edges: idle pings", () => {
       assert.deepStrictEqual(held.pendingAtCall, [0, 0, 0], "a call ran while a ping was pending")
     }))
 
+  it.effect("a lease that ends while its idle ping is pending still starts the idle clock (expiry is woken)", () =>
+    Effect.gen(function*() {
+      const held = yield* heldPings
+      const pool = yield* McpSessionPool.make({ servers: { s: held.config }, idleTimeToLive: "5 minutes" })
+      const session = yield* pool.use("s", "t", (s) => Effect.succeed(s))
+      yield* TestClock.adjust("2 minutes")
+      // A's use needs a ping; while it is pending (A holds the lease) the expiry check finds the session leased.
+      const a = yield* Effect.forkChild(pool.use("s", "t", () => Effect.void), { startImmediately: true })
+      const releasePing = yield* Queue.take(held.pings)
+      yield* TestClock.adjust("4 minutes")
+      // The lease ends during the ping; the healthy verdict then makes the session idle.
+      yield* Fiber.interrupt(a)
+      releasePing()
+      // Bounded: the ping's answer crosses the in-memory transport, then the verdict makes the session idle.
+      const [row] = yield* pool.snapshot.pipe(
+        Effect.tap(() => Effect.yieldNow),
+        Effect.repeat({ until: (rows) => rows[0]?.idleSince !== undefined, times: 1_000 })
+      )
+      assert.isDefined(row?.idleSince, "the healthy verdict did not make the session idle")
+      yield* TestClock.adjust("10 minutes")
+      assert.isFalse(isSessionCurrent(session), "the session never expired once idle")
+    }))
+
   it.effect("idleTimeToLive: 0 never retires a leased session; it closes once its lease ends", () =>
     Effect.gen(function*() {
       const probe = yield* makeProbe()

@@ -230,6 +230,25 @@ const takeLease = (state: Open, entry: Entry): void => {
   state.idle.delete(entry)
 }
 
+/**
+ * Ready → idle: the idle clock starts now. Wakes the expiry fiber if it waited for the last lease to end,
+ * and trims, as the pool may be over capacity. Completes its Deferred last (see the header).
+ */
+const becomeIdle = (pool: Pool, state: Open, entry: Entry, now: number): void => {
+  entry.idleSince = now
+  state.idle.add(entry)
+  trim(pool, state, 0)
+  const wake = entry.idleWake
+  entry.idleWake = undefined
+  if (wake !== undefined) Deferred.doneUnsafe(wake, Exit.void)
+}
+
+/** Whether an idle ping is due before the entry may be handed out. */
+const isPingDue = (entry: Entry, now: number): boolean => {
+  const { pingAfterIdle } = entry.policy
+  return pingAfterIdle !== undefined && entry.leases === 0 && now - entry.idleSince >= Duration.toMillis(pingAfterIdle)
+}
+
 /** Gives a lease back, exactly once per lease taken. */
 const returnLease = (pool: Pool, entry: Entry, now: number): void => {
   entry.leases--
@@ -241,13 +260,7 @@ const returnLease = (pool: Pool, entry: Entry, now: number): void => {
     // The last waiter gave up: cancel the connect rather than keep a session nobody asked for.
     retire(state, entry, "cancelled")
   } else if (entry.state._tag === "Ready" && entry.state.probing === undefined) {
-    entry.idleSince = now
-    state.idle.add(entry)
-    trim(pool, state, 0)
-    // The idle clock starts now: wake the expiry fiber, which waited for the last lease to end.
-    const wake = entry.idleWake
-    entry.idleWake = undefined
-    if (wake !== undefined) Deferred.doneUnsafe(wake, Exit.void)
+    becomeIdle(pool, state, entry, now)
   }
   // Ready with a ping under way: never idle (so never evicted) until the ping's verdict puts it there.
 }
@@ -265,10 +278,7 @@ const readyEntry = (state: Open, server: string, scope: string, now: number): En
     entry === undefined || entry.state._tag !== "Ready" || entry.state.probing !== undefined ||
     Deferred.isDoneUnsafe(entry.state.handle.lost)
   ) return undefined
-  const { pingAfterIdle } = entry.policy
-  return pingAfterIdle !== undefined && entry.leases === 0 && now - entry.idleSince >= Duration.toMillis(pingAfterIdle)
-    ? undefined
-    : entry
+  return isPingDue(entry, now) ? undefined : entry
 }
 
 /** Registers a new entry in the indexes; its owner is forked by the caller once the state is consistent. */
@@ -397,12 +407,9 @@ const publishReady = (
   entryOfSession.set(handle.session, entry)
   const state = stateOf(pool)
   if (state._tag === "Open") {
-    if (entry.detachedFor === undefined && entry.leases === 0) {
-      entry.idleSince = now
-      state.idle.add(entry)
-    }
-    // Several keys may finish at once while others sit idle: trim after each.
-    trim(pool, state, 0)
+    // Several keys may finish at once while others sit idle: trim after each (becomeIdle trims too).
+    if (entry.detachedFor === undefined && entry.leases === 0) becomeIdle(pool, state, entry, now)
+    else trim(pool, state, 0)
   }
   Deferred.doneUnsafe(
     ready,
@@ -484,6 +491,9 @@ const awaitUntil = (fiber: Fiber.Fiber<unknown, unknown>, deadline: number) =>
  */
 const failureNoticeMillis = 1_000
 
+const warnNotClosed = (pool: Pool, entry: Entry) =>
+  Effect.logWarning(`${describe(entry)} did not close within ${Duration.format(pool.options.closeTimeout)}`)
+
 /**
  * The owner: runs uninterruptibly; only its waits can be interrupted (by the owners scope closing). User
  * code (connect, transport close) runs in fibers the owner forks, so the owner always reaches its end.
@@ -522,9 +532,7 @@ const runOwner = (pool: Pool, entry: Entry): Effect.Effect<void> =>
         : new SessionLost({ server: entry.server, scope: entry.scope, reason: `the session was closed (${reason})` })
       const closing = yield* startClosing(sessionScope, handle.terminate(terminated), Exit.void)
       if (!(yield* awaitUntil(closing, closeBy))) {
-        yield* Effect.logWarning(
-          `${describe(entry)} did not close within ${Duration.format(pool.options.closeTimeout)}`
-        )
+        yield* warnNotClosed(pool, entry)
       }
     } else {
       attempt.interruptUnsafe()
@@ -549,9 +557,7 @@ const runOwner = (pool: Pool, entry: Entry): Effect.Effect<void> =>
       const closedInTime = yield* awaitUntil(closing, Math.min(closeBy, now + failureNoticeMillis))
       Deferred.doneUnsafe(ready, Exit.fail(failure))
       if (!closedInTime && !(yield* awaitUntil(closing, closeBy))) {
-        yield* Effect.logWarning(
-          `${describe(entry)} did not close within ${Duration.format(pool.options.closeTimeout)}`
-        )
+        yield* warnNotClosed(pool, entry)
       }
       // The interrupted attempt may be stuck where it cannot be interrupted: say so rather than hide it.
       if (!(yield* awaitUntil(attempt, closeBy))) {
@@ -596,9 +602,7 @@ const probeIdle = (pool: Pool, entry: Entry, ready: Ready, verdict: Deferred.Def
           const state = stateOf(pool)
           // Every waiter gave up meanwhile: idle from now (it was kept out of the idle set while pinged).
           if (healthy && state._tag === "Open" && entry.detachedFor === undefined && entry.leases === 0) {
-            entry.idleSince = clock.currentTimeMillisUnsafe()
-            state.idle.add(entry)
-            trim(pool, state, 0)
+            becomeIdle(pool, state, entry, clock.currentTimeMillisUnsafe())
           }
           Deferred.doneUnsafe(verdict, Exit.succeed(healthy))
         })
@@ -641,9 +645,7 @@ const acquireLease = (
         takeLease(state, existing)
         return { _tag: "AwaitVerdict", entry: existing, verdict: current.probing }
       }
-      const { pingAfterIdle } = existing.policy
-      const pingDue = pingAfterIdle !== undefined && existing.leases === 0 &&
-        now - existing.idleSince >= Duration.toMillis(pingAfterIdle)
+      const pingDue = isPingDue(existing, now)
       takeLease(state, existing)
       if (!pingDue) return { _tag: "Held", entry: existing, session: current.handle.session }
       const verdict = Deferred.makeUnsafe<boolean>()

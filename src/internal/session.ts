@@ -118,12 +118,12 @@ const openTransport = (
         }),
         catch: (cause) => connectError(`the args, env or cwd function threw: ${errorText(cause)}`)(cause)
       }).pipe(
-        Effect.filterOrFail(
-          ({ args }) => checkArgs(args) === undefined,
-          ({ args }) => connectError(`the args function returned a bad value: ${checkArgs(args)}`)(undefined)
-        ),
-        Effect.flatMap(({ args, cwd, env }) =>
-          spawnStdio({
+        Effect.flatMap(({ args, cwd, env }) => {
+          const badArgs = checkArgs(args)
+          if (badArgs !== undefined) {
+            return Effect.fail(connectError(`the args function returned a bad value: ${badArgs}`)(undefined))
+          }
+          return spawnStdio({
             command: config.command,
             args,
             env,
@@ -135,7 +135,7 @@ const openTransport = (
           }).pipe(
             Effect.mapError((error) => connectError(`could not start "${config.command}": ${error.message}`)(error))
           )
-        ),
+        }),
         Effect.map(({ pid, transport }) => ({ transport, pid }))
       )
     case "InMemory":
@@ -237,17 +237,14 @@ export const openSession = (
       )
     )
 
+    // The pool's owner bounds the connect (and kills what it opened at once); the SDK's own timer would
+    // race it and close the transport gracefully first, so it only backs that bound up.
+    const initializeBackstopMillis = Duration.toMillis(options.policy.connectTimeout) * 2
     yield* Effect.tryPromise({
-      try: (signal) =>
-        client.connect(opened.transport, {
-          signal,
-          // The pool's owner bounds the connect (and kills what it opened at once); the SDK's own timer
-          // would race it and close the transport gracefully first, so it only backs that bound up.
-          timeout: sdkTimeout(Duration.toMillis(options.policy.connectTimeout) * 2)
-        }),
+      try: (signal) => client.connect(opened.transport, { signal, timeout: sdkTimeout(initializeBackstopMillis) }),
       catch: (cause) =>
         cause instanceof McpError && cause.code === ErrorCode.RequestTimeout &&
-          isLocalTimeout(cause, Duration.toMillis(options.policy.connectTimeout) * 2)
+          isLocalTimeout(cause, initializeBackstopMillis)
           ? new ConnectTimeout({ server, scope, timeoutMillis: Duration.toMillis(options.policy.connectTimeout) })
           : new ConnectError({ server, scope, reason: `initialize failed: ${errorText(cause)}`, cause })
     })
