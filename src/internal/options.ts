@@ -44,7 +44,7 @@ export const defaultSettings = {
 } as const
 
 /** The longest delay a Node timer honours; past it, it fires after 1 ms. */
-const maxTimerMillis = 2_147_483_647
+export const maxTimerMillis = 2_147_483_647
 
 class Issues {
   readonly list: Array<ConfigIssue> = []

@@ -28,7 +28,7 @@ import type { McpSessionError } from "../McpPoolError.ts"
 import { resolvePerScope } from "../McpServerConfig.ts"
 import type { CallToolParams, McpSession, RequestOptions } from "../McpSession.ts"
 import { callTool } from "./callToolResult.ts"
-import { checkArgs, decodeDuration, type ServerPolicy, show } from "./options.ts"
+import { checkArgs, decodeDuration, maxTimerMillis, type ServerPolicy, show } from "./options.ts"
 import { openRemote } from "./remote.ts"
 import { spawnStdio } from "./stdioTransport.ts"
 import { isTransportLost } from "./transportLost.ts"
@@ -93,8 +93,7 @@ const lazyValidator = (): jsonSchemaValidator => {
   return { getValidator: (schema) => (ajv ??= new AjvJsonSchemaValidator()).getValidator(schema) }
 }
 
-/** Node turns a timer delay above 2^31-1 ms into 1 ms: longer bounds mean "no bound" to the SDK. */
-const maxTimerMillis = 2_147_483_647
+/** Longer bounds than a Node timer honours mean "no bound" to the SDK (clamped, not fired after 1 ms). */
 const sdkTimeout = (millis: number): number => Math.min(millis, maxTimerMillis)
 
 const isLocalTimeout = (error: McpError, timeoutMillis: number): boolean => {
