@@ -34,7 +34,7 @@ const overheadVariants = async (makeClient: () => Promise<Client>, pool: L.Pool,
     L.cycling("raw SDK in Effect.tryPromise", wrapped.map(L.effectWrappedCalls)),
     L.cycling("pool.callTool", indexes.map((i) => L.poolCalls(pool, "notebook", `thread-${i}`))),
     // The SDK client inside a pool session, called directly: the SDK over this pool's transport.
-    L.cycling("raw SDK Client of a pool session", held.map((session) => L.rawCalls(session.client as Client))),
+    L.cycling("raw SDK Client of a pool session", held.map((session) => L.rawCalls(session.sdk.client as Client))),
     L.cycling(
       "session.callTool (lease held)",
       held.map((session) => (n: number) =>

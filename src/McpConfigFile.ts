@@ -20,6 +20,8 @@
  *   are where tokens live, so they never reach errors, logs or spans. Put secrets there, not in `args`
  *   or `url` (which stay plain strings). A `url` with a user name or password (`https://user:pass@…`) is
  *   an error (never quoted): send credentials in a header. No `url` is quoted in any error.
+ * - `protocol` picks the MCP revision: `"auto"` (also when absent), `"2025-11-25"` or `"2026-07-28"` (see
+ *   {@link McpServerConfig.Protocol}).
  * - `disabled: true` skips a server (and its variables are not needed).
  * - Fields of other clients (`alwaysAllow`, `autoApprove`, `description`, …) are ignored. VS Code's
  *   `envFile` and prompted `${input:…}` variables are reported as unsupported rather than silently dropped.
@@ -176,8 +178,17 @@ class Decoder {
     if (entry.envFile !== undefined) {
       this.add(child(path, "envFile"), "not supported: list the variables under `env` (values may use ${env:NAME})")
     }
+    const protocol = this.protocol(path, entry.protocol)
     if (command === undefined || command.trim() === "") return undefined
-    return McpServerConfig.stdio({ command, args, env, cwd })
+    return McpServerConfig.stdio({ command, args, env, cwd, protocol })
+  }
+
+  /** `protocol`: the MCP revision (see `McpServerConfig.Protocol`); absent means "auto". */
+  protocol(path: string, value: unknown): McpServerConfig.Protocol {
+    if (value === undefined) return "auto"
+    if (value === "auto" || value === "2025-11-25" || value === "2026-07-28") return value
+    this.add(child(path, "protocol"), `expected "auto", "2025-11-25" or "2026-07-28", got ${show(value)}`)
+    return "auto"
   }
 
   remote(path: string, entry: Record<string, unknown>, type: string | undefined): McpServerConfig.Http | undefined {
@@ -186,10 +197,14 @@ class Decoder {
     const problem = url === undefined ? undefined : urlProblem(url)
     if (problem !== undefined) this.add(child(path, "url"), problem)
     const headers = this.secrets(child(path, "headers"), entry.headers)
+    const protocol = this.protocol(path, entry.protocol)
+    if (type === "sse" && protocol === "2026-07-28") {
+      this.add(child(path, "protocol"), "2026-07-28 has no SSE transport: use type \"http\"")
+    }
     if (url === undefined || problem !== undefined) return undefined
     return type === "sse"
-      ? McpServerConfig.sse({ url, headers })
-      : McpServerConfig.http({ url, headers, fallbackToSse: type === undefined })
+      ? McpServerConfig.sse({ url, headers, protocol })
+      : McpServerConfig.http({ url, headers, fallbackToSse: type === undefined, protocol })
   }
 
   server(path: string, entry: unknown): McpServerConfig.McpServerConfig | "disabled" | undefined {

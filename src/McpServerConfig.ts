@@ -45,7 +45,26 @@ export interface ServerOptions {
    * counts from when a call is sent, not while it waits for its turn.
    */
   readonly maxConcurrentCalls?: number | undefined
+  /**
+   * The MCP revision to speak (see {@link Protocol}); default `"auto"`. In-memory servers are SDK 1.32
+   * servers: they speak 2025-11-25 only.
+   */
+  readonly protocol?: Protocol | undefined
 }
+
+/**
+ * Which MCP revision a server is spoken to in.
+ *
+ * - `"auto"` (default): ask the server (`server/discover`) once per server config and speak 2026-07-28 if
+ *   it offers it, else 2025-11-25 (`initialize`). The verdict is cached, so later sessions connect
+ *   without asking; a stale verdict is corrected once, at the next connect that meets it.
+ * - `"2025-11-25"`: the `initialize` handshake only (also reaches 2024-11-05 … 2025-06-18 servers).
+ * - `"2026-07-28"`: `server/discover` only; a server that does not offer it fails the connect.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type Protocol = "auto" | "2025-11-25" | "2026-07-28"
 
 /**
  * A value that may depend on the scope key (e.g. a working directory per chat thread).

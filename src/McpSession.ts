@@ -15,6 +15,7 @@
  *
  * @since 0.1.0
  */
+import type { Client as ModernClient } from "@modelcontextprotocol/client"
 import type { Client } from "@modelcontextprotocol/sdk/client/index.js"
 import type {
   CallToolResult,
@@ -29,6 +30,40 @@ import type {
 } from "@modelcontextprotocol/sdk/types.js"
 import type { Duration, Effect, Stream } from "effect"
 import type { McpSessionError } from "./McpPoolError.ts"
+
+/**
+ * The MCP revision a session speaks: `"2025-11-25"` for every `initialize`-era version (the exact one is
+ * `protocolVersion`), `"2026-07-28"` for the revision without a handshake.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type Revision = "2025-11-25" | "2026-07-28"
+
+/**
+ * What the pool can guarantee for the thread's server-side state between calls of one session:
+ *
+ * - `"process"`: the session is one server process (stdio, either revision): whatever the server keeps in
+ *   memory stays the thread's own, across calls, until the session closes.
+ * - `"session"`: one MCP protocol session (2025-era HTTP with an `Mcp-Session-Id`; an in-memory server
+ *   instance; a custom transport): kept while the server keeps the protocol session.
+ * - `"none"`: nothing ties calls together (2026-07-28 over HTTP, or a 2025-era HTTP server that gives no
+ *   session id): state lives in handles the tools return and later calls pass back.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type ThreadState = "process" | "session" | "none"
+
+/**
+ * The SDK client under a session: the 1.32 SDK's for 2025-era sessions, SDK v2's for 2026-07-28.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type SdkClient =
+  | { readonly revision: "2025-11-25"; readonly client: Client }
+  | { readonly revision: "2026-07-28"; readonly client: ModernClient }
 
 /**
  * Per-request options.
@@ -59,6 +94,10 @@ export interface McpSession {
   readonly scope: string
   /** The server process id, for stdio servers. */
   readonly pid: number | undefined
+  readonly revision: Revision
+  /** The exact version agreed on (`"2025-06-18"`, `"2025-11-25"`, `"2026-07-28"`, …). */
+  readonly protocolVersion: string
+  readonly threadState: ThreadState
   readonly serverInfo: Implementation
   readonly serverCapabilities: ServerCapabilities
   readonly instructions: string | undefined
@@ -69,7 +108,7 @@ export interface McpSession {
    */
   readonly notifications: Stream.Stream<ServerNotification>
   /** The underlying SDK client, for what this interface does not cover. Do not close it yourself. */
-  readonly client: Client
+  readonly sdk: SdkClient
 
   readonly listTools: (
     params?: { readonly cursor?: string | undefined } | undefined,
@@ -95,5 +134,6 @@ export interface McpSession {
     params: { readonly name: string; readonly arguments?: Record<string, string> | undefined },
     options?: RequestOptions
   ) => Effect.Effect<GetPromptResult, McpSessionError>
+  /** `ping`; on 2026-07-28 (which has no `ping`) `server/discover`, the cheapest request it answers. */
   readonly ping: (options?: RequestOptions) => Effect.Effect<void, McpSessionError>
 }

@@ -37,7 +37,7 @@ import * as internal from "./internal/pool.ts"
 import * as McpConfigFile from "./McpConfigFile.ts"
 import type { ConfigError, McpGetError, McpSessionError } from "./McpPoolError.ts"
 import type { McpServerConfig } from "./McpServerConfig.ts"
-import type { CallToolParams, McpSession, RequestOptions } from "./McpSession.ts"
+import type { CallToolParams, McpSession, RequestOptions, ThreadState } from "./McpSession.ts"
 
 /**
  * Pool options. Durations accept `Duration.Input` (`"30 seconds"`, milliseconds, …).
@@ -74,6 +74,10 @@ export interface SessionInfo {
   readonly createdAt: Date
   readonly idleSince: Date | undefined
   readonly pid: number | undefined
+  /** The revision agreed on (see `McpSession.protocolVersion`); undefined until connected. */
+  readonly protocolVersion: string | undefined
+  /** What keeps the thread's server-side state (see `McpSession.threadState`); undefined until connected. */
+  readonly threadState: ThreadState | undefined
 }
 
 /**
@@ -139,7 +143,7 @@ export interface McpSessionPoolShape {
    * `closeTimeout`), and the pool refuses new work with `PoolClosed`.
    */
   readonly closeAll: Effect.Effect<void>
-  /** The live sessions: server, scope, state, leases, idle since, pid. */
+  /** The live sessions: server, scope, state, leases, idle since, pid, revision, what keeps the thread's state. */
   readonly snapshot: Effect.Effect<ReadonlyArray<SessionInfo>>
   /**
    * Replaces the server configs. Sessions whose server was removed or whose config (or lifecycle

@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url"
 import { SessionLost } from "../src/McpPoolError.ts"
 import * as McpServerConfig from "../src/McpServerConfig.ts"
 import { McpSessionPool, type Options } from "../src/McpSessionPool.ts"
-import { firstText } from "./utils/probe.ts"
+import { firstText, legacyClient } from "./utils/probe.ts"
 import { awaitGone, isRunning } from "./utils/proc.ts"
 import { within } from "./utils/within.ts"
 
@@ -184,7 +184,7 @@ describe("McpSessionPool over stdio", () => {
       const session = yield* pool.get("gated", "t")
       /** Asked on the SDK client itself, past the pool's permits; answered after every line written before it. */
       const ask = (name: string, args: Record<string, unknown> = {}) =>
-        Effect.promise(() => session.client.callTool({ name, arguments: args }) as Promise<CallToolResult>).pipe(
+        Effect.promise(() => legacyClient(session).callTool({ name, arguments: args }) as Promise<CallToolResult>).pipe(
           Effect.map(firstText),
           within("10 seconds", `the server to answer ${name}`)
         )

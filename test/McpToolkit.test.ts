@@ -47,33 +47,35 @@ const recorder = (makeServer: (scope: string) => McpServer): Recorder => {
     listGate: undefined,
     listing: Effect.runSync(Queue.unbounded<string>()),
     servers: new Map(),
-    config: McpServerConfig.custom((scope) =>
-      Effect.gen(function*() {
-        if (self.gate !== undefined) {
-          Queue.offerUnsafe(self.connecting, scope)
-          yield* self.gate.await
-        }
-        if (self.failWith !== undefined) return yield* Effect.fail(new Error(self.failWith))
-        const [clientTransport, serverTransport] = InMemoryTransport.createLinkedPair()
-        const send = clientTransport.send.bind(clientTransport)
-        clientTransport.send = async (message, options) => {
-          if (!("method" in message)) return send(message, options)
-          const gate = self.listGate
-          if (message.method === "tools/list" && gate !== undefined) {
-            Queue.offerUnsafe(self.listing, scope)
-            await Effect.runPromise(gate.await)
+    config: McpServerConfig.custom(
+      (scope) =>
+        Effect.gen(function*() {
+          if (self.gate !== undefined) {
+            Queue.offerUnsafe(self.connecting, scope)
+            yield* self.gate.await
           }
-          self.requests.push({ scope, method: message.method })
-          return send(message, options)
-        }
-        const server = makeServer(scope)
-        self.servers.set(scope, server)
-        yield* Effect.acquireRelease(
-          Effect.promise(() => server.connect(serverTransport)),
-          () => Effect.promise(() => server.close())
-        )
-        return clientTransport
-      })
+          if (self.failWith !== undefined) return yield* Effect.fail(new Error(self.failWith))
+          const [clientTransport, serverTransport] = InMemoryTransport.createLinkedPair()
+          const send = clientTransport.send.bind(clientTransport)
+          clientTransport.send = async (message, options) => {
+            if (!("method" in message)) return send(message, options)
+            const gate = self.listGate
+            if (message.method === "tools/list" && gate !== undefined) {
+              Queue.offerUnsafe(self.listing, scope)
+              await Effect.runPromise(gate.await)
+            }
+            self.requests.push({ scope, method: message.method })
+            return send(message, options)
+          }
+          const server = makeServer(scope)
+          self.servers.set(scope, server)
+          yield* Effect.acquireRelease(
+            Effect.promise(() => server.connect(serverTransport)),
+            () => Effect.promise(() => server.close())
+          )
+          return clientTransport
+        }), // These tests count requests per scope: the revision probe of "auto" is not what they are about.
+      { protocol: "2025-11-25" }
     )
   }
   return self

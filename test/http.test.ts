@@ -224,11 +224,16 @@ describe("McpSessionPool over streamable HTTP", () => {
       assert.strictEqual(yield* increment(pool, "docs", "bob"), "1")
       assert.strictEqual(yield* increment(pool, "docs", "alice"), "3")
       assert.strictEqual(server.sessionCount(), 2)
-      // Two initializes, one per pooled session, whatever the number of calls.
-      const initializes = server.requests.filter((request) =>
+      // The revision is asked once for the config (`protocol: "auto"`), then two initializes: one per
+      // pooled session, whatever the number of calls.
+      const opening = server.requests.filter((request) =>
         request.method === "POST" && headerOf(request, "mcp-session-id") === undefined
       )
-      assert.strictEqual(initializes.length, 2)
+      assert.deepStrictEqual(opening.map((request) => headerOf(request, "mcp-method") ?? "initialize"), [
+        "server/discover",
+        "initialize",
+        "initialize"
+      ])
     }))
 
   it.live("closing a session sends DELETE: invalidate, closeScope and pool shutdown", () =>
@@ -600,7 +605,8 @@ describe("McpSessionPool over legacy SSE", () => {
       assert.strictEqual(yield* increment(pool, "old", "t"), "1")
       assert.strictEqual(yield* increment(pool, "old", "t"), "2")
       assert.strictEqual(server.sessionCount(), 1)
-      const [probe, stream] = server.requests
+      const [discover, probe, stream] = server.requests
+      assert.strictEqual(headerOf(discover!, "mcp-method"), "server/discover")
       assert.deepStrictEqual([probe?.method, probe?.path], ["POST", "/sse"])
       assert.deepStrictEqual([stream?.method, stream?.path], ["GET", "/sse"])
       assert.isTrue(server.requests.every((request) => headerOf(request, "x-key") === "k"))

@@ -10,7 +10,7 @@ import { CallTimeout, ConfigError, ConnectTimeout, UnknownServer } from "../src/
 import { McpScope } from "../src/McpScope.ts"
 import * as McpServerConfig from "../src/McpServerConfig.ts"
 import { McpSessionPool, type Options } from "../src/McpSessionPool.ts"
-import { firstText, makeCallGate, makeProbe, type Probe } from "./utils/probe.ts"
+import { firstText, legacyClient, makeCallGate, makeProbe, type Probe } from "./utils/probe.ts"
 import { within } from "./utils/within.ts"
 
 const makePool = (options: Options) => McpSessionPool.make(options)
@@ -108,7 +108,7 @@ describe("lifecycle", () => {
         // Asked on the SDK client itself, past the pool's permits, on the same transport: the server starts it
         // after every call sent before it, so a call let through beyond the limit would be counted here.
         const seen = yield* Effect.promise(() =>
-          session.client.callTool({ name: "in_flight" }) as Promise<CallToolResult>
+          legacyClient(session).callTool({ name: "in_flight" }) as Promise<CallToolResult>
         ).pipe(
           within("5 seconds", "the server's counts")
         )

@@ -5,7 +5,7 @@
 import type { Implementation } from "@modelcontextprotocol/sdk/types.js"
 import { Duration, Effect, Option, Predicate, Redacted } from "effect"
 import { ConfigError, ConfigIssue } from "../McpPoolError.ts"
-import type { McpServerConfig, ServerOptions } from "../McpServerConfig.ts"
+import type { McpServerConfig, Protocol, ServerOptions } from "../McpServerConfig.ts"
 
 export interface PoolOptions extends ServerOptions {
   readonly servers: Readonly<Record<string, McpServerConfig>>
@@ -23,6 +23,7 @@ export interface ServerPolicy {
   readonly maxLifetime: Duration.Duration | undefined
   readonly pingAfterIdle: Duration.Duration | undefined
   readonly maxConcurrentCalls: number | undefined
+  readonly protocol: Protocol
 }
 
 /** Options after validation, durations parsed once. */
@@ -45,6 +46,8 @@ export const defaultSettings = {
 
 /** The longest delay a Node timer honours; past it, it fires after 1 ms. */
 export const maxTimerMillis = 2_147_483_647
+
+const protocols: ReadonlyArray<Protocol> = ["auto", "2025-11-25", "2026-07-28"]
 
 class Issues {
   readonly list: Array<ConfigIssue> = []
@@ -77,6 +80,14 @@ class Issues {
   }
   optionalDuration(path: string, value: unknown): Duration.Duration | undefined {
     return value === undefined ? undefined : this.duration(path, value, 0)
+  }
+  protocol(path: string, value: unknown, fallback: Protocol): Protocol {
+    if (value === undefined) return fallback
+    if (!protocols.includes(value as Protocol)) {
+      this.add(path, `expected "auto", "2025-11-25" or "2026-07-28", got ${show(value)}`)
+      return fallback
+    }
+    return value as Protocol
   }
   optionalPositiveInteger(path: string, value: unknown): number | undefined {
     if (value === undefined) return undefined
@@ -221,6 +232,12 @@ const validateServer = (issues: Issues, path: string, config: unknown): void => 
       if (typeof config.makeServer !== "function") {
         issues.add(`${path}.makeServer`, `expected a function returning an McpServer, got ${show(config.makeServer)}`)
       }
+      if (config.protocol === "2026-07-28") {
+        issues.add(
+          `${path}.protocol`,
+          "an in-memory server is an SDK 1.32 server, which speaks 2025-11-25 only; serve a 2026-07-28 server over stdio or HTTP"
+        )
+      }
       return
     case "Http": {
       if (typeof config.url === "string") {
@@ -243,6 +260,9 @@ const validateServer = (issues: Issues, path: string, config: unknown): void => 
       }
       if (!["streamable-http", "sse", "auto"].includes(config.transport as string)) {
         issues.add(`${path}.transport`, `expected "streamable-http", "sse" or "auto", got ${show(config.transport)}`)
+      }
+      if (config.transport === "sse" && config.protocol === "2026-07-28") {
+        issues.add(`${path}.protocol`, "2026-07-28 has no SSE transport: use McpServerConfig.http")
       }
       return
     }
@@ -281,7 +301,8 @@ const resolvePolicy = (
     pingAfterIdle: optional("pingAfterIdle"),
     maxConcurrentCalls: config.maxConcurrentCalls === undefined
       ? defaults.maxConcurrentCalls
-      : issues.optionalPositiveInteger(`${path}.maxConcurrentCalls`, config.maxConcurrentCalls)
+      : issues.optionalPositiveInteger(`${path}.maxConcurrentCalls`, config.maxConcurrentCalls),
+    protocol: issues.protocol(`${path}.protocol`, config.protocol, defaults.protocol)
   }
 }
 
@@ -321,7 +342,8 @@ export const resolveOptions = (options: PoolOptions, source: string): Effect.Eff
       idleTimeToLive: issues.optionalDuration("idleTimeToLive", options.idleTimeToLive),
       maxLifetime: issues.optionalDuration("maxLifetime", options.maxLifetime),
       pingAfterIdle: issues.optionalDuration("pingAfterIdle", options.pingAfterIdle),
-      maxConcurrentCalls: issues.optionalPositiveInteger("maxConcurrentCalls", options.maxConcurrentCalls)
+      maxConcurrentCalls: issues.optionalPositiveInteger("maxConcurrentCalls", options.maxConcurrentCalls),
+      protocol: issues.protocol("protocol", options.protocol, "auto")
     }
     const servers = collectServers(issues, options.servers, defaults)
     const capacity = options.capacity ?? defaultSettings.capacity

@@ -51,6 +51,7 @@ import { ConnectError, ConnectTimeout, MissingScope, PoolClosed, SessionLost, Un
 import { McpScope } from "../McpScope.ts"
 import type { CallToolParams, McpSession, RequestOptions } from "../McpSession.ts"
 import type { CloseReason, McpSessionPoolShape, SessionInfo } from "../McpSessionPool.ts"
+import type { Verdicts } from "./negotiate.ts"
 import { type ResolvedOptions, resolveServers, samePolicy, type ServerPolicy } from "./options.ts"
 import { openSession, type SessionHandle } from "./session.ts"
 
@@ -68,6 +69,8 @@ interface Pool {
   readonly ownersScope: Scope.Closeable
   /** The layer's context: owners run with exactly this, never with a caller's. */
   readonly ownerContext: Context.Context<never>
+  /** Which revision each server config speaks, once a connect found out (negotiate.ts). */
+  readonly verdicts: Verdicts
 }
 
 type PoolState = Open | Closed
@@ -334,6 +337,7 @@ const connect = (pool: Pool, entry: Entry, sessionScope: Scope.Scope) =>
     scope: entry.scope,
     policy: entry.policy,
     clientInfo: pool.options.clientInfo,
+    verdicts: pool.verdicts,
     // Once serving, the transport's death is one more reason to close: the owner serves until one signal.
     // (While connecting, a dead transport fails the connect itself.)
     onLost: () => {
@@ -892,16 +896,21 @@ const snapshot = (pool: Pool): Effect.Effect<ReadonlyArray<SessionInfo>> =>
   Effect.sync(() => {
     const state = stateOf(pool)
     if (state._tag === "Closed") return []
-    return Array.from(state.live, (entry): SessionInfo => ({
-      server: entry.server,
-      scope: entry.scope,
-      state: entry.state._tag === "Connecting" ? "connecting" : entry.state._tag === "Ready" ? "ready" : "closing",
-      attached: entry.detachedFor === undefined,
-      leases: entry.leases,
-      createdAt: new Date(entry.createdAt),
-      idleSince: entry.leases === 0 && entry.state._tag === "Ready" ? new Date(entry.idleSince) : undefined,
-      pid: entry.state._tag === "Ready" ? entry.state.handle.session.pid : undefined
-    }))
+    return Array.from(state.live, (entry): SessionInfo => {
+      const session = entry.state._tag === "Ready" ? entry.state.handle.session : undefined
+      return {
+        server: entry.server,
+        scope: entry.scope,
+        state: entry.state._tag === "Connecting" ? "connecting" : entry.state._tag === "Ready" ? "ready" : "closing",
+        attached: entry.detachedFor === undefined,
+        leases: entry.leases,
+        createdAt: new Date(entry.createdAt),
+        idleSince: entry.leases === 0 && session !== undefined ? new Date(entry.idleSince) : undefined,
+        pid: session?.pid,
+        protocolVersion: session?.protocolVersion,
+        threadState: session?.threadState
+      }
+    })
   })
 
 /** Reload: swaps the configs and retires the sessions made with a config that changed or was removed. */
@@ -944,7 +953,8 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
     // Owners live in a scope of their own that only closeAll closes, after marking the pool closed: so no
     // owner is interrupted while the pool still takes work, whatever order the layer's finalizers run in.
     ownersScope: yield* Scope.make("parallel"),
-    ownerContext: yield* Effect.context<never>()
+    ownerContext: yield* Effect.context<never>(),
+    verdicts: new WeakMap()
   }
   yield* Scope.addFinalizer(layerScope, closeAll(pool))
 

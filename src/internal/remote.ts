@@ -45,6 +45,15 @@ let StreamableHTTPClientTransport: typeof StreamableHttpModule.StreamableHTTPCli
 type StreamableHTTPClientTransport = StreamableHttpModule.StreamableHTTPClientTransport
 let StreamableHTTPError: typeof StreamableHttpModule.StreamableHTTPError
 
+// SDK v2's streamable HTTP transport speaks 2026-07-28 (`Mcp-Method`, `Mcp-Name`, `Mcp-Param-*` headers, no
+// session): loaded by the first modern remote session only.
+type ModernStreamableHttp = typeof import("@modelcontextprotocol/client").StreamableHTTPClientTransport
+let ModernStreamableHTTPClientTransport: ModernStreamableHttp | undefined
+
+const loadModernTransport = Effect.tryPromise(async () => {
+  ModernStreamableHTTPClientTransport ??= (await import("@modelcontextprotocol/client")).StreamableHTTPClientTransport
+})
+
 const loadTransports = Effect.tryPromise(async () => {
   const [sse, streamable] = await Promise.all([
     import("@modelcontextprotocol/sdk/client/sse.js"),
@@ -89,7 +98,8 @@ export class RemoteSessionLost extends TransportLost {
   override readonly name = "RemoteSessionLost"
 }
 
-type Mode = Http["transport"]
+/** The config's transport, or `"modern"`: streamable HTTP in the 2026-07-28 revision (SDK v2's transport). */
+export type Mode = Http["transport"] | "modern"
 
 type State =
   | "new"
@@ -177,6 +187,11 @@ const isAbort = (error: unknown): boolean =>
 
 const httpStatus = (error: unknown): number | undefined => {
   if (error instanceof RemoteTransportError) return error.status
+  // SDK v2's `SdkHttpError`: the status is in `data`.
+  if (
+    error instanceof Error && Predicate.hasProperty(error, "data") && Predicate.hasProperty(error.data, "status") &&
+    typeof error.data.status === "number"
+  ) return error.data.status
   if (error instanceof StreamableHTTPError || error instanceof SseError) {
     return error.code !== undefined && error.code > 0 ? error.code : undefined
   }
@@ -281,6 +296,14 @@ export class RemoteTransport implements Transport {
     ]
   }
 
+  /**
+   * SDK v2 reads this: on a 2026-07-28 connection it cancels a request by closing that request's own POST
+   * stream (its `requestSignal`, which `send` passes on) rather than by sending `notifications/cancelled`.
+   */
+  get hasPerRequestStream(): boolean {
+    return this.options.mode === "modern"
+  }
+
   get sessionId(): string | undefined {
     return this.active instanceof StreamableHTTPClientTransport ? this.active.sessionId : undefined
   }
@@ -367,7 +390,12 @@ export class RemoteTransport implements Transport {
     }
   }
 
-  private makeStreamable(): StreamableHTTPClientTransport {
+  private makeStreamable(): Transport {
+    if (this.options.mode === "modern" && ModernStreamableHTTPClientTransport !== undefined) {
+      // The two SDKs' Transport interfaces agree in shape; only their message types come from two packages.
+      const modern = new ModernStreamableHTTPClientTransport(this.options.url, { fetch: this.fetch })
+      return this.wire(modern as unknown as Transport)
+    }
     return this.wire(new StreamableHTTPClientTransport(this.options.url, { fetch: this.fetch }))
   }
 
@@ -636,7 +664,8 @@ export class RemoteTransport implements Transport {
 export const openRemote = (
   config: Http,
   server: string,
-  scope: string
+  scope: string,
+  mode: Mode = config.transport
 ): Effect.Effect<Transport, ConnectError, Scope.Scope> =>
   Effect.gen(function*() {
     const fail = (reason: string) => (cause: unknown) => new ConnectError({ server, scope, reason, cause })
@@ -654,8 +683,9 @@ export const openRemote = (
       catch: fail("the headers function threw")
     })
     yield* Effect.mapError(loadTransports, fail("could not load the SDK's HTTP transports"))
+    if (mode === "modern") yield* Effect.mapError(loadModernTransport, fail("could not load SDK v2's HTTP transport"))
     return yield* Effect.acquireRelease(
-      Effect.sync(() => new RemoteTransport({ url: new URL(url), mode: config.transport, headers, auth: config.auth })),
+      Effect.sync(() => new RemoteTransport({ url: new URL(url), mode, headers, auth: config.auth })),
       (transport) => Effect.promise(() => transport.close())
     )
   })

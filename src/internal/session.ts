@@ -1,21 +1,33 @@
 /**
- * Opening one session: transport (per config kind), SDK client, `initialize` — all inside the `Scope`
- * that the session's owner fiber holds, so that closing that scope releases exactly what was opened,
- * in reverse order (client, then transport / process).
+ * Opening one session: transport (per config kind), the revision (negotiate.ts), the SDK client of that
+ * revision and its handshake — all inside the `Scope` that the session's owner fiber holds, so that
+ * closing that scope releases exactly what was opened, in reverse order (client, then transport / process).
+ *
+ * 2025-era sessions run on the 1.32 SDK's `Client` (`initialize`); 2026-07-28 sessions on SDK v2's `Client`,
+ * given the `server/discover` result so that it connects without a round trip. Both run over the pool's
+ * own transports. Everything above the SDK client (typed errors, timeouts, termination, notifications) is
+ * one code path for both, through {@link Wire}.
  */
+import type { Client as ModernClient, DiscoverResult, Transport as ModernTransport } from "@modelcontextprotocol/client"
 import { Client } from "@modelcontextprotocol/sdk/client/index.js"
 import { InMemoryTransport } from "@modelcontextprotocol/sdk/inMemory.js"
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js"
 import {
   type CallToolResult,
   ErrorCode,
+  type GetPromptResult,
   type Implementation,
+  type ListPromptsResult,
+  type ListResourcesResult,
+  type ListToolsResult,
   McpError,
+  type ReadResourceResult,
+  type ServerCapabilities,
   type ServerNotification
 } from "@modelcontextprotocol/sdk/types.js"
 import { AjvJsonSchemaValidator } from "@modelcontextprotocol/sdk/validation/ajv"
 import type { jsonSchemaValidator } from "@modelcontextprotocol/sdk/validation/types.js"
-import { Deferred, Duration, Effect, Exit, PubSub, Scope, Semaphore, Stream } from "effect"
+import { Deferred, Duration, Effect, Exit, Predicate, PubSub, Scope, Semaphore, Stream } from "effect"
 import {
   CallTimeout,
   ConnectError,
@@ -25,9 +37,19 @@ import {
   SessionLost
 } from "../McpPoolError.ts"
 import type { McpSessionError } from "../McpPoolError.ts"
-import { resolvePerScope } from "../McpServerConfig.ts"
-import type { CallToolParams, McpSession, RequestOptions } from "../McpSession.ts"
+import { type McpServerConfig, resolvePerScope } from "../McpServerConfig.ts"
+import type { CallToolParams, McpSession, RequestOptions, SdkClient, ThreadState } from "../McpSession.ts"
 import { callTool } from "./callToolResult.ts"
+import {
+  describeOutcome,
+  type Discovery,
+  modernRevision,
+  probe,
+  type ProbeOutcome,
+  refusalOffersModern,
+  supportedVersions,
+  type Verdicts
+} from "./negotiate.ts"
 import { checkArgs, decodeDuration, maxTimerMillis, type ServerPolicy, show } from "./options.ts"
 import { openRemote } from "./remote.ts"
 import { spawnStdio } from "./stdioTransport.ts"
@@ -67,6 +89,8 @@ export interface OpenSessionOptions {
   readonly clientInfo: Implementation
   /** Called once, when the transport dies on its own (as `lost` completes): lets the owner wait on one signal. */
   readonly onLost: () => void
+  /** The pool's revision verdicts per server config: read before a connect, written after a probe. */
+  readonly verdicts: Verdicts
 }
 
 interface OpenedTransport {
@@ -75,14 +99,6 @@ interface OpenedTransport {
 }
 
 const errorText = (error: unknown): string => error instanceof Error ? error.message : String(error)
-
-/**
- * A JSON-RPC error's text with its code said once. The SDK prefixes "MCP error <code>: " to every McpError
- * message, and an SDK server sends its own prefixed message as the error text, so the client's McpError
- * reads "MCP error -32602: MCP error -32602: …".
- */
-const protocolMessage = (error: McpError): string =>
-  `MCP error ${error.code}: ${error.message.replace(/^(MCP error -?\d+: )+/, "")}`
 
 /**
  * The SDK client builds its Ajv validator eagerly (~17 KiB, ~0.3 ms per session); most sessions never
@@ -96,13 +112,9 @@ const lazyValidator = (): jsonSchemaValidator => {
 /** Longer bounds than a Node timer honours mean "no bound" to the SDK (clamped, not fired after 1 ms). */
 const sdkTimeout = (millis: number): number => Math.min(millis, maxTimerMillis)
 
-const isLocalTimeout = (error: McpError, timeoutMillis: number): boolean => {
-  const data = error.data as { readonly timeout?: unknown } | undefined
-  return data?.timeout === sdkTimeout(timeoutMillis)
-}
-
 const openTransport = (
-  options: OpenSessionOptions
+  options: OpenSessionOptions,
+  remoteMode: "legacy" | "modern"
 ): Effect.Effect<OpenedTransport, ConnectError, Scope.Scope> => {
   const { policy: { config }, scope, server } = options
   const connectError = (reason: string) => (cause: unknown) => new ConnectError({ server, scope, reason, cause })
@@ -154,7 +166,10 @@ const openTransport = (
         return { transport: clientTransport, pid: undefined }
       })
     case "Http":
-      return Effect.map(openRemote(config, server, scope), (transport) => ({ transport, pid: undefined }))
+      return Effect.map(
+        openRemote(config, server, scope, remoteMode === "modern" ? "modern" : config.transport),
+        (transport) => ({ transport, pid: undefined })
+      )
     case "Custom":
       return Effect.suspend(() => {
         let connecting: unknown
@@ -174,17 +189,403 @@ const openTransport = (
   }
 }
 
+// =============================================================================
+// The SDK client of each revision, in one shape
+// =============================================================================
+
+interface SdkRequestOptions {
+  readonly signal: AbortSignal
+  readonly timeout: number
+}
+
+type Cursor = { readonly cursor?: string | undefined } | undefined
+
+/** What a session needs of its SDK client, whichever revision it speaks. */
+interface Wire {
+  readonly sdk: SdkClient
+  readonly protocolVersion: string
+  readonly serverInfo: Implementation | undefined
+  readonly serverCapabilities: ServerCapabilities
+  readonly instructions: string | undefined
+  readonly callTool: (params: CallToolParams, options: SdkRequestOptions) => Promise<CallToolResult>
+  readonly listTools: (params: Cursor, options: SdkRequestOptions) => Promise<ListToolsResult>
+  readonly listResources: (params: Cursor, options: SdkRequestOptions) => Promise<ListResourcesResult>
+  readonly readResource: (params: { readonly uri: string }, options: SdkRequestOptions) => Promise<ReadResourceResult>
+  readonly listPrompts: (params: Cursor, options: SdkRequestOptions) => Promise<ListPromptsResult>
+  readonly getPrompt: (
+    params: { readonly name: string; readonly arguments?: Record<string, string> | undefined },
+    options: SdkRequestOptions
+  ) => Promise<GetPromptResult>
+  readonly ping: (options: SdkRequestOptions) => Promise<unknown>
+}
+
+/** A page request without a cursor is sent without params, as the SDK's own list helpers do. */
+const page = (params: Cursor) => params?.cursor === undefined ? {} : { cursor: params.cursor }
+
+const legacyWire = (client: Client, protocolVersion: string): Wire => ({
+  sdk: { revision: "2025-11-25", client },
+  protocolVersion,
+  serverInfo: client.getServerVersion(),
+  serverCapabilities: client.getServerCapabilities() ?? {},
+  instructions: client.getInstructions(),
+  // The SDK's own callTool, with callToolResult.ts's decoder in place of zod's CallToolResultSchema.
+  callTool: (params, options) => callTool(client, params, options),
+  listTools: (params, options) => client.listTools(page(params), options),
+  listResources: (params, options) => client.listResources(page(params), options),
+  readResource: (params, options) => client.readResource(params, options),
+  listPrompts: (params, options) => client.listPrompts(page(params), options),
+  getPrompt: (params, options) => client.getPrompt(params, options),
+  ping: (options) => client.ping(options)
+})
+
+/**
+ * SDK v2's results are the same JSON shapes as the 1.32 SDK's types the session exposes, declared by
+ * another package (with 2026-era fields such as `ttlMs` and `resultType` passed through): one cast each.
+ */
+const modernWire = (client: ModernClient): Wire => ({
+  sdk: { revision: "2026-07-28", client },
+  protocolVersion: client.getNegotiatedProtocolVersion() ?? modernRevision,
+  serverInfo: client.getServerVersion(),
+  serverCapabilities: (client.getServerCapabilities() ?? {}) as ServerCapabilities,
+  instructions: client.getInstructions(),
+  callTool: (params, options) => client.callTool(params, options) as Promise<CallToolResult>,
+  listTools: (params, options) => client.listTools(page(params), options) as Promise<ListToolsResult>,
+  listResources: (params, options) => client.listResources(page(params), options) as Promise<ListResourcesResult>,
+  readResource: (params, options) => client.readResource(params, options) as Promise<ReadResourceResult>,
+  listPrompts: (params, options) => client.listPrompts(page(params), options) as Promise<ListPromptsResult>,
+  getPrompt: (params, options) => client.getPrompt(params, options) as Promise<GetPromptResult>,
+  // 2026-07-28 has no `ping` (SDK v2 refuses to send one); `server/discover` is what every server answers.
+  ping: (options) => client.discover(options)
+})
+
+// SDK v2 (with its own zod schemas) is loaded by the first 2026-07-28 session, not with the package.
+let ModernClientClass: typeof ModernClient | undefined
+const loadModernClient = Effect.tryPromise(async () => {
+  ModernClientClass ??= (await import("@modelcontextprotocol/client")).Client
+  return ModernClientClass
+})
+
+/** The SDK failure behind a rejected request, in the terms the session maps to typed errors. */
+type SdkFailure =
+  | { readonly _tag: "Rpc"; readonly code: number; readonly message: string; readonly data: unknown }
+  | { readonly _tag: "Timeout"; readonly timeout: unknown }
+  | { readonly _tag: "NotConnected" }
+  | { readonly _tag: "InputRequired" }
+  | { readonly _tag: "Other"; readonly message: string }
+
+/**
+ * 1.32: `McpError` (numeric code; a timeout is -32001 with `data.timeout`) and "Not connected". SDK v2:
+ * `ProtocolError` (numeric code) for the server's errors and `SdkError` (string code) for its own.
+ */
+const sdkFailure = (cause: unknown): SdkFailure => {
+  if (cause instanceof McpError) {
+    const data = cause.data as { readonly timeout?: unknown } | undefined
+    return cause.code === ErrorCode.RequestTimeout && data?.timeout !== undefined
+      ? { _tag: "Timeout", timeout: data.timeout }
+      : { _tag: "Rpc", code: cause.code, message: cause.message, data: cause.data }
+  }
+  if (!(cause instanceof Error)) return { _tag: "Other", message: String(cause) }
+  if (cause.message === "Not connected") return { _tag: "NotConnected" }
+  const code: unknown = Predicate.hasProperty(cause, "code") ? cause.code : undefined
+  const data: unknown = Predicate.hasProperty(cause, "data") ? cause.data : undefined
+  if (typeof code === "number") return { _tag: "Rpc", code, message: cause.message, data }
+  switch (code) {
+    case "REQUEST_TIMEOUT":
+      return { _tag: "Timeout", timeout: Predicate.hasProperty(data, "timeout") ? data.timeout : undefined }
+    case "NOT_CONNECTED":
+    case "CONNECTION_CLOSED":
+      return { _tag: "NotConnected" }
+    case "UNSUPPORTED_RESULT_TYPE":
+      return Predicate.hasProperty(data, "resultType") && data.resultType === "input_required"
+        ? { _tag: "InputRequired" }
+        : { _tag: "Other", message: cause.message }
+    default:
+      return { _tag: "Other", message: cause.message }
+  }
+}
+
+/**
+ * A JSON-RPC error's text with its code said once. The 1.32 SDK prefixes "MCP error <code>: " to every
+ * McpError message, and an SDK server sends its own prefixed message as the error text, so the client's
+ * McpError reads "MCP error -32602: MCP error -32602: …"; SDK v2 adds none.
+ */
+const rpcMessage = (failure: { readonly code: number; readonly message: string }): string =>
+  `MCP error ${failure.code}: ${failure.message.replace(/^(MCP error -?\d+: )+/, "")}`
+
+// =============================================================================
+// Connecting in one revision or the other
+// =============================================================================
+
+/** The callbacks of an SDK client, the same in both SDKs. */
+interface ClientCallbacks {
+  onclose?: (() => void) | undefined
+  onerror?: ((error: Error) => void) | undefined
+  fallbackNotificationHandler?: ((notification: never) => Promise<void>) | undefined
+}
+
+interface SessionEvents {
+  readonly onclose: () => void
+  readonly onerror: (error: Error) => void
+  readonly onnotification: (notification: ServerNotification) => void
+}
+
+/**
+ * Routes a client's callbacks to the session once the session adopts the client (after its handshake);
+ * a close before then is replayed at adoption. A client whose connect failed is never adopted, so its
+ * close (the SDK closes the transport) is not the session's death.
+ */
+const routeEvents = (client: ClientCallbacks, events: SessionEvents): () => void => {
+  let adopted = false
+  let early: { error: Error | undefined; closed: boolean } = { error: undefined, closed: false }
+  client.onerror = (error) => adopted ? events.onerror(error) : (early.error = error)
+  client.onclose = () => adopted ? events.onclose() : (early.closed = true)
+  ;(client as { fallbackNotificationHandler?: (notification: ServerNotification) => Promise<void> })
+    .fallbackNotificationHandler = async (notification) => {
+      if (adopted) events.onnotification(notification)
+    }
+  return () => {
+    adopted = true
+    const { closed, error } = early
+    early = { error: undefined, closed: false }
+    if (error !== undefined) events.onerror(error)
+    if (closed) events.onclose()
+  }
+}
+
+interface Connected {
+  readonly wire: Wire
+  readonly transport: Transport
+  readonly pid: number | undefined
+}
+
+/** How long `server/discover` may go unanswered before a local server counts as 2025-era (silent). */
+const probeBoundMillis = 5_000
+
+const connectFailure = (options: OpenSessionOptions, backstopMillis: number) => (cause: unknown) => {
+  const { scope, server } = options
+  const failure = sdkFailure(cause)
+  if (failure._tag === "Timeout" && failure.timeout === sdkTimeout(backstopMillis)) {
+    return new ConnectTimeout({ server, scope, timeoutMillis: Duration.toMillis(options.policy.connectTimeout) })
+  }
+  const reason = failure._tag === "Rpc" ? rpcMessage(failure) : errorText(cause)
+  return new ConnectError({ server, scope, reason, cause })
+}
+
+/** `initialize` with the 1.32 SDK's client on an opened (possibly probed) transport. */
+const connectLegacy = (
+  options: OpenSessionOptions,
+  opened: OpenedTransport,
+  events: SessionEvents
+): Effect.Effect<Connected, ConnectError | ConnectTimeout> =>
+  Effect.suspend(() => {
+    const client = new Client(options.clientInfo, { capabilities: {}, jsonSchemaValidator: lazyValidator() })
+    const adopt = routeEvents(client, events)
+    // The pool's owner bounds the connect (and kills what it opened at once); the SDK's own timer would
+    // race it and close the transport gracefully first, so it only backs that bound up.
+    const backstopMillis = Duration.toMillis(options.policy.connectTimeout) * 2
+    // The 1.32 client keeps the version `initialize` agreed on only by handing it to the transport.
+    const { transport } = opened
+    let agreed = "2025-11-25"
+    const setProtocolVersion = transport.setProtocolVersion
+    transport.setProtocolVersion = (version) => {
+      agreed = version
+      setProtocolVersion?.call(transport, version)
+    }
+    return Effect.tryPromise({
+      try: (signal) => client.connect(transport, { signal, timeout: sdkTimeout(backstopMillis) }),
+      catch: connectFailure(options, backstopMillis)
+    }).pipe(Effect.map(() => {
+      adopt()
+      return { wire: legacyWire(client, agreed), transport, pid: opened.pid }
+    }))
+  })
+
+/** SDK v2's client on an opened transport, given what `server/discover` said: no round trip. */
+const connectModern = (
+  options: OpenSessionOptions,
+  opened: OpenedTransport,
+  discovery: Discovery,
+  events: SessionEvents
+): Effect.Effect<Connected, ConnectError | ConnectTimeout> =>
+  Effect.gen(function*() {
+    const ModernClient = yield* Effect.mapError(
+      loadModernClient,
+      (cause) =>
+        new ConnectError({ server: options.server, scope: options.scope, reason: "could not load SDK v2", cause })
+    )
+    // Server requests (`input_required`) are not answered yet: without auto-fulfilment SDK v2 surfaces one
+    // as a typed error instead of retrying the call with empty answers.
+    const client = new ModernClient(options.clientInfo, { capabilities: {}, inputRequired: { autoFulfill: false } })
+    const adopt = routeEvents(client, events)
+    const backstopMillis = Duration.toMillis(options.policy.connectTimeout) * 2
+    yield* Effect.tryPromise({
+      try: (signal) =>
+        client.connect(opened.transport as unknown as ModernTransport, {
+          prior: { kind: "modern", discover: discovery as unknown as DiscoverResult },
+          signal,
+          timeout: sdkTimeout(backstopMillis)
+        }),
+      catch: connectFailure(options, backstopMillis)
+    })
+    adopt()
+    return { wire: modernWire(client), transport: opened.transport, pid: opened.pid }
+  })
+
+/** An `initialize` refused with -32022 naming 2026-07-28: a cached 2025-era verdict gone stale. */
+const refusedForModern = (error: ConnectError | ConnectTimeout): boolean => {
+  if (error._tag !== "ConnectError") return false
+  const failure = sdkFailure(error.cause)
+  return failure._tag === "Rpc" && refusalOffersModern(failure.code, failure.data)
+}
+
+const isLocal = (options: OpenSessionOptions, transport: Transport): boolean =>
+  options.policy.config._tag === "Stdio" || ("pid" in transport && "stderr" in transport)
+
+/**
+ * Asks the server which revision it speaks (`server/discover` on a fresh connection) and connects in the
+ * one it answers for, on the same connection when the answer allows (see negotiate.ts), recording the
+ * verdict. Never asks twice: a caller with a stale verdict comes here once.
+ */
+const probeAndConnect = (
+  options: OpenSessionOptions,
+  events: SessionEvents
+): Effect.Effect<Connected, ConnectError | ConnectTimeout, Scope.Scope> =>
+  Effect.gen(function*() {
+    const { policy: { config, protocol }, scope, server } = options
+    const fail = (reason: string, cause?: unknown) => Effect.fail(new ConnectError({ server, scope, reason, cause }))
+    const opened = yield* openTransport(options, "modern")
+    const local = isLocal(options, opened.transport)
+    const connectMillis = Duration.toMillis(options.policy.connectTimeout)
+    const outcome: ProbeOutcome = yield* Effect.tryPromise({
+      try: (signal) =>
+        probe(opened.transport, {
+          clientInfo: options.clientInfo,
+          // Silence is a verdict only from a local server; elsewhere it is an outage, for the connect's
+          // own bound (the owner's, this one backs it up) to end.
+          timeoutMillis: local ? Math.min(probeBoundMillis, connectMillis / 2) : sdkTimeout(connectMillis * 2),
+          signal
+        }),
+      catch: (cause) => new ConnectError({ server, scope, reason: `could not start: ${errorText(cause)}`, cause })
+    })
+    const asked = `server/discover: ${describeOutcome(outcome)}`
+    if (outcome._tag === "Modern") {
+      options.verdicts.set(config, { _tag: "Modern", discovery: outcome.discovery })
+      return yield* connectModern(options, opened, outcome.discovery, events)
+    }
+    if (protocol === modernRevision) {
+      return yield* fail(
+        `the server does not offer the pinned revision ${modernRevision} (${asked}); ` +
+          `an earlier one may work: set protocol to "auto" or "2025-11-25"`
+      )
+    }
+    let legacyTransport: OpenedTransport
+    switch (outcome._tag) {
+      case "OtherModern":
+        return yield* fail(`the server speaks neither 2025-11-25 nor ${modernRevision} (${asked})`)
+      case "SendFailed":
+        return yield* fail(asked, outcome.error)
+      case "Silent":
+        if (!local) return yield* fail(`no answer from the server (${asked})`)
+        legacyTransport = opened
+        break
+      case "Closed":
+        if (!local) return yield* fail(`the connection closed (${asked})`)
+        // A 2025-era server that exits on any request before `initialize`: start it again, once.
+        legacyTransport = yield* openTransport(options, "legacy")
+        break
+      case "LegacyEvidence":
+        if (config._tag === "Http") {
+          // A modern connection's transport is SDK v2's: a 2025-era session needs the 1.32 SDK's.
+          yield* Effect.promise(() => opened.transport.close().catch(() => undefined))
+          legacyTransport = yield* openTransport(options, "legacy")
+        } else {
+          legacyTransport = opened
+        }
+        break
+    }
+    const connected = yield* connectLegacy(options, legacyTransport, events).pipe(
+      Effect.mapError((error) =>
+        error._tag === "ConnectError"
+          ? new ConnectError({
+            server,
+            scope,
+            reason:
+              `the server speaks neither 2025-11-25 nor ${modernRevision} (${asked}; initialize: ${error.reason})`,
+            cause: error.cause
+          })
+          : error
+      )
+    )
+    options.verdicts.set(config, { _tag: "Legacy" })
+    return connected
+  })
+
+/** Transport plus SDK client in the revision the config asks for or the server speaks. */
+const connectInRevision = (
+  options: OpenSessionOptions,
+  events: SessionEvents
+): Effect.Effect<Connected, ConnectError | ConnectTimeout, Scope.Scope> =>
+  Effect.gen(function*() {
+    const { policy: { config, protocol }, scope, server } = options
+    const legacyOnly = config._tag === "InMemory" || (config._tag === "Http" && config.transport === "sse")
+    if (legacyOnly || protocol === "2025-11-25") {
+      return yield* connectLegacy(options, yield* openTransport(options, "legacy"), events).pipe(
+        Effect.mapError((error) => {
+          if (protocol !== "2025-11-25" || error._tag !== "ConnectError") return error
+          const failure = sdkFailure(error.cause)
+          const offered = failure._tag === "Rpc" ? supportedVersions(failure.data) : undefined
+          return offered === undefined ? error : new ConnectError({
+            server,
+            scope,
+            reason: `the server refuses the pinned revision 2025-11-25: it supports only ${offered.join(", ")}`,
+            cause: error.cause
+          })
+        })
+      )
+    }
+    const known = options.verdicts.get(config)
+    if (known?._tag === "Modern") {
+      return yield* connectModern(options, yield* openTransport(options, "modern"), known.discovery, events)
+    }
+    if (known?._tag === "Legacy") {
+      return yield* connectLegacy(options, yield* openTransport(options, "legacy"), events).pipe(
+        Effect.catchIf(refusedForModern, () => {
+          options.verdicts.delete(config)
+          return probeAndConnect(options, events)
+        })
+      )
+    }
+    return yield* probeAndConnect(options, events)
+  })
+
+const threadStateOf = (config: McpServerConfig, connected: Connected): ThreadState => {
+  switch (config._tag) {
+    case "Stdio":
+      return "process"
+    case "InMemory":
+      return "session"
+    case "Http":
+      return connected.wire.sdk.revision === "2025-11-25" && connected.transport.sessionId !== undefined
+        ? "session"
+        : "none"
+    case "Custom":
+      return connected.wire.sdk.revision === "2025-11-25" ? "session" : "none"
+  }
+}
+
+// =============================================================================
+// The session
+// =============================================================================
+
 /**
  * Opens a session in the current scope. Interrupting it (connect timeout, last waiter gone, pool closed)
- * aborts `initialize` and the scope's finalizers release whatever was opened.
+ * aborts the handshake and the scope's finalizers release whatever was opened.
  */
 export const openSession = (
   options: OpenSessionOptions
 ): Effect.Effect<SessionHandle, ConnectError | ConnectTimeout, Scope.Scope> =>
   Effect.gen(function*() {
     const { scope, server } = options
-    const opened = yield* openTransport(options)
-    const client = new Client(options.clientInfo, { capabilities: {}, jsonSchemaValidator: lazyValidator() })
     const lost = Deferred.makeUnsafe<SessionLost>()
     let terminated: Termination | undefined
     // Made on the first subscription: most sessions never have one, and a hub costs ~17 KiB up front.
@@ -193,19 +594,21 @@ export const openSession = (
     // The SDK calls onclose once the transport is gone, whoever closed it; only a close we did not start
     // is a death.
     let lostReason = "the connection closed"
-    // Our transports say why they gave the session up (HTTP 404, output too large, …) just before closing.
-    client.onerror = (error) => {
-      if (isTransportLost(error)) lostReason = `the connection closed: ${error.message}`
-    }
-    client.onclose = () => {
-      if (terminated === undefined) {
-        terminated = new SessionLost({ server, scope, reason: lostReason })
-        Deferred.doneUnsafe(lost, Effect.succeed(terminated))
-        options.onLost()
+    const events: SessionEvents = {
+      // Our transports say why they gave the session up (HTTP 404, output too large, …) just before closing.
+      onerror: (error) => {
+        if (isTransportLost(error)) lostReason = `the connection closed: ${error.message}`
+      },
+      onclose: () => {
+        if (terminated === undefined) {
+          terminated = new SessionLost({ server, scope, reason: lostReason })
+          Deferred.doneUnsafe(lost, Effect.succeed(terminated))
+          options.onLost()
+        }
+      },
+      onnotification: (notification) => {
+        if (hub !== undefined) PubSub.publishUnsafe(hub, notification)
       }
-    }
-    client.fallbackNotificationHandler = async (notification) => {
-      if (hub !== undefined) PubSub.publishUnsafe(hub, notification as ServerNotification)
     }
     const notifications = Stream.unwrap(Effect.suspend(() => {
       if (terminated !== undefined) return Effect.succeed(Stream.empty)
@@ -216,6 +619,9 @@ export const openSession = (
       })
     }))
 
+    const connected = yield* connectInRevision(options, events)
+    const { transport, wire } = connected
+
     const terminate = (reason: Termination) =>
       Effect.suspend(() => {
         if (terminated === undefined) terminated = reason
@@ -223,7 +629,7 @@ export const openSession = (
         // close never settles never does: report it now. The handler the SDK wired rejects each pending
         // request once (with `terminated`'s error, see `toError`) and detaches the client; a second report
         // from the transport finds nothing left to do.
-        opened.transport.onclose?.()
+        transport.onclose?.()
         return hub === undefined ? Effect.void : PubSub.shutdown(hub)
       })
 
@@ -232,21 +638,9 @@ export const openSession = (
       // Suspended: an error captures a stack, which costs more than a connect's own bookkeeping.
       Effect.suspend(() => terminate(new SessionLost({ server, scope, reason: "the session was closed" }))).pipe(
         // The client is detached by now (its own close would do nothing): close the transport directly.
-        Effect.andThen(Effect.promise(() => opened.transport.close().catch(() => undefined)))
+        Effect.andThen(Effect.promise(() => transport.close().catch(() => undefined)))
       )
     )
-
-    // The pool's owner bounds the connect (and kills what it opened at once); the SDK's own timer would
-    // race it and close the transport gracefully first, so it only backs that bound up.
-    const initializeBackstopMillis = Duration.toMillis(options.policy.connectTimeout) * 2
-    yield* Effect.tryPromise({
-      try: (signal) => client.connect(opened.transport, { signal, timeout: sdkTimeout(initializeBackstopMillis) }),
-      catch: (cause) =>
-        cause instanceof McpError && cause.code === ErrorCode.RequestTimeout &&
-          isLocalTimeout(cause, initializeBackstopMillis)
-          ? new ConnectTimeout({ server, scope, timeoutMillis: Duration.toMillis(options.policy.connectTimeout) })
-          : new ConnectError({ server, scope, reason: `initialize failed: ${errorText(cause)}`, cause })
-    })
 
     // Only when limited: a semaphore on every call would cost the common, unlimited case.
     const permits = options.policy.maxConcurrentCalls === undefined
@@ -255,26 +649,51 @@ export const openSession = (
     const defaultTimeout = Duration.toMillis(options.policy.callTimeout)
     const toError = (method: string, timeoutMillis: number) => (cause: unknown): McpSessionError => {
       if (terminated !== undefined) return terminated
-      if (cause instanceof McpError) {
-        // The SDK's own timeout carries the bound it was given; a server may send -32001 for other reasons.
-        if (cause.code === ErrorCode.RequestTimeout && isLocalTimeout(cause, timeoutMillis)) {
-          return new CallTimeout({ server, scope, method, timeoutMillis })
-        }
-        // A real close has already set `terminated` (the SDK fires onclose before failing pending requests),
-        // so a -32000 here is the server's generic error code, and the session stays.
-        return new McpProtocolError({
-          server,
-          scope,
-          method,
-          code: cause.code,
-          message: protocolMessage(cause),
-          data: cause.data
-        })
+      const failure = sdkFailure(cause)
+      switch (failure._tag) {
+        case "Timeout":
+          // The SDK's own timeout carries the bound it was given; a server may send -32001 for other reasons.
+          if (failure.timeout === sdkTimeout(timeoutMillis)) {
+            return new CallTimeout({ server, scope, method, timeoutMillis })
+          }
+          return new McpProtocolError({
+            server,
+            scope,
+            method,
+            code: ErrorCode.RequestTimeout,
+            message: errorText(cause)
+          })
+        case "Rpc":
+          // A real close has already set `terminated` (the SDK fires onclose before failing pending
+          // requests), so a -32000 here is the server's generic error code, and the session stays.
+          return new McpProtocolError({
+            server,
+            scope,
+            method,
+            code: failure.code,
+            message: rpcMessage(failure),
+            data: failure.data
+          })
+        case "NotConnected":
+          return new SessionLost({ server, scope, reason: "not connected", cause })
+        case "InputRequired":
+          return new McpProtocolError({
+            server,
+            scope,
+            method,
+            code: ErrorCode.InvalidRequest,
+            message:
+              `the server asked the client for input (input_required) during ${method}; this pool does not answer server requests yet`
+          })
+        case "Other":
+          return new McpProtocolError({
+            server,
+            scope,
+            method,
+            code: ErrorCode.InternalError,
+            message: failure.message
+          })
       }
-      if (cause instanceof Error && cause.message === "Not connected") {
-        return new SessionLost({ server, scope, reason: "not connected", cause })
-      }
-      return new McpProtocolError({ server, scope, method, code: ErrorCode.InternalError, message: errorText(cause) })
     }
 
     /** The call's own timeout, else the server's; `undefined` when the call's is not a valid duration. */
@@ -295,17 +714,13 @@ export const openSession = (
         }: expected a non-negative duration such as "5 seconds" or a number of milliseconds`
       })
 
-    // The SDK's own callTool, with callToolResult.ts's decoder in place of zod's CallToolResultSchema.
-    const sdkCallTool = (params: CallToolParams, options: { readonly signal: AbortSignal; readonly timeout: number }) =>
-      callTool(client, params, options)
-
     const startCallTool: SessionHandle["startCallTool"] = options.policy.maxConcurrentCalls !== undefined
       ? undefined
       : (params, requestOptions, signal, done) => {
         const timeout = requestTimeout(requestOptions)
         if (timeout === undefined) return done(Exit.fail(invalidTimeout("tools/call", requestOptions)))
         if (terminated !== undefined) return done(Exit.fail(terminated))
-        sdkCallTool(params, { signal, timeout: sdkTimeout(timeout) }).then(
+        wire.callTool(params, { signal, timeout: sdkTimeout(timeout) }).then(
           (result) => done(Exit.succeed(result)),
           (cause) => done(Exit.fail(toError("tools/call", timeout)(cause)))
         )
@@ -313,7 +728,7 @@ export const openSession = (
 
     const request = <A>(
       method: string,
-      run: (sdkOptions: { readonly signal: AbortSignal; readonly timeout: number }) => Promise<A>,
+      run: (sdkOptions: SdkRequestOptions) => Promise<A>,
       requestOptions: RequestOptions | undefined
     ): Effect.Effect<A, McpSessionError> => {
       const timeout = requestTimeout(requestOptions)
@@ -326,35 +741,31 @@ export const openSession = (
       return permits === undefined ? call : permits.withPermit(call)
     }
 
-    const serverInfo = client.getServerVersion() ?? { name: server, version: "unknown" }
     const session: McpSession = {
       server,
       scope,
-      pid: opened.pid,
-      serverInfo,
-      serverCapabilities: client.getServerCapabilities() ?? {},
-      instructions: client.getInstructions(),
+      pid: connected.pid,
+      revision: wire.sdk.revision,
+      protocolVersion: wire.protocolVersion,
+      threadState: threadStateOf(options.policy.config, connected),
+      serverInfo: wire.serverInfo ?? { name: server, version: "unknown" },
+      serverCapabilities: wire.serverCapabilities,
+      instructions: wire.instructions,
       notifications,
-      client,
-      listTools: (params, requestOptions) =>
-        request("tools/list", (o) => client.listTools(params?.cursor === undefined ? {} : params, o), requestOptions),
-      callTool: (params, requestOptions) => request("tools/call", (o) => sdkCallTool(params, o), requestOptions),
+      sdk: wire.sdk,
+      listTools: (params, requestOptions) => request("tools/list", (o) => wire.listTools(params, o), requestOptions),
+      callTool: (params, requestOptions) => request("tools/call", (o) => wire.callTool(params, o), requestOptions),
       listResources: (params, requestOptions) =>
-        request(
-          "resources/list",
-          (o) => client.listResources(params?.cursor === undefined ? {} : params, o),
-          requestOptions
-        ),
+        request("resources/list", (o) => wire.listResources(params, o), requestOptions),
       readResource: (params, requestOptions) =>
-        request("resources/read", (o) => client.readResource(params, o), requestOptions),
+        request("resources/read", (o) => wire.readResource(params, o), requestOptions),
       listPrompts: (params, requestOptions) =>
-        request(
-          "prompts/list",
-          (o) => client.listPrompts(params?.cursor === undefined ? {} : params, o),
-          requestOptions
-        ),
-      getPrompt: (params, requestOptions) => request("prompts/get", (o) => client.getPrompt(params, o), requestOptions),
-      ping: (requestOptions) => Effect.asVoid(request("ping", (o) => client.ping(o), requestOptions))
+        request("prompts/list", (o) => wire.listPrompts(params, o), requestOptions),
+      getPrompt: (params, requestOptions) => request("prompts/get", (o) => wire.getPrompt(params, o), requestOptions),
+      ping: (requestOptions) =>
+        Effect.asVoid(
+          request(wire.sdk.revision === "2025-11-25" ? "ping" : "server/discover", wire.ping, requestOptions)
+        )
     }
     return { session, startCallTool, lost, terminate } satisfies SessionHandle
   })

@@ -3,11 +3,19 @@
  * connect at a latch, fail the next connects, and runs a fresh notebook server per session. Also a server
  * that holds calls at a gate and counts how many run at once (`makeCallGate`).
  */
+import type { Client } from "@modelcontextprotocol/sdk/client/index.js"
 import { InMemoryTransport } from "@modelcontextprotocol/sdk/inMemory.js"
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js"
 import { type Duration, Effect, Latch, Queue } from "effect"
 import { makeNotebookServer } from "../../examples/notebook-server.ts"
 import * as McpServerConfig from "../../src/McpServerConfig.ts"
+import type { McpSession } from "../../src/McpSession.ts"
+
+/** The 1.32 SDK client of a 2025-era session (throws for a 2026-07-28 one: a test that expects legacy). */
+export const legacyClient = (session: McpSession): Client => {
+  if (session.sdk.revision !== "2025-11-25") throw new Error(`expected a 2025-era session, got ${session.revision}`)
+  return session.sdk.client
+}
 
 export interface Probe {
   readonly config: McpServerConfig.Custom

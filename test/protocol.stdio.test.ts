@@ -1,0 +1,251 @@
+/**
+ * Both MCP revisions over real stdio processes, with one unchanged config: servers built with the official
+ * SDK v2 server (`test/fixtures/modern-server.ts`: modern-only or dual), 2025-era servers on SDK 1.32
+ * (`legacy-quirks.ts`: plain, one that exits on a request before `initialize`, one that ignores it) and one
+ * that speaks neither (`neither-server.ts`). Spawns are counted by the fixtures themselves (a file per
+ * process), and processes are checked in `/proc`.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, References } from "effect"
+import { mkdtempSync, readdirSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { fileURLToPath } from "node:url"
+import { ConfigError, ConnectError, McpProtocolError } from "../src/McpPoolError.ts"
+import * as McpServerConfig from "../src/McpServerConfig.ts"
+import { McpSessionPool, type Options } from "../src/McpSessionPool.ts"
+import { firstText } from "./utils/probe.ts"
+import { awaitGone, isRunning } from "./utils/proc.ts"
+import { within } from "./utils/within.ts"
+
+const fixture = (name: string) => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url))
+const modernServer = fixture("modern-server.ts")
+const legacyServer = fixture("legacy-quirks.ts")
+const neitherServer = fixture("neither-server.ts")
+
+/** A directory the fixtures write one file per spawned process to. */
+const spawnLog = () => {
+  const dir = mkdtempSync(join(tmpdir(), "mcp-spawns-"))
+  return { dir, count: () => readdirSync(dir).length }
+}
+
+const node = (
+  script: string,
+  env: Record<string, string>,
+  options: { readonly protocol?: McpServerConfig.Protocol } = {}
+) => McpServerConfig.stdio({ command: process.execPath, args: [script], env, ...options })
+
+const makePool = (servers: Options["servers"]) =>
+  McpSessionPool.make({ servers, connectTimeout: "20 seconds", callTimeout: "20 seconds" }).pipe(
+    Effect.provideService(References.MinimumLogLevel, "None")
+  )
+
+type Pool = McpSessionPool["Service"]
+
+const call = (pool: Pool, server: string, scope: string, name: string, args: Record<string, unknown> = {}) =>
+  pool.callTool({ server, scope, name, arguments: args }).pipe(
+    Effect.map(firstText),
+    within("20 seconds", `${name} on ${server}/${scope}`)
+  )
+
+describe("both MCP revisions over stdio, one config", () => {
+  it.live(
+    "a modern-only server: per-thread state per process, one process per session, the verdict cached",
+    () =>
+      Effect.gen(function*() {
+        const spawns = spawnLog()
+        const pool = yield* makePool({ modern: node(modernServer, { MODERN_FIXTURE_SPAWN_DIR: spawns.dir }) })
+        assert.strictEqual(yield* call(pool, "modern", "a", "counter_increment"), "1")
+        assert.strictEqual(yield* call(pool, "modern", "a", "counter_increment"), "2")
+        const pidA = yield* call(pool, "modern", "a", "whoami")
+        assert.strictEqual(yield* call(pool, "modern", "b", "counter_increment"), "1")
+        const pidB = yield* call(pool, "modern", "b", "whoami")
+        assert.notStrictEqual(pidA, pidB)
+        assert.strictEqual(yield* call(pool, "modern", "a", "era"), "modern")
+        // The probe ran on the first session's own process: no sibling, then none at all.
+        assert.strictEqual(spawns.count(), 2)
+        assert.deepStrictEqual(readdirSync(spawns.dir).sort(), [pidA, pidB].sort())
+
+        const session = yield* pool.get("modern", "a").pipe(Effect.scoped)
+        assert.strictEqual(session.revision, "2026-07-28")
+        assert.strictEqual(session.protocolVersion, "2026-07-28")
+        assert.strictEqual(session.threadState, "process")
+        assert.strictEqual(session.sdk.revision, "2026-07-28")
+        const rows = yield* pool.snapshot
+        assert.deepStrictEqual(
+          rows.map((row) => [row.scope, row.protocolVersion, row.threadState]).sort(),
+          [["a", "2026-07-28", "process"], ["b", "2026-07-28", "process"]]
+        )
+
+        yield* pool.closeScope("a")
+        yield* awaitGone(Number(pidA))
+        assert.strictEqual(yield* call(pool, "modern", "a", "counter_increment"), "1")
+        assert.strictEqual(spawns.count(), 3)
+        yield* pool.closeAll
+        assert.isFalse(isRunning(Number(pidB)))
+      }),
+    60_000
+  )
+
+  it.live(
+    "a dual server is spoken to in 2026-07-28 by default, in 2025-11-25 when pinned",
+    () =>
+      Effect.gen(function*() {
+        const env = { MODERN_FIXTURE_LEGACY: "serve" }
+        const pool = yield* makePool({
+          auto: node(modernServer, env),
+          pinned: node(modernServer, env, { protocol: "2025-11-25" })
+        })
+        assert.strictEqual(yield* call(pool, "auto", "t", "era"), "modern")
+        assert.strictEqual(yield* call(pool, "pinned", "t", "era"), "legacy")
+        const pinned = yield* pool.get("pinned", "t").pipe(Effect.scoped)
+        assert.strictEqual(pinned.revision, "2025-11-25")
+        assert.strictEqual(pinned.protocolVersion, "2025-11-25")
+        assert.strictEqual(pinned.threadState, "process")
+      }),
+    60_000
+  )
+
+  it.live("a 2025-era server: the probe's -32601 keeps its process, which then serves", () =>
+    Effect.gen(function*() {
+      const spawns = spawnLog()
+      const pool = yield* makePool({
+        legacy: node(legacyServer, { LEGACY_QUIRK: "none", MODERN_FIXTURE_SPAWN_DIR: spawns.dir })
+      })
+      assert.strictEqual(yield* call(pool, "legacy", "a", "counter_increment"), "1")
+      assert.strictEqual(yield* call(pool, "legacy", "a", "counter_increment"), "2")
+      assert.strictEqual(yield* call(pool, "legacy", "b", "counter_increment"), "1")
+      assert.strictEqual(spawns.count(), 2)
+      const session = yield* pool.get("legacy", "a").pipe(Effect.scoped)
+      assert.strictEqual(session.revision, "2025-11-25")
+      assert.strictEqual(session.sdk.revision, "2025-11-25")
+    }), 60_000)
+
+  it.live(
+    "a 2025-era server that exits on the probe costs one more spawn, once: the verdict is cached",
+    () =>
+      Effect.gen(function*() {
+        const spawns = spawnLog()
+        const pool = yield* makePool({
+          legacy: node(legacyServer, { LEGACY_QUIRK: "exit", MODERN_FIXTURE_SPAWN_DIR: spawns.dir })
+        })
+        assert.strictEqual(yield* call(pool, "legacy", "a", "counter_increment"), "1")
+        assert.strictEqual(spawns.count(), 2) // the probed process exited; its successor serves
+        assert.strictEqual(yield* call(pool, "legacy", "b", "counter_increment"), "1")
+        assert.strictEqual(yield* call(pool, "legacy", "c", "counter_increment"), "1")
+        // A probe would have cost each later session a second process too.
+        assert.strictEqual(spawns.count(), 4)
+      }),
+    60_000
+  )
+
+  it.live("a 2025-era server that ignores the probe is reached after the probe's bound", () =>
+    Effect.gen(function*() {
+      const spawns = spawnLog()
+      const pool = yield* McpSessionPool.make({
+        // The probe waits for min(5 s, connectTimeout / 2): here 1 s, once for the config.
+        servers: { legacy: node(legacyServer, { LEGACY_QUIRK: "ignore", MODERN_FIXTURE_SPAWN_DIR: spawns.dir }) },
+        connectTimeout: "2 seconds"
+      })
+      assert.strictEqual(yield* call(pool, "legacy", "a", "counter_increment"), "1")
+      assert.strictEqual(yield* call(pool, "legacy", "b", "counter_increment"), "1")
+      assert.strictEqual(spawns.count(), 2)
+    }), 60_000)
+
+  it.live(
+    "a cached 2025-era verdict that proves stale (the server was upgraded) is corrected once",
+    () =>
+      Effect.gen(function*() {
+        const spawns = spawnLog()
+        const which = join(spawns.dir, "..", `which-${process.pid}-${Date.now()}`)
+        writeFileSync(which, legacyServer)
+        // The same config runs whichever server the file names: the "upgrade" happens between two sessions.
+        const pool = yield* makePool({
+          s: McpServerConfig.stdio({
+            command: "sh",
+            args: ["-c", `exec "${process.execPath}" "$(cat "${which}")"`],
+            env: { LEGACY_QUIRK: "none", MODERN_FIXTURE_SPAWN_DIR: spawns.dir }
+          })
+        })
+        assert.strictEqual(yield* call(pool, "s", "a", "counter_increment"), "1")
+        assert.strictEqual(spawns.count(), 1)
+        writeFileSync(which, modernServer)
+        // The cached verdict says initialize; the upgraded server refuses it (-32022, naming 2026-07-28): the
+        // connect asks again, on a fresh process, and the session speaks 2026-07-28.
+        assert.strictEqual(yield* call(pool, "s", "b", "era"), "modern")
+        assert.strictEqual(spawns.count(), 3)
+        assert.strictEqual(yield* call(pool, "s", "c", "era"), "modern")
+        assert.strictEqual(spawns.count(), 4)
+      }),
+    60_000
+  )
+
+  it.live("pinning a revision the server refuses is a ConnectError naming both", () =>
+    Effect.gen(function*() {
+      const pool = yield* makePool({
+        modernOnly: node(modernServer, {}, { protocol: "2025-11-25" }),
+        legacyOnly: node(legacyServer, { LEGACY_QUIRK: "none" }, { protocol: "2026-07-28" })
+      })
+      const refused = yield* Effect.flip(call(pool, "modernOnly", "t", "echo", { text: "x" }))
+      assert.instanceOf(refused, ConnectError)
+      assert.include(refused.message, "pinned revision 2025-11-25")
+      assert.include(refused.message, "supports only 2026-07-28")
+      const notOffered = yield* Effect.flip(call(pool, "legacyOnly", "t", "whoami"))
+      assert.instanceOf(notOffered, ConnectError)
+      assert.include(notOffered.message, "pinned revision 2026-07-28")
+      assert.include(notOffered.message, "server/discover: it answered error -32601")
+      assert.include(notOffered.message, `"2025-11-25"`)
+    }), 60_000)
+
+  it.live(
+    "a server that speaks neither revision is a ConnectError naming what was tried",
+    () =>
+      Effect.gen(function*() {
+        const pool = yield* makePool({ neither: node(neitherServer, {}) })
+        const error = yield* Effect.flip(call(pool, "neither", "t", "whoami"))
+        assert.instanceOf(error, ConnectError)
+        assert.include(error.message, "speaks neither 2025-11-25 nor 2026-07-28")
+        assert.include(error.message, "server/discover: it answered error -32601")
+        assert.include(error.message, "initialize: MCP error -32602")
+      }),
+    60_000
+  )
+
+  it.live(
+    "a modern server asking for input gets no answer it can misread; the call a typed error; the session stays",
+    () =>
+      Effect.gen(function*() {
+        const pool = yield* makePool({ modern: node(modernServer, {}) })
+        const pid = yield* call(pool, "modern", "t", "whoami")
+        const error = yield* Effect.flip(call(pool, "modern", "t", "ask_user"))
+        assert.instanceOf(error, McpProtocolError)
+        // The pool declares no elicitation capability, so the server refuses to ask (-32021) rather than
+        // waiting for an answer that would never come.
+        assert.strictEqual(error.code, -32021)
+        assert.strictEqual(yield* call(pool, "modern", "t", "whoami"), pid)
+      }),
+    60_000
+  )
+
+  it.effect("a bad protocol value is a ConfigError naming the field", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(McpSessionPool.make({
+        servers: {
+          a: McpServerConfig.stdio({ command: "x", protocol: "2026" as McpServerConfig.Protocol }),
+          b: McpServerConfig.inMemory(() => {
+            throw new Error("never called")
+          }, { protocol: "2026-07-28" }),
+          c: McpServerConfig.sse({ url: "http://127.0.0.1:1/sse", protocol: "2026-07-28" })
+        },
+        protocol: "latest" as McpServerConfig.Protocol
+      }))
+      assert.instanceOf(error, ConfigError)
+      assert.deepStrictEqual(error.issues.map((issue) => issue.path), [
+        "protocol",
+        "servers.a.protocol",
+        "servers.b.protocol",
+        "servers.c.protocol"
+      ])
+      assert.include(error.issues[0]!.message, `expected "auto", "2025-11-25" or "2026-07-28", got "latest"`)
+    }))
+})
