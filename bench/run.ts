@@ -22,7 +22,8 @@ const sections = [
   "peers",
   "shutdown",
   "playwright",
-  "import"
+  "import",
+  "modern"
 ] as const
 type SectionId = (typeof sections)[number]
 
@@ -51,6 +52,7 @@ const runSection = async (id: SectionId): Promise<Section> => {
   const lifecycle = await import("./lifecycle.ts")
   const startup = await import("./startup.ts")
   const browser = await import("./playwright.ts")
+  const modern = await import("./modern.ts")
   const run: Record<SectionId, () => Promise<Section>> = {
     overhead: calls.overhead,
     savings: calls.savings,
@@ -60,7 +62,8 @@ const runSection = async (id: SectionId): Promise<Section> => {
     churn: lifecycle.churn,
     shutdown: lifecycle.shutdown,
     playwright: browser.playwright,
-    import: startup.importCost
+    import: startup.importCost,
+    modern: modern.modern
   }
   return run[id]()
 }
@@ -90,7 +93,7 @@ const installPeers = () => {
  * turns on one core instead of waking each other across two, whose latency swings far more than the
  * differences measured. Without `taskset` they run unpinned, and their descriptions say so.
  */
-const pinned: ReadonlyArray<SectionId> = ["overhead", "peers"]
+const pinned: ReadonlyArray<SectionId> = ["overhead", "peers", "modern"]
 const pinToOneCpu = spawnSync("taskset", ["-c", String(cpus().length - 1), "true"]).status === 0
   ? ["taskset", "-c", String(cpus().length - 1), process.execPath]
   : [process.execPath]
