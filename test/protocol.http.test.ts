@@ -41,7 +41,7 @@ const methodsOf = (server: ModernHttpServer) =>
   server.requests.map((request) => `${request.method} ${header(request.headers, "mcp-method") ?? "-"}`)
 
 describe("both MCP revisions over streamable HTTP, one config", () => {
-  it.live("a modern-only server: no session id, no DELETE, state guarantee none, the verdict cached", () =>
+  it.live("semantics 12, 13: a modern-only server: no session id, no DELETE, state guarantee none, the verdict cached", () =>
     Effect.gen(function*() {
       const server = yield* serve("reject")
       const pool = yield* makePool({ docs: McpServerConfig.http({ url: server.url }) })
