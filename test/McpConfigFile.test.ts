@@ -33,6 +33,30 @@ const revealAll = (record: unknown): Record<string, string> =>
   )
 
 describe("McpConfigFile", () => {
+  it.effect("protocol: per server, absent means auto; a bad value or 2026-07-28 over SSE is named", () =>
+    Effect.gen(function*() {
+      const servers = yield* decode({
+        mcpServers: {
+          plain: { command: "x" },
+          modern: { command: "x", protocol: "2026-07-28" },
+          legacy: { url: "https://old.example.com/mcp", type: "http", protocol: "2025-11-25" }
+        }
+      })
+      assert.strictEqual(asStdio(servers.plain).protocol, "auto")
+      assert.strictEqual(asStdio(servers.modern).protocol, "2026-07-28")
+      assert.strictEqual(asHttp(servers.legacy).protocol, "2025-11-25")
+      const error = yield* Effect.flip(decode({
+        mcpServers: {
+          a: { command: "x", protocol: "latest" },
+          b: { url: "https://old.example.com/sse", type: "sse", protocol: "2026-07-28" }
+        }
+      }))
+      assert.deepStrictEqual(error.issues.map((issue) => issue.path), [
+        "mcpServers.a.protocol",
+        "mcpServers.b.protocol"
+      ])
+    }))
+
   it.effect("Claude Desktop / Cursor format: stdio and remote servers", () =>
     Effect.gen(function*() {
       const servers = yield* decode({
