@@ -6,7 +6,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Redacted, References } from "effect"
 import type { IncomingHttpHeaders } from "node:http"
-import { McpProtocolError } from "../src/McpPoolError.ts"
+import { ConnectError, McpProtocolError } from "../src/McpPoolError.ts"
 import * as McpServerConfig from "../src/McpServerConfig.ts"
 import { McpSessionPool, type Options } from "../src/McpSessionPool.ts"
 import { type ModernHttpServer, startModernHttp, TOOLS_LIST_TTL_MS } from "./fixtures/modern-http.ts"
@@ -116,6 +116,17 @@ describe("both MCP revisions over streamable HTTP, one config", () => {
       // Nothing ties modern HTTP calls to a connection: the session serves on.
       assert.strictEqual(yield* call(pool, "docs", "t", "counter_increment"), "2")
       assert.strictEqual(server.toolRuns("break_stream"), 1)
+    }))
+
+  it.live("pinning 2025-11-25 against a modern-only server is a ConnectError naming both revisions", () =>
+    Effect.gen(function*() {
+      const server = yield* serve("reject")
+      const pool = yield* makePool({ docs: McpServerConfig.http({ url: server.url, protocol: "2025-11-25" }) })
+      const error = yield* Effect.flip(call(pool, "docs", "t", "echo", { text: "x" }))
+      assert.instanceOf(error, ConnectError)
+      assert.include(error.message, "refuses the pinned revision 2025-11-25: it supports only 2026-07-28")
+      // Pinned: never asked which revision it speaks.
+      assert.isFalse(methodsOf(server).includes("POST server/discover"))
     }))
 
   it.live("a dual server: 2026-07-28 by default; pinned to 2025-11-25 its stateless legacy side gives no session", () =>

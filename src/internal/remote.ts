@@ -87,9 +87,21 @@ const protocolHeaders = new Set(["mcp-session-id", "mcp-protocol-version", "cont
 export class RemoteTransportError extends Error {
   override readonly name = "RemoteTransportError"
   readonly status: number | undefined
-  constructor(message: string, status: number | undefined) {
+  /**
+   * The JSON-RPC error in the answer's body, if any (e.g. a 400 carrying -32022 and the versions the server
+   * supports): its message is scrubbed like the rest, its code and data kept for the session to classify.
+   */
+  readonly code: number | undefined
+  readonly data: unknown
+  constructor(
+    message: string,
+    status: number | undefined,
+    rpcError?: { readonly code: number; readonly data: unknown }
+  ) {
     super(message)
     this.status = status
+    this.code = rpcError?.code
+    this.data = rpcError?.data
   }
 }
 
@@ -198,6 +210,23 @@ const httpStatus = (error: unknown): number | undefined => {
   // The SSE transport's POST failures are plain errors: "Error POSTing to endpoint (HTTP 404): …".
   const match = /^Error POSTing to endpoint \(HTTP (\d{3})\)/.exec(errorMessage(error))
   return match === null ? undefined : Number(match[1])
+}
+
+/** The JSON-RPC error a failed HTTP exchange's body carries (the SDK quotes the body in its message). */
+const rpcErrorOf = (error: unknown): { readonly code: number; readonly data: unknown } | undefined => {
+  const body = errorMessage(error).replace(
+    /^(Streamable HTTP error: |SSE error: )?(Error POSTing to endpoint( \(HTTP \d+\))?: )?/,
+    ""
+  )
+  try {
+    const parsed: unknown = JSON.parse(body)
+    return Predicate.hasProperty(parsed, "error") && Predicate.hasProperty(parsed.error, "code") &&
+        typeof parsed.error.code === "number"
+      ? { code: parsed.error.code, data: Predicate.hasProperty(parsed.error, "data") ? parsed.error.data : undefined }
+      : undefined
+  } catch {
+    return undefined
+  }
 }
 
 /** "HTTP 401: <what the server said>", from the SDK's wordier messages; the JSON-RPC error's text if any. */
@@ -653,7 +682,11 @@ export class RemoteTransport implements Transport {
     if (error instanceof RemoteTransportError && context === undefined) return error
     if (error instanceof Error && error.message === "Not connected" && context === undefined) return error
     const text = this.scrubText(describeFailure(error))
-    return new RemoteTransportError(context === undefined ? text : `${context}: ${text}`, httpStatus(error))
+    return new RemoteTransportError(
+      context === undefined ? text : `${context}: ${text}`,
+      httpStatus(error),
+      rpcErrorOf(error)
+    )
   }
 }
 
