@@ -24,6 +24,7 @@ import type {
   ListPromptsResult,
   ListResourcesResult,
   ListToolsResult,
+  Progress,
   ReadResourceResult,
   ServerCapabilities,
   ServerNotification
@@ -74,6 +75,16 @@ export type SdkClient =
 export interface RequestOptions {
   /** Overrides the server's `callTimeout` for this request. */
   readonly timeout?: Duration.Input | undefined
+  /**
+   * Asks the server for progress (`_meta.progressToken`) and calls this with each `notifications/progress`,
+   * in order, before the result: the last one is never lost to it. Runs on the transport's thread of
+   * events: keep it quick (e.g. `Queue.offerUnsafe`).
+   */
+  readonly onProgress?: ((progress: Progress) => void) | undefined
+  /** Each progress notification restarts `timeout` (a long call that keeps reporting never times out on it). */
+  readonly resetTimeoutOnProgress?: boolean | undefined
+  /** With `resetTimeoutOnProgress`: the bound on the whole call, however much progress it reports. */
+  readonly maxTotalTimeout?: Duration.Input | undefined
 }
 
 /**
@@ -83,6 +94,11 @@ export interface RequestOptions {
 export interface CallToolParams {
   readonly name: string
   readonly arguments?: Record<string, unknown> | undefined
+  /**
+   * Sent as the request's `_meta`. When a span is current, the pool adds its W3C `traceparent` (SEP-414)
+   * unless this already has one.
+   */
+  readonly _meta?: Record<string, unknown> | undefined
 }
 
 /**

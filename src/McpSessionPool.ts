@@ -143,6 +143,12 @@ export interface McpSessionPoolShape {
    * `closeTimeout`), and the pool refuses new work with `PoolClosed`.
    */
   readonly closeAll: Effect.Effect<void>
+  /**
+   * The scope's roots changed (the `McpClientHandlers` `listRoots` would answer differently now): tells each
+   * of its ready sessions (`notifications/roots/list_changed`), so servers ask again. Without a `listRoots`
+   * handler there is nothing to tell.
+   */
+  readonly rootsChanged: (scope: string) => Effect.Effect<void>
   /** The live sessions: server, scope, state, leases, idle since, pid, revision, what keeps the thread's state. */
   readonly snapshot: Effect.Effect<ReadonlyArray<SessionInfo>>
   /**

@@ -3,6 +3,7 @@
  *
  * @since 0.1.0
  */
+export * as McpClientHandlers from "./McpClientHandlers.ts"
 export * as McpConfigFile from "./McpConfigFile.ts"
 export * as McpPoolError from "./McpPoolError.ts"
 export * as McpScope from "./McpScope.ts"

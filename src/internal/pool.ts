@@ -42,18 +42,30 @@ import {
   Fiber,
   Metric,
   MutableRef,
+  Option,
   Scope,
   SynchronizedRef,
   Tracer
 } from "effect"
+import { McpClientHandlers } from "../McpClientHandlers.ts"
 import type { McpGetError, McpSessionError } from "../McpPoolError.ts"
-import { ConnectError, ConnectTimeout, MissingScope, PoolClosed, SessionLost, UnknownServer } from "../McpPoolError.ts"
+import {
+  ConfigError,
+  ConfigIssue,
+  ConnectError,
+  ConnectTimeout,
+  MissingScope,
+  PoolClosed,
+  SessionLost,
+  UnknownServer
+} from "../McpPoolError.ts"
 import { McpScope } from "../McpScope.ts"
 import type { CallToolParams, McpSession, RequestOptions } from "../McpSession.ts"
 import type { CloseReason, McpSessionPoolShape, SessionInfo } from "../McpSessionPool.ts"
 import type { Verdicts } from "./negotiate.ts"
 import { type ResolvedOptions, resolveServers, samePolicy, type ServerPolicy } from "./options.ts"
-import { openSession, type SessionHandle } from "./session.ts"
+import { type ResolvedHandlers, resolveHandlers } from "./serverRequests.ts"
+import { openSession, type SessionHandle, withTraceContext } from "./session.ts"
 
 // =============================================================================
 // Records
@@ -71,6 +83,8 @@ interface Pool {
   readonly ownerContext: Context.Context<never>
   /** Which revision each server config speaks, once a connect found out (negotiate.ts). */
   readonly verdicts: Verdicts
+  /** The app's answers to server requests (`McpClientHandlers` in the layer's context), if any. */
+  readonly handlers: ResolvedHandlers | undefined
 }
 
 type PoolState = Open | Closed
@@ -338,6 +352,8 @@ const connect = (pool: Pool, entry: Entry, sessionScope: Scope.Scope) =>
     policy: entry.policy,
     clientInfo: pool.options.clientInfo,
     verdicts: pool.verdicts,
+    handlers: pool.handlers,
+    runContext: pool.ownerContext,
     // Once serving, the transport's death is one more reason to close: the owner serves until one signal.
     // (While connecting, a dead transport fails the connect itself.)
     onLost: () => {
@@ -826,7 +842,7 @@ const callTool = (
       }
       // Defined: leaseReadyUnsafe(…, true) leases only sessions whose calls start at once.
       const start = (hit.state as Ready).handle.startCallTool!
-      start(params, requestOptions, signal, (exit) => {
+      start(withTraceContext(params, fiber), requestOptions, signal, (exit) => {
         giveBack()
         resume(exit)
       })
@@ -939,6 +955,16 @@ const reload = (pool: Pool, servers: Parameters<McpSessionPoolShape["reload"]>[0
 
 export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
   const layerScope = yield* Effect.scope
+  const given = yield* Effect.serviceOption(McpClientHandlers)
+  const handlers = Option.isSome(given) ? resolveHandlers(given.value) : undefined
+  if (typeof handlers === "string") {
+    return yield* Effect.fail(
+      new ConfigError({
+        source: "McpClientHandlers",
+        issues: [new ConfigIssue({ path: "timeout", message: handlers })]
+      })
+    )
+  }
   const pool: Pool = {
     options,
     servers: options.servers,
@@ -954,7 +980,8 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
     // owner is interrupted while the pool still takes work, whatever order the layer's finalizers run in.
     ownersScope: yield* Scope.make("parallel"),
     ownerContext: yield* Effect.context<never>(),
-    verdicts: new WeakMap()
+    verdicts: new WeakMap(),
+    handlers
   }
   yield* Scope.addFinalizer(layerScope, closeAll(pool))
 
@@ -967,7 +994,9 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
         pool,
         request.server,
         request.scope,
-        { name: request.name, arguments: request.arguments },
+        request._meta === undefined
+          ? { name: request.name, arguments: request.arguments }
+          : { name: request.name, arguments: request.arguments, _meta: request._meta },
         requestOptions
       ),
     invalidate: (server, scope) =>
@@ -978,6 +1007,15 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
     closeScope: (scope) => retireWhere(pool, (state) => state.byScope.get(scope) ?? [], "scope-closed"),
     closeServer: (server) => retireWhere(pool, (state) => state.byServer.get(server)?.values() ?? [], "server-closed"),
     closeAll: closeAll(pool),
+    rootsChanged: (scope) =>
+      Effect.suspend(() => {
+        const state = stateOf(pool)
+        if (state._tag === "Closed" || pool.handlers?.handlers.listRoots === undefined) return Effect.void
+        const ready = [...state.byScope.get(scope) ?? []].flatMap((entry) =>
+          entry.state._tag === "Ready" ? [entry.state.handle] : []
+        )
+        return Effect.forEach(ready, (handle) => handle.rootsChanged, { concurrency: "unbounded", discard: true })
+      }),
     snapshot: snapshot(pool),
     reload: (servers) => reload(pool, servers)
   } satisfies McpSessionPoolShape

@@ -8,7 +8,12 @@
  * own transports. Everything above the SDK client (typed errors, timeouts, termination, notifications) is
  * one code path for both, through {@link Wire}.
  */
-import type { Client as ModernClient, DiscoverResult, Transport as ModernTransport } from "@modelcontextprotocol/client"
+import type {
+  Client as ModernClient,
+  ClientCapabilities as ModernCapabilities,
+  DiscoverResult,
+  Transport as ModernTransport
+} from "@modelcontextprotocol/client"
 import { Client } from "@modelcontextprotocol/sdk/client/index.js"
 import { InMemoryTransport } from "@modelcontextprotocol/sdk/inMemory.js"
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js"
@@ -21,13 +26,27 @@ import {
   type ListResourcesResult,
   type ListToolsResult,
   McpError,
+  type Progress,
   type ReadResourceResult,
   type ServerCapabilities,
   type ServerNotification
 } from "@modelcontextprotocol/sdk/types.js"
 import { AjvJsonSchemaValidator } from "@modelcontextprotocol/sdk/validation/ajv"
 import type { jsonSchemaValidator } from "@modelcontextprotocol/sdk/validation/types.js"
-import { Deferred, Duration, Effect, Exit, Predicate, PubSub, Scope, Semaphore, Stream } from "effect"
+import {
+  Context,
+  Deferred,
+  Duration,
+  Effect,
+  Exit,
+  type Fiber,
+  Predicate,
+  PubSub,
+  Scope,
+  Semaphore,
+  Stream,
+  Tracer
+} from "effect"
 import {
   CallTimeout,
   ConnectError,
@@ -52,6 +71,13 @@ import {
 } from "./negotiate.ts"
 import { checkArgs, decodeDuration, maxTimerMillis, type ServerPolicy, show } from "./options.ts"
 import { openRemote } from "./remote.ts"
+import {
+  HandlerRuns,
+  installLegacy,
+  installModern,
+  type ResolvedHandlers,
+  type SessionRequests
+} from "./serverRequests.ts"
 import { spawnStdio } from "./stdioTransport.ts"
 import { isTransportLost } from "./transportLost.ts"
 
@@ -80,6 +106,8 @@ export interface SessionHandle {
    * transport itself is closed by the session's scope. Idempotent.
    */
   readonly terminate: (reason: Termination) => Effect.Effect<void>
+  /** Tells the server the scope's roots changed (`notifications/roots/list_changed`); errors ignored. */
+  readonly rootsChanged: Effect.Effect<void>
 }
 
 export interface OpenSessionOptions {
@@ -91,6 +119,10 @@ export interface OpenSessionOptions {
   readonly onLost: () => void
   /** The pool's revision verdicts per server config: read before a connect, written after a probe. */
   readonly verdicts: Verdicts
+  /** The app's answers to server requests (`McpClientHandlers`), if it gave any. */
+  readonly handlers: ResolvedHandlers | undefined
+  /** The layer's context, for running those handlers. */
+  readonly runContext: Context.Context<never>
 }
 
 interface OpenedTransport {
@@ -196,6 +228,9 @@ const openTransport = (
 interface SdkRequestOptions {
   readonly signal: AbortSignal
   readonly timeout: number
+  readonly onprogress?: (progress: Progress) => void
+  readonly resetTimeoutOnProgress?: boolean
+  readonly maxTotalTimeout?: number
 }
 
 type Cursor = { readonly cursor?: string | undefined } | undefined
@@ -217,6 +252,7 @@ interface Wire {
     options: SdkRequestOptions
   ) => Promise<GetPromptResult>
   readonly ping: (options: SdkRequestOptions) => Promise<unknown>
+  readonly sendRootsListChanged: () => Promise<void>
 }
 
 /** A page request without a cursor is sent without params, as the SDK's own list helpers do. */
@@ -235,7 +271,8 @@ const legacyWire = (client: Client, protocolVersion: string): Wire => ({
   readResource: (params, options) => client.readResource(params, options),
   listPrompts: (params, options) => client.listPrompts(page(params), options),
   getPrompt: (params, options) => client.getPrompt(params, options),
-  ping: (options) => client.ping(options)
+  ping: (options) => client.ping(options),
+  sendRootsListChanged: () => client.sendRootsListChanged()
 })
 
 /**
@@ -255,7 +292,8 @@ const modernWire = (client: ModernClient): Wire => ({
   listPrompts: (params, options) => client.listPrompts(page(params), options) as Promise<ListPromptsResult>,
   getPrompt: (params, options) => client.getPrompt(params, options) as Promise<GetPromptResult>,
   // 2026-07-28 has no `ping` (SDK v2 refuses to send one); `server/discover` is what every server answers.
-  ping: (options) => client.discover(options)
+  ping: (options) => client.discover(options),
+  sendRootsListChanged: () => client.sendRootsListChanged()
 })
 
 // SDK v2 (with its own zod schemas) is loaded by the first 2026-07-28 session, not with the package.
@@ -323,10 +361,12 @@ interface ClientCallbacks {
   fallbackNotificationHandler?: ((notification: never) => Promise<void>) | undefined
 }
 
-interface SessionEvents {
+/** What a session gives the SDK client it adopts: its callbacks, and the app's answers to server requests. */
+interface ClientWiring {
   readonly onclose: () => void
   readonly onerror: (error: Error) => void
   readonly onnotification: (notification: ServerNotification) => void
+  readonly requests: SessionRequests | undefined
 }
 
 /**
@@ -334,21 +374,21 @@ interface SessionEvents {
  * a close before then is replayed at adoption. A client whose connect failed is never adopted, so its
  * close (the SDK closes the transport) is not the session's death.
  */
-const routeEvents = (client: ClientCallbacks, events: SessionEvents): () => void => {
+const routeEvents = (client: ClientCallbacks, wiring: ClientWiring): () => void => {
   let adopted = false
   let early: { error: Error | undefined; closed: boolean } = { error: undefined, closed: false }
-  client.onerror = (error) => adopted ? events.onerror(error) : (early.error = error)
-  client.onclose = () => adopted ? events.onclose() : (early.closed = true)
+  client.onerror = (error) => adopted ? wiring.onerror(error) : (early.error = error)
+  client.onclose = () => adopted ? wiring.onclose() : (early.closed = true)
   ;(client as { fallbackNotificationHandler?: (notification: ServerNotification) => Promise<void> })
     .fallbackNotificationHandler = async (notification) => {
-      if (adopted) events.onnotification(notification)
+      if (adopted) wiring.onnotification(notification)
     }
   return () => {
     adopted = true
     const { closed, error } = early
     early = { error: undefined, closed: false }
-    if (error !== undefined) events.onerror(error)
-    if (closed) events.onclose()
+    if (error !== undefined) wiring.onerror(error)
+    if (closed) wiring.onclose()
   }
 }
 
@@ -375,11 +415,15 @@ const connectFailure = (options: OpenSessionOptions, backstopMillis: number) => 
 const connectLegacy = (
   options: OpenSessionOptions,
   opened: OpenedTransport,
-  events: SessionEvents
+  wiring: ClientWiring
 ): Effect.Effect<Connected, ConnectError | ConnectTimeout> =>
   Effect.suspend(() => {
-    const client = new Client(options.clientInfo, { capabilities: {}, jsonSchemaValidator: lazyValidator() })
-    const adopt = routeEvents(client, events)
+    const client = new Client(options.clientInfo, {
+      capabilities: wiring.requests?.resolved.capabilities ?? {},
+      jsonSchemaValidator: lazyValidator()
+    })
+    if (wiring.requests !== undefined) installLegacy(client, wiring.requests)
+    const adopt = routeEvents(client, wiring)
     // The pool's owner bounds the connect (and kills what it opened at once); the SDK's own timer would
     // race it and close the transport gracefully first, so it only backs that bound up.
     const backstopMillis = Duration.toMillis(options.policy.connectTimeout) * 2
@@ -405,7 +449,7 @@ const connectModern = (
   options: OpenSessionOptions,
   opened: OpenedTransport,
   discovery: Discovery,
-  events: SessionEvents
+  wiring: ClientWiring
 ): Effect.Effect<Connected, ConnectError | ConnectTimeout> =>
   Effect.gen(function*() {
     const ModernClient = yield* Effect.mapError(
@@ -413,10 +457,15 @@ const connectModern = (
       (cause) =>
         new ConnectError({ server: options.server, scope: options.scope, reason: "could not load SDK v2", cause })
     )
-    // Server requests (`input_required`) are not answered yet: without auto-fulfilment SDK v2 surfaces one
-    // as a typed error instead of retrying the call with empty answers.
-    const client = new ModernClient(options.clientInfo, { capabilities: {}, inputRequired: { autoFulfill: false } })
-    const adopt = routeEvents(client, events)
+    // With handlers, SDK v2 answers a server's `input_required` rounds through them and retries the call;
+    // without, it surfaces one as a typed error rather than retrying with no answers.
+    const client = new ModernClient(options.clientInfo, {
+      // The same capability objects, declared by the other package's types.
+      capabilities: (wiring.requests?.resolved.capabilities ?? {}) as ModernCapabilities,
+      inputRequired: { autoFulfill: wiring.requests !== undefined }
+    })
+    if (wiring.requests !== undefined) installModern(client, wiring.requests)
+    const adopt = routeEvents(client, wiring)
     const backstopMillis = Duration.toMillis(options.policy.connectTimeout) * 2
     yield* Effect.tryPromise({
       try: (signal) =>
@@ -448,7 +497,7 @@ const isLocal = (options: OpenSessionOptions, transport: Transport): boolean =>
  */
 const probeAndConnect = (
   options: OpenSessionOptions,
-  events: SessionEvents
+  wiring: ClientWiring
 ): Effect.Effect<Connected, ConnectError | ConnectTimeout, Scope.Scope> =>
   Effect.gen(function*() {
     const { policy: { config, protocol }, scope, server } = options
@@ -470,7 +519,7 @@ const probeAndConnect = (
     const asked = `server/discover: ${describeOutcome(outcome)}`
     if (outcome._tag === "Modern") {
       options.verdicts.set(config, { _tag: "Modern", discovery: outcome.discovery })
-      return yield* connectModern(options, opened, outcome.discovery, events)
+      return yield* connectModern(options, opened, outcome.discovery, wiring)
     }
     if (protocol === modernRevision) {
       return yield* fail(
@@ -503,7 +552,7 @@ const probeAndConnect = (
         }
         break
     }
-    const connected = yield* connectLegacy(options, legacyTransport, events).pipe(
+    const connected = yield* connectLegacy(options, legacyTransport, wiring).pipe(
       Effect.mapError((error) =>
         error._tag === "ConnectError"
           ? new ConnectError({
@@ -523,13 +572,13 @@ const probeAndConnect = (
 /** Transport plus SDK client in the revision the config asks for or the server speaks. */
 const connectInRevision = (
   options: OpenSessionOptions,
-  events: SessionEvents
+  wiring: ClientWiring
 ): Effect.Effect<Connected, ConnectError | ConnectTimeout, Scope.Scope> =>
   Effect.gen(function*() {
     const { policy: { config, protocol }, scope, server } = options
     const legacyOnly = config._tag === "InMemory" || (config._tag === "Http" && config.transport === "sse")
     if (legacyOnly || protocol === "2025-11-25") {
-      return yield* connectLegacy(options, yield* openTransport(options, "legacy"), events).pipe(
+      return yield* connectLegacy(options, yield* openTransport(options, "legacy"), wiring).pipe(
         Effect.mapError((error) => {
           if (protocol !== "2025-11-25" || error._tag !== "ConnectError") return error
           const failure = sdkFailure(error.cause)
@@ -545,17 +594,17 @@ const connectInRevision = (
     }
     const known = options.verdicts.get(config)
     if (known?._tag === "Modern") {
-      return yield* connectModern(options, yield* openTransport(options, "modern"), known.discovery, events)
+      return yield* connectModern(options, yield* openTransport(options, "modern"), known.discovery, wiring)
     }
     if (known?._tag === "Legacy") {
-      return yield* connectLegacy(options, yield* openTransport(options, "legacy"), events).pipe(
+      return yield* connectLegacy(options, yield* openTransport(options, "legacy"), wiring).pipe(
         Effect.catchIf(refusedForModern, () => {
           options.verdicts.delete(config)
-          return probeAndConnect(options, events)
+          return probeAndConnect(options, wiring)
         })
       )
     }
-    return yield* probeAndConnect(options, events)
+    return yield* probeAndConnect(options, wiring)
   })
 
 const threadStateOf = (config: McpServerConfig, connected: Connected): ThreadState => {
@@ -571,6 +620,22 @@ const threadStateOf = (config: McpServerConfig, connected: Connected): ThreadSta
     case "Custom":
       return connected.wire.sdk.revision === "2025-11-25" ? "session" : "none"
   }
+}
+
+/** W3C trace ids are 32 and 16 lower-case hex digits; a span with other ids has no `traceparent`. */
+const traceIds = /^[0-9a-f]{32}-[0-9a-f]{16}$/
+
+/**
+ * The call's params with the current span's W3C `traceparent` in `_meta` (SEP-414), unless there is no
+ * span or the caller set one. The copy is made only then: a call without a span is sent as given.
+ */
+export const withTraceContext = (params: CallToolParams, fiber: Fiber.Fiber<unknown, unknown>): CallToolParams => {
+  if (params._meta?.traceparent !== undefined) return params
+  const span = Context.getOrUndefined(fiber.context, Tracer.ParentSpan)
+  if (span === undefined) return params
+  const ids = `${span.traceId}-${span.spanId}`
+  if (!traceIds.test(ids)) return params
+  return { ...params, _meta: { ...params._meta, traceparent: `00-${ids}-${span.sampled ? "01" : "00"}` } }
 }
 
 // =============================================================================
@@ -594,7 +659,7 @@ export const openSession = (
     // The SDK calls onclose once the transport is gone, whoever closed it; only a close we did not start
     // is a death.
     let lostReason = "the connection closed"
-    const events: SessionEvents = {
+    const wiring: ClientWiring = {
       // Our transports say why they gave the session up (HTTP 404, output too large, …) just before closing.
       onerror: (error) => {
         if (isTransportLost(error)) lostReason = `the connection closed: ${error.message}`
@@ -608,8 +673,16 @@ export const openSession = (
       },
       onnotification: (notification) => {
         if (hub !== undefined) PubSub.publishUnsafe(hub, notification)
+      },
+      requests: options.handlers === undefined ? undefined : {
+        resolved: options.handlers,
+        origin: { server, scope },
+        runContext: options.runContext,
+        runs: new HandlerRuns()
       }
     }
+    // Only with handlers: tracking which calls are in flight costs the common case nothing.
+    const runs = wiring.requests?.runs
     const notifications = Stream.unwrap(Effect.suspend(() => {
       if (terminated !== undefined) return Effect.succeed(Stream.empty)
       if (hub !== undefined) return Effect.succeed(Stream.fromPubSub(hub))
@@ -619,7 +692,7 @@ export const openSession = (
       })
     }))
 
-    const connected = yield* connectInRevision(options, events)
+    const connected = yield* connectInRevision(options, wiring)
     const { transport, wire } = connected
 
     const terminate = (reason: Termination) =>
@@ -630,6 +703,7 @@ export const openSession = (
         // request once (with `terminated`'s error, see `toError`) and detaches the client; a second report
         // from the transport finds nothing left to do.
         transport.onclose?.()
+        runs?.cancelAll()
         return hub === undefined ? Effect.void : PubSub.shutdown(hub)
       })
 
@@ -696,33 +770,70 @@ export const openSession = (
       }
     }
 
-    /** The call's own timeout, else the server's; `undefined` when the call's is not a valid duration. */
-    const requestTimeout = (requestOptions: RequestOptions | undefined): number | undefined => {
-      if (requestOptions?.timeout === undefined) return defaultTimeout
-      const parsed = decodeDuration(requestOptions.timeout)
+    /** A bound given to one request, decoded; `undefined` when it is not a valid duration. */
+    const bound = (value: Duration.Input | undefined, fallback: number): number | undefined => {
+      if (value === undefined) return fallback
+      const parsed = decodeDuration(value)
       return parsed === undefined ? undefined : Duration.toMillis(parsed)
     }
 
-    const invalidTimeout = (method: string, requestOptions: RequestOptions | undefined) =>
+    const invalidBound = (method: string, field: string, value: unknown) =>
       new McpProtocolError({
         server,
         scope,
         method,
         code: ErrorCode.InvalidParams,
-        message: `invalid request timeout ${
-          show(requestOptions?.timeout)
+        message: `invalid request ${field} ${
+          show(value)
         }: expected a non-negative duration such as "5 seconds" or a number of milliseconds`
       })
+
+    /**
+     * The SDK's options for one request — its own timeout, else the server's, and what it asks about
+     * progress — or the error its invalid bound is. Most requests ask nothing: they share one shape.
+     */
+    const prepare = (method: string, requestOptions: RequestOptions | undefined) => {
+      const timeout = bound(requestOptions?.timeout, defaultTimeout)
+      if (timeout === undefined) return invalidBound(method, "timeout", requestOptions?.timeout)
+      const onProgress = requestOptions?.onProgress
+      const maxTotal = requestOptions?.maxTotalTimeout
+      if (onProgress === undefined && requestOptions?.resetTimeoutOnProgress === undefined && maxTotal === undefined) {
+        return { timeout, sdk: (signal: AbortSignal): SdkRequestOptions => ({ signal, timeout: sdkTimeout(timeout) }) }
+      }
+      const maxTotalTimeout = maxTotal === undefined ? undefined : bound(maxTotal, 0)
+      if (maxTotal !== undefined && maxTotalTimeout === undefined) {
+        return invalidBound(method, "maxTotalTimeout", maxTotal)
+      }
+      return {
+        timeout,
+        sdk: (signal: AbortSignal): SdkRequestOptions => ({
+          signal,
+          timeout: sdkTimeout(timeout),
+          ...(onProgress === undefined ? {} : { onprogress: onProgress }),
+          ...(requestOptions?.resetTimeoutOnProgress === undefined
+            ? {}
+            : { resetTimeoutOnProgress: requestOptions.resetTimeoutOnProgress }),
+          ...(maxTotalTimeout === undefined ? {} : { maxTotalTimeout: sdkTimeout(maxTotalTimeout) })
+        })
+      }
+    }
 
     const startCallTool: SessionHandle["startCallTool"] = options.policy.maxConcurrentCalls !== undefined
       ? undefined
       : (params, requestOptions, signal, done) => {
-        const timeout = requestTimeout(requestOptions)
-        if (timeout === undefined) return done(Exit.fail(invalidTimeout("tools/call", requestOptions)))
+        const prepared = prepare("tools/call", requestOptions)
+        if (prepared instanceof McpProtocolError) return done(Exit.fail(prepared))
         if (terminated !== undefined) return done(Exit.fail(terminated))
-        wire.callTool(params, { signal, timeout: sdkTimeout(timeout) }).then(
-          (result) => done(Exit.succeed(result)),
-          (cause) => done(Exit.fail(toError("tools/call", timeout)(cause)))
+        const token = runs?.begin()
+        wire.callTool(params, prepared.sdk(signal)).then(
+          (result) => {
+            if (token !== undefined) runs!.end(token)
+            done(Exit.succeed(result))
+          },
+          (cause) => {
+            if (token !== undefined) runs!.end(token)
+            done(Exit.fail(toError("tools/call", prepared.timeout)(cause)))
+          }
         )
       }
 
@@ -731,12 +842,16 @@ export const openSession = (
       run: (sdkOptions: SdkRequestOptions) => Promise<A>,
       requestOptions: RequestOptions | undefined
     ): Effect.Effect<A, McpSessionError> => {
-      const timeout = requestTimeout(requestOptions)
-      if (timeout === undefined) return Effect.fail(invalidTimeout(method, requestOptions))
+      const prepared = prepare(method, requestOptions)
+      if (prepared instanceof McpProtocolError) return Effect.fail(prepared)
       const call = Effect.tryPromise({
-        try: (signal) =>
-          terminated === undefined ? run({ signal, timeout: sdkTimeout(timeout) }) : Promise.reject(terminated),
-        catch: toError(method, timeout)
+        try: (signal) => {
+          if (terminated !== undefined) return Promise.reject(terminated)
+          if (runs === undefined) return run(prepared.sdk(signal))
+          const token = runs.begin()
+          return run(prepared.sdk(signal)).finally(() => runs.end(token))
+        },
+        catch: toError(method, prepared.timeout)
       })
       return permits === undefined ? call : permits.withPermit(call)
     }
@@ -754,7 +869,11 @@ export const openSession = (
       notifications,
       sdk: wire.sdk,
       listTools: (params, requestOptions) => request("tools/list", (o) => wire.listTools(params, o), requestOptions),
-      callTool: (params, requestOptions) => request("tools/call", (o) => wire.callTool(params, o), requestOptions),
+      callTool: (params, requestOptions) =>
+        Effect.withFiber((fiber) => {
+          const traced = withTraceContext(params, fiber)
+          return request("tools/call", (o) => wire.callTool(traced, o), requestOptions)
+        }),
       listResources: (params, requestOptions) =>
         request("resources/list", (o) => wire.listResources(params, o), requestOptions),
       readResource: (params, requestOptions) =>
@@ -767,5 +886,8 @@ export const openSession = (
           request(wire.sdk.revision === "2025-11-25" ? "ping" : "server/discover", wire.ping, requestOptions)
         )
     }
-    return { session, startCallTool, lost, terminate } satisfies SessionHandle
+    const rootsChanged = Effect.promise(() =>
+      terminated === undefined ? wire.sendRootsListChanged().catch(() => undefined) : Promise.resolve()
+    )
+    return { session, startCallTool, lost, terminate, rootsChanged } satisfies SessionHandle
   })
