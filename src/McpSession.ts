@@ -24,8 +24,10 @@ import type {
   ListPromptsResult,
   ListResourcesResult,
   ListToolsResult,
+  LoggingLevel,
   Progress,
   ReadResourceResult,
+  ResourceUpdatedNotification,
   ServerCapabilities,
   ServerNotification
 } from "@modelcontextprotocol/sdk/types.js"
@@ -150,6 +152,20 @@ export interface McpSession {
     params: { readonly name: string; readonly arguments?: Record<string, string> | undefined },
     options?: RequestOptions
   ) => Effect.Effect<GetPromptResult, McpSessionError>
+  /**
+   * Updates of one resource (`notifications/resources/updated` params) for as long as the stream is read:
+   * 2025-11-25 `resources/subscribe` (unsubscribed when the stream ends), 2026-07-28 a `subscriptions/listen`
+   * stream (closed when it ends). Ends when the session does. Fails if the server refuses the subscription.
+   */
+  readonly subscribe: (
+    uri: string,
+    options?: RequestOptions
+  ) => Stream.Stream<ResourceUpdatedNotification["params"], McpSessionError>
+  /**
+   * `logging/setLevel` (2025-11-25): the server's `notifications/message` arrive in `notifications`. On a
+   * 2026-07-28 session an `McpProtocolError` (-32601): that revision has no such request.
+   */
+  readonly setLoggingLevel: (level: LoggingLevel, options?: RequestOptions) => Effect.Effect<void, McpSessionError>
   /** `ping`; on 2026-07-28 (which has no `ping`) `server/discover`, the cheapest request it answers. */
   readonly ping: (options?: RequestOptions) => Effect.Effect<void, McpSessionError>
 }

@@ -227,27 +227,31 @@ describe("both MCP revisions over stdio, one config", () => {
     60_000
   )
 
-  it.live("an idle 2026-07-28 session is checked with server/discover (it has no ping) and kept", () =>
-    Effect.gen(function*() {
-      const spawns = spawnLog()
-      const pool = yield* makePool({
-        modern: McpServerConfig.stdio({
-          command: process.execPath,
-          args: [modernServer],
-          env: { MODERN_FIXTURE_SPAWN_DIR: spawns.dir },
-          pingAfterIdle: 0
+  it.live(
+    "an idle 2026-07-28 session is checked with server/discover (it has no ping) and kept",
+    () =>
+      Effect.gen(function*() {
+        const spawns = spawnLog()
+        const pool = yield* makePool({
+          modern: McpServerConfig.stdio({
+            command: process.execPath,
+            args: [modernServer],
+            env: { MODERN_FIXTURE_SPAWN_DIR: spawns.dir },
+            pingAfterIdle: 0
+          })
         })
-      })
-      const pid = yield* call(pool, "modern", "t", "whoami")
-      // Every get of the idle session checks it first; a failed check (a `ping` SDK v2 refuses to send)
-      // would retire it and start a new process.
-      for (let i = 0; i < 3; i++) {
-        const session = yield* pool.get("modern", "t").pipe(Effect.scoped)
-        yield* session.ping()
-      }
-      assert.strictEqual(yield* call(pool, "modern", "t", "whoami"), pid)
-      assert.strictEqual(spawns.count(), 1)
-    }), 60_000)
+        const pid = yield* call(pool, "modern", "t", "whoami")
+        // Every get of the idle session checks it first; a failed check (a `ping` SDK v2 refuses to send)
+        // would retire it and start a new process.
+        for (let i = 0; i < 3; i++) {
+          const session = yield* pool.get("modern", "t").pipe(Effect.scoped)
+          yield* session.ping()
+        }
+        assert.strictEqual(yield* call(pool, "modern", "t", "whoami"), pid)
+        assert.strictEqual(spawns.count(), 1)
+      }),
+    60_000
+  )
 
   it.effect("a bad protocol value is a ConfigError naming the field", () =>
     Effect.gen(function*() {

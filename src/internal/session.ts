@@ -25,9 +25,11 @@ import {
   type ListPromptsResult,
   type ListResourcesResult,
   type ListToolsResult,
+  type LoggingLevel,
   McpError,
   type Progress,
   type ReadResourceResult,
+  type ResourceUpdatedNotification,
   type ServerCapabilities,
   type ServerNotification
 } from "@modelcontextprotocol/sdk/types.js"
@@ -253,6 +255,10 @@ interface Wire {
   ) => Promise<GetPromptResult>
   readonly ping: (options: SdkRequestOptions) => Promise<unknown>
   readonly sendRootsListChanged: () => Promise<void>
+  /** Asks for `notifications/resources/updated` of `uri`; resolves to what ends the subscription. */
+  readonly subscribe: (uri: string, options: SdkRequestOptions) => Promise<() => Promise<unknown>>
+  /** `undefined` where the revision has no `logging/setLevel`. */
+  readonly setLoggingLevel: ((level: LoggingLevel, options: SdkRequestOptions) => Promise<unknown>) | undefined
 }
 
 /** A page request without a cursor is sent without params, as the SDK's own list helpers do. */
@@ -272,7 +278,12 @@ const legacyWire = (client: Client, protocolVersion: string): Wire => ({
   listPrompts: (params, options) => client.listPrompts(page(params), options),
   getPrompt: (params, options) => client.getPrompt(params, options),
   ping: (options) => client.ping(options),
-  sendRootsListChanged: () => client.sendRootsListChanged()
+  sendRootsListChanged: () => client.sendRootsListChanged(),
+  subscribe: async (uri, options) => {
+    await client.subscribeResource({ uri }, options)
+    return () => client.unsubscribeResource({ uri })
+  },
+  setLoggingLevel: (level, options) => client.setLoggingLevel(level, options)
 })
 
 /**
@@ -293,7 +304,15 @@ const modernWire = (client: ModernClient): Wire => ({
   getPrompt: (params, options) => client.getPrompt(params, options) as Promise<GetPromptResult>,
   // 2026-07-28 has no `ping` (SDK v2 refuses to send one); `server/discover` is what every server answers.
   ping: (options) => client.discover(options),
-  sendRootsListChanged: () => client.sendRootsListChanged()
+  sendRootsListChanged: () => client.sendRootsListChanged(),
+  // 2026-07-28 replaces resources/subscribe with a `subscriptions/listen` stream; its notifications reach
+  // the same handlers as 2025-era ones (the session's hub).
+  subscribe: async (uri, options) => {
+    const subscription = await client.listen({ resourceSubscriptions: [uri] }, options)
+    return () => subscription.close()
+  },
+  // Removed in 2026-07-28: a level travels in each request's `_meta` instead.
+  setLoggingLevel: undefined
 })
 
 // SDK v2 (with its own zod schemas) is loaded by the first 2026-07-28 session, not with the package.
@@ -683,14 +702,15 @@ export const openSession = (
     }
     // Only with handlers: tracking which calls are in flight costs the common case nothing.
     const runs = wiring.requests?.runs
-    const notifications = Stream.unwrap(Effect.suspend(() => {
-      if (terminated !== undefined) return Effect.succeed(Stream.empty)
-      if (hub !== undefined) return Effect.succeed(Stream.fromPubSub(hub))
-      return Effect.map(PubSub.sliding<ServerNotification>(1024), (created) => {
-        hub = created
-        return Stream.fromPubSub(created)
-      })
-    }))
+    /** The session's hub, made on first use; `undefined` once the session ended. */
+    const hubNow = Effect.suspend(() => {
+      if (terminated !== undefined) return Effect.succeed(undefined)
+      if (hub !== undefined) return Effect.succeed(hub)
+      return Effect.map(PubSub.sliding<ServerNotification>(1024), (created) => (hub = created))
+    })
+    const notifications = Stream.unwrap(
+      Effect.map(hubNow, (current) => current === undefined ? Stream.empty : Stream.fromPubSub(current))
+    )
 
     const connected = yield* connectInRevision(options, wiring)
     const { transport, wire } = connected
@@ -881,6 +901,40 @@ export const openSession = (
       listPrompts: (params, requestOptions) =>
         request("prompts/list", (o) => wire.listPrompts(params, o), requestOptions),
       getPrompt: (params, requestOptions) => request("prompts/get", (o) => wire.getPrompt(params, o), requestOptions),
+      subscribe: (uri, requestOptions) =>
+        Stream.unwrap(Effect.gen(function*() {
+          const current = yield* hubNow
+          if (current === undefined) return Stream.empty
+          // Subscribed to the hub before asking: an update sent right after the server's answer is kept.
+          const updates = yield* PubSub.subscribe(current)
+          const end = yield* request(
+            wire.sdk.revision === "2025-11-25" ? "resources/subscribe" : "subscriptions/listen",
+            (o) => wire.subscribe(uri, o),
+            requestOptions
+          )
+          yield* Effect.addFinalizer(() => Effect.promise(() => end().catch(() => undefined)))
+          return Stream.fromSubscription(updates).pipe(
+            Stream.filter((n): n is ResourceUpdatedNotification =>
+              n.method === "notifications/resources/updated" && n.params.uri === uri
+            ),
+            Stream.map((n) => n.params)
+          )
+        })),
+      setLoggingLevel: (level, requestOptions) => {
+        const set = wire.setLoggingLevel
+        return set === undefined
+          ? Effect.fail(
+            new McpProtocolError({
+              server,
+              scope,
+              method: "logging/setLevel",
+              code: ErrorCode.MethodNotFound,
+              message:
+                "logging/setLevel is not part of 2026-07-28: the log level travels in each request's _meta (io.modelcontextprotocol/logLevel)"
+            })
+          )
+          : Effect.asVoid(request("logging/setLevel", (o) => set(level, o), requestOptions))
+      },
       ping: (requestOptions) =>
         Effect.asVoid(
           request(wire.sdk.revision === "2025-11-25" ? "ping" : "server/discover", wire.ping, requestOptions)
