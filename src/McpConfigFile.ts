@@ -40,7 +40,7 @@
  */
 import { Effect, FileSystem, Redacted } from "effect"
 import * as NodePath from "node:path"
-import { isRecord, show, urlProblem } from "./internal/options.ts"
+import { isProtocol, isRecord, protocolProblem, show, urlProblem } from "./internal/options.ts"
 import { ConfigError, ConfigIssue } from "./McpPoolError.ts"
 import * as McpServerConfig from "./McpServerConfig.ts"
 
@@ -186,8 +186,8 @@ class Decoder {
   /** `protocol`: the MCP revision (see `McpServerConfig.Protocol`); absent means "auto". */
   protocol(path: string, value: unknown): McpServerConfig.Protocol {
     if (value === undefined) return "auto"
-    if (value === "auto" || value === "2025-11-25" || value === "2026-07-28") return value
-    this.add(child(path, "protocol"), `expected "auto", "2025-11-25" or "2026-07-28", got ${show(value)}`)
+    if (isProtocol(value)) return value
+    this.add(child(path, "protocol"), protocolProblem(value))
     return "auto"
   }
 

@@ -4,6 +4,7 @@
  * port.
  */
 import { assert, describe, it } from "@effect/vitest"
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js"
 import { SSEServerTransport } from "@modelcontextprotocol/sdk/server/sse.js"
 import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js"
 import { isInitializeRequest } from "@modelcontextprotocol/sdk/types.js"
@@ -438,6 +439,37 @@ const capturingLogs = (logs: Array<string>) => <A, E, R>(effect: Effect.Effect<A
   )
 
 describe("secrets never reach errors or logs", () => {
+  it.live("a JSON-RPC error body echoing a credential: only the revisions it names reach the error's data", () =>
+    Effect.gen(function*() {
+      const token = "echoed-secret-token-42"
+      const server = yield* serve("streamable", {
+        reject: (request) => ({
+          status: 403,
+          body: JSON.stringify({
+            jsonrpc: "2.0",
+            id: null,
+            error: {
+              code: -32022,
+              message: "denied",
+              data: { supported: ["2025-11-25"], received: request.headers.authorization }
+            }
+          })
+        })
+      })
+      const pool = yield* makePool({
+        servers: {
+          docs: McpServerConfig.http({ url: server.url, headers: { Authorization: Redacted.make(`Bearer ${token}`) } })
+        }
+      }).pipe(Effect.provideService(References.MinimumLogLevel, "None"))
+      const error = yield* Effect.flip(pool.callTool({ server: "docs", scope: "t", name: "x" }))
+      assert.instanceOf(error, ConnectError)
+      const seen: Array<unknown> = []
+      for (let at: unknown = error; at !== undefined && seen.length < 10; at = (at as { cause?: unknown }).cause) {
+        seen.push(at instanceof Error ? { ...at, text: at.message } : at)
+      }
+      assert.notInclude(JSON.stringify(seen), token)
+    }))
+
   const bearer = "s3cret-bearer-token"
   const plainBearer = "plain-bearer-token"
   const apiKey = "plain-api-key-value"
@@ -610,6 +642,24 @@ describe("McpSessionPool over legacy SSE", () => {
       assert.deepStrictEqual([probe?.method, probe?.path], ["POST", "/sse"])
       assert.deepStrictEqual([stream?.method, stream?.path], ["GET", "/sse"])
       assert.isTrue(server.requests.every((request) => headerOf(request, "x-key") === "k"))
+    }))
+
+  it.live("a custom transport (the 1.32 SDK's streamable HTTP) to a 2025-era server still connects under \"auto\"", () =>
+    Effect.gen(function*() {
+      const server = yield* serve("streamable")
+      const pool = yield* makePool({
+        servers: {
+          custom: McpServerConfig.custom(() =>
+            Effect.acquireRelease(
+              Effect.sync(() => new StreamableHTTPClientTransport(new URL(server.url))),
+              (transport) => Effect.promise(() => transport.close())
+            )
+          )
+        }
+      })
+      // The probe's 400 ("No valid session ID") is a 2025-era answer; the same transport then initializes.
+      assert.strictEqual(yield* increment(pool, "custom", "t"), "1")
+      assert.strictEqual(yield* increment(pool, "custom", "t"), "2")
     }))
 
   it.live("\"auto\" stays on streamable HTTP when the server speaks it", () =>

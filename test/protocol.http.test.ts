@@ -4,8 +4,12 @@
  * statelessly), beside the 2025-era servers of http.test.ts. Every request the server saw is checked.
  */
 import { assert, describe, it } from "@effect/vitest"
+import { McpServer as LegacyMcpServer } from "@modelcontextprotocol/sdk/server/mcp.js"
+import { StreamableHTTPServerTransport as LegacyHttpServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js"
 import { Effect, Redacted, References } from "effect"
+import * as Http from "node:http"
 import type { IncomingHttpHeaders } from "node:http"
+import type { AddressInfo } from "node:net"
 import { ConnectError, McpProtocolError } from "../src/McpPoolError.ts"
 import * as McpServerConfig from "../src/McpServerConfig.ts"
 import { McpSessionPool, type Options } from "../src/McpSessionPool.ts"
@@ -40,7 +44,55 @@ const header = (headers: IncomingHttpHeaders, name: string): string | undefined 
 const methodsOf = (server: ModernHttpServer) =>
   server.requests.map((request) => `${request.method} ${header(request.headers, "mcp-method") ?? "-"}`)
 
+/** A 2025-era server on the 1.32 SDK, stateless (a fresh server and transport per POST), on 127.0.0.1. */
+const serveLegacyStateless = Effect.acquireRelease(
+  Effect.promise(() =>
+    new Promise<{ readonly url: string; readonly close: () => Promise<void> }>((resolve) => {
+      const server = Http.createServer((request, response) => {
+        const chunks: Array<Buffer> = []
+        request.on("data", (chunk: Buffer) => chunks.push(chunk))
+        request.on("end", async () => {
+          const mcp = new LegacyMcpServer({ name: "legacy-stateless", version: "1.0.0" })
+          mcp.registerTool("era", {}, () => ({ content: [{ type: "text" as const, text: "legacy" }] }))
+          const transport = new LegacyHttpServerTransport({})
+          await mcp.connect(transport)
+          const body = chunks.length === 0 ? undefined : JSON.parse(Buffer.concat(chunks).toString("utf8"))
+          await transport.handleRequest(request, response, body)
+        })
+      })
+      server.listen(0, "127.0.0.1", () => {
+        const { port } = server.address() as AddressInfo
+        resolve({
+          url: `http://127.0.0.1:${port}/mcp`,
+          close: () =>
+            new Promise((done) => {
+              server.closeAllConnections()
+              server.close(() => done())
+            })
+        })
+      })
+    })
+  ),
+  (server) => Effect.promise(() => server.close())
+)
+
 describe("both MCP revisions over streamable HTTP, one config", () => {
+  it.live("a cached 2025-era verdict gone stale over HTTP (SSE fallback on) is re-probed once", () =>
+    Effect.gen(function*() {
+      const legacy = yield* serveLegacyStateless
+      const modern = yield* serve("reject")
+      let target = legacy.url
+      // One config throughout; the server behind it is "upgraded" between two sessions.
+      const pool = yield* makePool({ docs: McpServerConfig.http({ url: () => target, fallbackToSse: true }) })
+      assert.strictEqual(yield* call(pool, "docs", "a", "era"), "legacy")
+      target = modern.url
+      // The cached verdict says initialize; the modern-only server refuses it (HTTP 400, -32022 naming
+      // 2026-07-28): no SSE fallback, but one new probe, and the session speaks 2026-07-28.
+      assert.strictEqual(yield* call(pool, "docs", "b", "era"), "modern")
+      assert.deepStrictEqual(methodsOf(modern), ["POST -", "POST server/discover", "POST tools/call"])
+      assert.strictEqual(yield* call(pool, "docs", "c", "era"), "modern")
+    }))
+
   it.live("semantics 12, 13: a modern-only server: no session id, no DELETE, state guarantee none, the verdict cached", () =>
     Effect.gen(function*() {
       const server = yield* serve("reject")

@@ -7,7 +7,7 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, References } from "effect"
-import { mkdtempSync, readdirSync, writeFileSync } from "node:fs"
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
@@ -54,7 +54,10 @@ describe("both MCP revisions over stdio, one config", () => {
     () =>
       Effect.gen(function*() {
         const spawns = spawnLog()
-        const pool = yield* makePool({ modern: node(modernServer, { MODERN_FIXTURE_SPAWN_DIR: spawns.dir }) })
+        const requests = join(spawns.dir, "..", `requests-${process.pid}-${Date.now()}`)
+        const pool = yield* makePool({
+          modern: node(modernServer, { MODERN_FIXTURE_SPAWN_DIR: spawns.dir, MODERN_FIXTURE_REQUEST_LOG: requests })
+        })
         assert.strictEqual(yield* call(pool, "modern", "a", "counter_increment"), "1")
         assert.strictEqual(yield* call(pool, "modern", "a", "counter_increment"), "2")
         const pidA = yield* call(pool, "modern", "a", "whoami")
@@ -81,6 +84,10 @@ describe("both MCP revisions over stdio, one config", () => {
         yield* awaitGone(Number(pidA))
         assert.strictEqual(yield* call(pool, "modern", "a", "counter_increment"), "1")
         assert.strictEqual(spawns.count(), 3)
+        // Asked once for the config: the two later sessions connected on the verdict, without a probe.
+        const methods = readFileSync(requests, "utf8").trim().split("\n")
+        assert.strictEqual(methods.filter((method) => method === "server/discover").length, 1)
+        assert.strictEqual(methods.filter((method) => method === "tools/call").length, 7)
         yield* pool.closeAll
         assert.isFalse(isRunning(Number(pidB)))
       }),
@@ -176,6 +183,64 @@ describe("both MCP revisions over stdio, one config", () => {
         assert.strictEqual(spawns.count(), 3)
         assert.strictEqual(yield* call(pool, "s", "c", "era"), "modern")
         assert.strictEqual(spawns.count(), 4)
+      }),
+    60_000
+  )
+
+  it.live(
+    "a cached 2026-07-28 verdict that proves stale (the server was rolled back) is dropped with its session, once",
+    () =>
+      Effect.gen(function*() {
+        const spawns = spawnLog()
+        const which = join(spawns.dir, "..", `which-${process.pid}-${Date.now()}-back`)
+        writeFileSync(which, modernServer)
+        const pool = yield* makePool({
+          s: McpServerConfig.stdio({
+            command: "sh",
+            args: ["-c", `exec "${process.execPath}" "$(cat "${which}")"`],
+            env: { LEGACY_QUIRK: "none", MODERN_FIXTURE_SPAWN_DIR: spawns.dir }
+          })
+        })
+        assert.strictEqual(yield* call(pool, "s", "a", "era"), "modern")
+        writeFileSync(which, legacyServer)
+        // Connected on the cached verdict with no round trip: the first answer, of the other era, is refused
+        // and the session dropped (the call may have run: it says the session was lost).
+        const stale = yield* Effect.flip(call(pool, "s", "b", "whoami"))
+        assert.strictEqual(stale._tag, "SessionLost")
+        assert.include(stale.message, "no longer speaks 2026-07-28")
+        // The next connect asks again and speaks 2025-11-25.
+        assert.match(yield* call(pool, "s", "b", "whoami"), /^\d+$/)
+        const session = yield* pool.get("s", "b").pipe(Effect.scoped)
+        assert.strictEqual(session.revision, "2025-11-25")
+      }),
+    60_000
+  )
+
+  it.live(
+    "a local server slower to start than the probe's bound: the refused initialize brings one patient probe",
+    () =>
+      Effect.gen(function*() {
+        const spawns = spawnLog()
+        const pool = yield* McpSessionPool.make({
+          servers: {
+            // Silent for longer than the probe's bound (min(5 s, connectTimeout / 2)), as `npx` fetching a
+            // server is: the fallback initialize is refused (-32022 naming 2026-07-28), so the connect asks
+            // again on a fresh process and waits for the answer.
+            slow: McpServerConfig.stdio({
+              command: "sh",
+              args: ["-c", `sleep 5.5; exec "${process.execPath}" "${modernServer}"`],
+              env: { MODERN_FIXTURE_SPAWN_DIR: spawns.dir }
+            })
+          },
+          connectTimeout: "40 seconds"
+        }).pipe(Effect.provideService(References.MinimumLogLevel, "None"))
+        assert.strictEqual(
+          yield* pool.callTool({ server: "slow", scope: "t", name: "era" }).pipe(
+            Effect.map(firstText),
+            within("40 seconds", "the slow server")
+          ),
+          "modern"
+        )
       }),
     60_000
   )

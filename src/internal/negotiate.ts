@@ -10,18 +10,23 @@
  *   legacy verdicts; over HTTP silence is an outage and a closed connection a connect error.
  * - Over stdio the probe runs on the session's own process: the process the probe asked is the one that
  *   serves (no sibling process). A server that exits on the probe costs one more spawn, once per config.
- * - The verdict is kept per server config (by identity: a reloaded or re-read config is asked again), so
- *   later sessions connect without a probe. A verdict that proves wrong at a connect (a legacy verdict
- *   whose `initialize` is refused with -32022 naming 2026-07-28) is corrected once by a probe on the same
- *   connection, never in a loop.
+ * - The verdict is kept per server config (by identity: a reloaded or re-read config is asked again), once a
+ *   connect in that revision succeeded, so later sessions connect without a probe. A verdict that proves
+ *   wrong is corrected once, never in a loop: a 2025-era one whose `initialize` is refused with -32022
+ *   naming 2026-07-28 is re-probed at once on a fresh connection; a 2026-07-28 one whose first request
+ *   gets an answer of the other era is dropped with its session, and the next connect asks again.
  */
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js"
 import type { Implementation, JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js"
 import { Predicate } from "effect"
 import type { McpServerConfig } from "../McpServerConfig.ts"
+import { httpStatus } from "./httpStatus.ts"
 
 /** The revision this pool speaks to modern servers. */
 export const modernRevision = "2026-07-28"
+
+/** The `initialize` era, by its latest revision (the 1.32 SDK also reaches 2024-11-05 … 2025-06-18). */
+export const legacyRevision = "2025-11-25"
 
 /** A JSON-RPC error code of the 2026-07-28 revision: the request's protocol version is not supported. */
 export const unsupportedProtocolVersion = -32022
@@ -90,12 +95,8 @@ const classifyResult = (result: unknown): ProbeOutcome => {
   return { _tag: "LegacyEvidence", answer: "a result that is not a server/discover result" }
 }
 
-/** The HTTP status a failed send carries (the pool's remote transport errors say it), if any. */
-const httpStatus = (error: unknown): number | undefined =>
-  Predicate.hasProperty(error, "status") && typeof error.status === "number" ? error.status : undefined
-
 /**
- * Sends `server/discover` on a transport that is not started yet, starts it, and reads the answer. On
+ * Starts a transport that is not started yet, sends `server/discover` on it, and reads the answer. On
  * return the transport is started, its handlers detached, and its next `start()` (the SDK client's) is a
  * no-op, so a client takes the connection over as it is. Never rejects: every failure is an outcome,
  * except a failure of `start` itself, which is rethrown (nothing was probed).

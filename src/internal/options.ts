@@ -47,7 +47,13 @@ export const defaultSettings = {
 /** The longest delay a Node timer honours; past it, it fires after 1 ms. */
 export const maxTimerMillis = 2_147_483_647
 
-const protocols: ReadonlyArray<Protocol> = ["auto", "2025-11-25", "2026-07-28"]
+const protocols: ReadonlyArray<unknown> = ["auto", "2025-11-25", "2026-07-28"] satisfies ReadonlyArray<Protocol>
+
+export const isProtocol = (value: unknown): value is Protocol => protocols.includes(value)
+
+/** What is wrong with a `protocol` value that is not one. */
+export const protocolProblem = (value: unknown): string =>
+  `expected "auto", "2025-11-25" or "2026-07-28", got ${show(value)}`
 
 class Issues {
   readonly list: Array<ConfigIssue> = []
@@ -83,11 +89,11 @@ class Issues {
   }
   protocol(path: string, value: unknown, fallback: Protocol): Protocol {
     if (value === undefined) return fallback
-    if (!protocols.includes(value as Protocol)) {
-      this.add(path, `expected "auto", "2025-11-25" or "2026-07-28", got ${show(value)}`)
+    if (!isProtocol(value)) {
+      this.add(path, protocolProblem(value))
       return fallback
     }
-    return value as Protocol
+    return value
   }
   optionalPositiveInteger(path: string, value: unknown): number | undefined {
     if (value === undefined) return undefined

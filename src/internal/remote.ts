@@ -32,6 +32,8 @@ import { ErrorCode, type JSONRPCMessage, type MessageExtraInfo } from "@modelcon
 import { Cause, Effect, Exit, Predicate, Redacted, type Scope } from "effect"
 import { ConnectError } from "../McpPoolError.ts"
 import { type Headers as HeaderValues, type Http, resolvePerScope } from "../McpServerConfig.ts"
+import { httpStatus } from "./httpStatus.ts"
+import { supportedVersions, unsupportedProtocolVersion } from "./negotiate.ts"
 import { show, urlProblem } from "./options.ts"
 import { TransportLost } from "./transportLost.ts"
 
@@ -197,36 +199,33 @@ const networkCode = (error: unknown): string => {
 const isAbort = (error: unknown): boolean =>
   error instanceof Error && (error.name === "AbortError" || error.name === "TimeoutError")
 
-const httpStatus = (error: unknown): number | undefined => {
-  if (error instanceof RemoteTransportError) return error.status
-  // SDK v2's `SdkHttpError`: the status is in `data`.
-  if (
-    error instanceof Error && Predicate.hasProperty(error, "data") && Predicate.hasProperty(error.data, "status") &&
-    typeof error.data.status === "number"
-  ) return error.data.status
-  if (error instanceof StreamableHTTPError || error instanceof SseError) {
-    return error.code !== undefined && error.code > 0 ? error.code : undefined
-  }
-  // The SSE transport's POST failures are plain errors: "Error POSTing to endpoint (HTTP 404): …".
-  const match = /^Error POSTing to endpoint \(HTTP (\d{3})\)/.exec(errorMessage(error))
-  return match === null ? undefined : Number(match[1])
-}
-
-/** The JSON-RPC error a failed HTTP exchange's body carries (the SDK quotes the body in its message). */
-const rpcErrorOf = (error: unknown): { readonly code: number; readonly data: unknown } | undefined => {
+/** The JSON-RPC error in a failed exchange's body, which the SDKs quote in their error messages. */
+const bodyError = (
+  error: unknown
+): { readonly code: unknown; readonly message: unknown; readonly data: unknown } | undefined => {
   const body = errorMessage(error).replace(
     /^(Streamable HTTP error: |SSE error: )?(Error POSTing to endpoint( \(HTTP \d+\))?: )?/,
     ""
   )
   try {
     const parsed: unknown = JSON.parse(body)
-    return Predicate.hasProperty(parsed, "error") && Predicate.hasProperty(parsed.error, "code") &&
-        typeof parsed.error.code === "number"
-      ? { code: parsed.error.code, data: Predicate.hasProperty(parsed.error, "data") ? parsed.error.data : undefined }
-      : undefined
+    if (!Predicate.hasProperty(parsed, "error") || !Predicate.isObject(parsed.error)) return undefined
+    const { code, data, message } = parsed.error as { code?: unknown; message?: unknown; data?: unknown }
+    return { code, message, data }
   } catch {
     return undefined
   }
+}
+
+/**
+ * What the session may know of the body's JSON-RPC error: its code, and of its data only the revisions a
+ * -32022 names. The rest of the data is the server's text, which may echo a credential.
+ */
+const rpcErrorOf = (error: unknown): { readonly code: number; readonly data: unknown } | undefined => {
+  const found = bodyError(error)
+  if (found === undefined || typeof found.code !== "number") return undefined
+  const supported = supportedVersions(found.data)
+  return { code: found.code, data: supported === undefined ? undefined : { supported } }
 }
 
 /** "HTTP 401: <what the server said>", from the SDK's wordier messages; the JSON-RPC error's text if any. */
@@ -234,20 +233,10 @@ const describeFailure = (error: unknown): string => {
   const message = errorMessage(error)
   const status = httpStatus(error)
   if (status === undefined || error instanceof RemoteTransportError) return message
-  const body = message.replace(
-    /^(Streamable HTTP error: |SSE error: )?(Error POSTing to endpoint( \(HTTP \d+\))?: )?/,
-    ""
-  )
-  let detail = body
-  try {
-    const parsed: unknown = JSON.parse(body)
-    if (
-      Predicate.hasProperty(parsed, "error") && Predicate.hasProperty(parsed.error, "message") &&
-      typeof parsed.error.message === "string"
-    ) detail = parsed.error.message
-  } catch {
-    // not JSON: the text as is
-  }
+  const found = bodyError(error)
+  const detail = typeof found?.message === "string"
+    ? found.message
+    : message.replace(/^(Streamable HTTP error: |SSE error: )?(Error POSTing to endpoint( \(HTTP \d+\))?: )?/, "")
   return detail.trim() === "" ? `HTTP ${status}` : `HTTP ${status}: ${detail}`
 }
 
@@ -402,8 +391,10 @@ export class RemoteTransport implements Transport {
     } catch (error) {
       status = httpStatus(error)
       // 401/403 are about credentials, not the protocol: SSE would fail the same way, less clearly.
+      // A -32022 in the body is a streamable HTTP server refusing the revision, not one that lacks the
+      // transport: SSE would not help, and the session needs to hear which revisions it supports.
       const fallback = error instanceof StreamableHTTPError && status !== undefined && status >= 400 &&
-        status < 500 && status !== 401 && status !== 403
+        status < 500 && status !== 401 && status !== 403 && rpcErrorOf(error)?.code !== unsupportedProtocolVersion
       if (!fallback || this.state !== "open") throw this.scrub(error)
     } finally {
       this.tryingStreamable = false
@@ -420,7 +411,9 @@ export class RemoteTransport implements Transport {
   }
 
   private makeStreamable(): Transport {
-    if (this.options.mode === "modern" && ModernStreamableHTTPClientTransport !== undefined) {
+    if (this.options.mode === "modern") {
+      // Loaded by `openRemote` before it makes a modern transport.
+      if (ModernStreamableHTTPClientTransport === undefined) throw new Error("SDK v2's HTTP transport is not loaded")
       // The two SDKs' Transport interfaces agree in shape; only their message types come from two packages.
       const modern = new ModernStreamableHTTPClientTransport(this.options.url, { fetch: this.fetch })
       return this.wire(modern as unknown as Transport)

@@ -64,15 +64,17 @@ import { callTool } from "./callToolResult.ts"
 import {
   describeOutcome,
   type Discovery,
+  legacyRevision,
   modernRevision,
   probe,
   type ProbeOutcome,
   refusalOffersModern,
   supportedVersions,
+  unsupportedProtocolVersion,
   type Verdicts
 } from "./negotiate.ts"
 import { checkArgs, decodeDuration, maxTimerMillis, type ServerPolicy, show } from "./options.ts"
-import { openRemote } from "./remote.ts"
+import { openRemote, RemoteTransportError } from "./remote.ts"
 import {
   HandlerRuns,
   installLegacy,
@@ -317,8 +319,13 @@ const modernWire = (client: ModernClient): Wire => ({
 
 // SDK v2 (with its own zod schemas) is loaded by the first 2026-07-28 session, not with the package.
 let ModernClientClass: typeof ModernClient | undefined
+let ModernProtocolError: typeof import("@modelcontextprotocol/client").ProtocolError | undefined
 const loadModernClient = Effect.tryPromise(async () => {
-  ModernClientClass ??= (await import("@modelcontextprotocol/client")).Client
+  if (ModernClientClass === undefined) {
+    const sdk = await import("@modelcontextprotocol/client")
+    ModernProtocolError = sdk.ProtocolError
+    ModernClientClass = sdk.Client
+  }
   return ModernClientClass
 })
 
@@ -341,11 +348,18 @@ const sdkFailure = (cause: unknown): SdkFailure => {
       ? { _tag: "Timeout", timeout: data.timeout }
       : { _tag: "Rpc", code: cause.code, message: cause.message, data: cause.data }
   }
+  if (ModernProtocolError !== undefined && cause instanceof ModernProtocolError) {
+    return { _tag: "Rpc", code: cause.code, message: cause.message, data: cause.data }
+  }
+  // The pool's remote transport: the JSON-RPC error a failed HTTP answer carried, if any.
+  if (cause instanceof RemoteTransportError && cause.code !== undefined) {
+    return { _tag: "Rpc", code: cause.code, message: cause.message, data: cause.data }
+  }
   if (!(cause instanceof Error)) return { _tag: "Other", message: String(cause) }
   if (cause.message === "Not connected") return { _tag: "NotConnected" }
+  // SDK v2's `SdkError`: its own failures, with a string code.
   const code: unknown = Predicate.hasProperty(cause, "code") ? cause.code : undefined
   const data: unknown = Predicate.hasProperty(cause, "data") ? cause.data : undefined
-  if (typeof code === "number") return { _tag: "Rpc", code, message: cause.message, data }
   switch (code) {
     case "REQUEST_TIMEOUT":
       return { _tag: "Timeout", timeout: Predicate.hasProperty(data, "timeout") ? data.timeout : undefined }
@@ -415,6 +429,8 @@ interface Connected {
   readonly wire: Wire
   readonly transport: Transport
   readonly pid: number | undefined
+  /** Connected on a cached 2026-07-28 verdict, with no round trip: nothing has confirmed it yet. */
+  readonly fromVerdict?: boolean
 }
 
 /** How long `server/discover` may go unanswered before a local server counts as 2025-era (silent). */
@@ -457,10 +473,15 @@ const connectLegacy = (
     return Effect.tryPromise({
       try: (signal) => client.connect(transport, { signal, timeout: sdkTimeout(backstopMillis) }),
       catch: connectFailure(options, backstopMillis)
-    }).pipe(Effect.map(() => {
-      adopt()
-      return { wire: legacyWire(client, agreed), transport, pid: opened.pid }
-    }))
+    }).pipe(
+      Effect.ensuring(Effect.sync(() => {
+        transport.setProtocolVersion = setProtocolVersion
+      })),
+      Effect.map(() => {
+        adopt()
+        return { wire: legacyWire(client, agreed), transport, pid: opened.pid }
+      })
+    )
   })
 
 /** SDK v2's client on an opened transport, given what `server/discover` said: no round trip. */
@@ -506,85 +527,106 @@ const refusedForModern = (error: ConnectError | ConnectTimeout): boolean => {
   return failure._tag === "Rpc" && refusalOffersModern(failure.code, failure.data)
 }
 
-const isLocal = (options: OpenSessionOptions, transport: Transport): boolean =>
-  options.policy.config._tag === "Stdio" || ("pid" in transport && "stderr" in transport)
+/**
+ * A transport opened in a scope of its own under the session's, so that a connect that gives it up (the
+ * server exited on the probe, refused a stale verdict, or needs the other SDK's transport) releases it
+ * then, killing what it started, rather than with the session hours later.
+ */
+const openAttempt = (options: OpenSessionOptions, remoteMode: "legacy" | "modern") =>
+  Effect.gen(function*() {
+    const attemptScope = yield* Scope.fork(yield* Effect.scope)
+    const opened = yield* Scope.provide(openTransport(options, remoteMode), attemptScope)
+    // A failure exit: a stdio server given up on is killed at once, not asked to finish.
+    const abandon = Scope.close(attemptScope, Exit.fail("abandoned"))
+    return { opened, abandon }
+  })
+
+/** The probe ran on the cached verdict's behalf, or patiently after a local server's silence proved wrong. */
+type ProbeMode = "first" | "patient"
 
 /**
  * Asks the server which revision it speaks (`server/discover` on a fresh connection) and connects in the
  * one it answers for, on the same connection when the answer allows (see negotiate.ts), recording the
- * verdict. Never asks twice: a caller with a stale verdict comes here once.
+ * verdict once the connect succeeded. Asks at most twice in one connect: again, patiently and on a fresh
+ * process, only when a local server's silence led to an `initialize` it refused for 2026-07-28 (a slow
+ * start, e.g. `npx` fetching the server).
  */
 const probeAndConnect = (
   options: OpenSessionOptions,
-  wiring: ClientWiring
+  wiring: ClientWiring,
+  mode: ProbeMode = "first"
 ): Effect.Effect<Connected, ConnectError | ConnectTimeout, Scope.Scope> =>
   Effect.gen(function*() {
     const { policy: { config, protocol }, scope, server } = options
     const fail = (reason: string, cause?: unknown) => Effect.fail(new ConnectError({ server, scope, reason, cause }))
-    const opened = yield* openTransport(options, "modern")
-    const local = isLocal(options, opened.transport)
+    const { abandon, opened } = yield* openAttempt(options, "modern")
+    // Over HTTP a deployed server answers: silence, a closed connection or a failed send is an outage. A
+    // local process, or a custom transport, may be a 2025-era server that ignores, exits on, or cannot
+    // carry a request before `initialize`: each is a verdict, as before the probe existed.
+    const remote = config._tag === "Http"
     const connectMillis = Duration.toMillis(options.policy.connectTimeout)
     const outcome: ProbeOutcome = yield* Effect.tryPromise({
       try: (signal) =>
         probe(opened.transport, {
           clientInfo: options.clientInfo,
-          // Silence is a verdict only from a local server; elsewhere it is an outage, for the connect's
-          // own bound (the owner's, this one backs it up) to end.
-          timeoutMillis: local ? Math.min(probeBoundMillis, connectMillis / 2) : sdkTimeout(connectMillis * 2),
+          // Past the connect's own bound the owner ends the wait (this one only backs it up).
+          timeoutMillis: remote || mode === "patient"
+            ? sdkTimeout(connectMillis * 2)
+            : Math.min(probeBoundMillis, connectMillis / 2),
           signal
         }),
       catch: (cause) => new ConnectError({ server, scope, reason: `could not start: ${errorText(cause)}`, cause })
     })
     const asked = `server/discover: ${describeOutcome(outcome)}`
     if (outcome._tag === "Modern") {
+      const connected = yield* connectModern(options, opened, outcome.discovery, wiring)
       options.verdicts.set(config, { _tag: "Modern", discovery: outcome.discovery })
-      return yield* connectModern(options, opened, outcome.discovery, wiring)
+      return connected
     }
     if (protocol === modernRevision) {
       return yield* fail(
         `the server does not offer the pinned revision ${modernRevision} (${asked}); ` +
-          `an earlier one may work: set protocol to "auto" or "2025-11-25"`
+          `an earlier one may work: set protocol to "auto" or "${legacyRevision}"`
       )
     }
-    let legacyTransport: OpenedTransport
+    let legacy = opened
     switch (outcome._tag) {
       case "OtherModern":
-        return yield* fail(`the server speaks neither 2025-11-25 nor ${modernRevision} (${asked})`)
+        return yield* fail(`the server speaks neither ${legacyRevision} nor ${modernRevision} (${asked})`)
       case "SendFailed":
-        return yield* fail(asked, outcome.error)
+        if (remote) return yield* fail(asked, outcome.error)
+        break
       case "Silent":
-        if (!local) return yield* fail(`no answer from the server (${asked})`)
-        legacyTransport = opened
+        if (remote) return yield* fail(`no answer from the server (${asked})`)
         break
       case "Closed":
-        if (!local) return yield* fail(`the connection closed (${asked})`)
+        if (remote) return yield* fail(`the connection closed (${asked})`)
         // A 2025-era server that exits on any request before `initialize`: start it again, once.
-        legacyTransport = yield* openTransport(options, "legacy")
+        yield* abandon
+        legacy = (yield* openAttempt(options, "legacy")).opened
         break
       case "LegacyEvidence":
-        if (config._tag === "Http") {
+        if (remote) {
           // A modern connection's transport is SDK v2's: a 2025-era session needs the 1.32 SDK's.
-          yield* Effect.promise(() => opened.transport.close().catch(() => undefined))
-          legacyTransport = yield* openTransport(options, "legacy")
-        } else {
-          legacyTransport = opened
+          yield* abandon
+          legacy = (yield* openAttempt(options, "legacy")).opened
         }
         break
     }
-    const connected = yield* connectLegacy(options, legacyTransport, wiring).pipe(
-      Effect.mapError((error) =>
-        error._tag === "ConnectError"
-          ? new ConnectError({
-            server,
-            scope,
-            reason:
-              `the server speaks neither 2025-11-25 nor ${modernRevision} (${asked}; initialize: ${error.reason})`,
-            cause: error.cause
-          })
-          : error
-      )
+    const connected = yield* connectLegacy(options, legacy, wiring).pipe(
+      Effect.catchIf(
+        (error) => mode === "first" && outcome._tag === "Silent" && refusedForModern(error),
+        () => Effect.andThen(abandon, probeAndConnect(options, wiring, "patient"))
+      ),
+      Effect.mapError((error) => {
+        if (error._tag !== "ConnectError" || error.reason.startsWith("the server")) return error
+        const reason = outcome._tag === "Closed"
+          ? `the server exited on the revision probe, and the one started again failed too (initialize: ${error.reason})`
+          : `the server speaks neither ${legacyRevision} nor ${modernRevision} (${asked}; initialize: ${error.reason})`
+        return new ConnectError({ server, scope, reason, cause: error.cause })
+      })
     )
-    options.verdicts.set(config, { _tag: "Legacy" })
+    if (connected.wire.sdk.revision === legacyRevision) options.verdicts.set(config, { _tag: "Legacy" })
     return connected
   })
 
@@ -596,16 +638,16 @@ const connectInRevision = (
   Effect.gen(function*() {
     const { policy: { config, protocol }, scope, server } = options
     const legacyOnly = config._tag === "InMemory" || (config._tag === "Http" && config.transport === "sse")
-    if (legacyOnly || protocol === "2025-11-25") {
-      return yield* connectLegacy(options, yield* openTransport(options, "legacy"), wiring).pipe(
+    if (legacyOnly || protocol === legacyRevision) {
+      return yield* connectLegacy(options, (yield* openAttempt(options, "legacy")).opened, wiring).pipe(
         Effect.mapError((error) => {
-          if (protocol !== "2025-11-25" || error._tag !== "ConnectError") return error
+          if (protocol !== legacyRevision || error._tag !== "ConnectError") return error
           const failure = sdkFailure(error.cause)
           const offered = failure._tag === "Rpc" ? supportedVersions(failure.data) : undefined
           return offered === undefined ? error : new ConnectError({
             server,
             scope,
-            reason: `the server refuses the pinned revision 2025-11-25: it supports only ${offered.join(", ")}`,
+            reason: `the server refuses the pinned revision ${legacyRevision}: it supports only ${offered.join(", ")}`,
             cause: error.cause
           })
         })
@@ -613,18 +655,29 @@ const connectInRevision = (
     }
     const known = options.verdicts.get(config)
     if (known?._tag === "Modern") {
-      return yield* connectModern(options, yield* openTransport(options, "modern"), known.discovery, wiring)
+      const { opened } = yield* openAttempt(options, "modern")
+      return { ...(yield* connectModern(options, opened, known.discovery, wiring)), fromVerdict: true }
     }
     if (known?._tag === "Legacy") {
-      return yield* connectLegacy(options, yield* openTransport(options, "legacy"), wiring).pipe(
+      const { abandon, opened } = yield* openAttempt(options, "legacy")
+      return yield* connectLegacy(options, opened, wiring).pipe(
         Effect.catchIf(refusedForModern, () => {
           options.verdicts.delete(config)
-          return probeAndConnect(options, wiring)
+          return Effect.andThen(abandon, probeAndConnect(options, wiring))
         })
       )
     }
     return yield* probeAndConnect(options, wiring)
   })
+
+/**
+ * Answers a 2025-era server gives a request of 2026-07-28 it was never introduced to: -32022, "not
+ * initialized", or a result without the `resultType` every 2026-07-28 result has (SDK v2 refuses it).
+ */
+const answersOfTheOtherEra = (failure: SdkFailure): boolean =>
+  failure._tag === "Rpc"
+    ? failure.code === unsupportedProtocolVersion || /not initialized/i.test(failure.message)
+    : failure._tag === "Other" && /resultType/.test(failure.message)
 
 const threadStateOf = (config: McpServerConfig, connected: Connected): ThreadState => {
   switch (config._tag) {
@@ -741,9 +794,26 @@ export const openSession = (
       ? undefined
       : yield* Semaphore.make(options.policy.maxConcurrentCalls)
     const defaultTimeout = Duration.toMillis(options.policy.callTimeout)
+    // A cached 2026-07-28 verdict connects with no round trip: the first answer confirms it. An answer of
+    // the other era (the server was rolled back) drops the verdict and the session, once: the next connect
+    // asks again. The request that met it may have run on the server: it fails with SessionLost.
+    let unconfirmed = connected.fromVerdict === true
+    const confirmed = () => {
+      unconfirmed = false
+    }
     const toError = (method: string, timeoutMillis: number) => (cause: unknown): McpSessionError => {
       if (terminated !== undefined) return terminated
       const failure = sdkFailure(cause)
+      if (unconfirmed && answersOfTheOtherEra(failure)) {
+        unconfirmed = false
+        options.verdicts.delete(options.policy.config)
+        lostReason = `the server no longer speaks ${modernRevision}, the revision it was found to speak (${
+          failure._tag === "Rpc" ? rpcMessage(failure) : failure._tag === "Other" ? failure.message : failure._tag
+        }); the next connect asks it again`
+        void transport.close().catch(() => undefined)
+        return new SessionLost({ server, scope, reason: lostReason })
+      }
+      confirmed()
       switch (failure._tag) {
         case "Timeout":
           // The SDK's own timeout carries the bound it was given; a server may send -32001 for other reasons.
@@ -848,6 +918,7 @@ export const openSession = (
         wire.callTool(params, prepared.sdk(signal)).then(
           (result) => {
             if (token !== undefined) runs!.end(token)
+            if (unconfirmed) confirmed()
             done(Exit.succeed(result))
           },
           (cause) => {
@@ -867,9 +938,15 @@ export const openSession = (
       const call = Effect.tryPromise({
         try: (signal) => {
           if (terminated !== undefined) return Promise.reject(terminated)
-          if (runs === undefined) return run(prepared.sdk(signal))
+          const sent = unconfirmed
+            ? run(prepared.sdk(signal)).then((value) => {
+              confirmed()
+              return value
+            })
+            : run(prepared.sdk(signal))
+          if (runs === undefined) return sent
           const token = runs.begin()
-          return run(prepared.sdk(signal)).finally(() => runs.end(token))
+          return sent.finally(() => runs.end(token))
         },
         catch: toError(method, prepared.timeout)
       })
