@@ -54,6 +54,30 @@ export const makeNotebookServer = (options?: { readonly name?: string }): McpSer
     }
   })
 
+  server.registerTool("note_clear", {
+    description: "Delete every note in this session's notebook, once the user confirms (the server asks the " +
+      "client's user through elicitation; a client that cannot ask gets an error result and nothing is deleted)."
+  }, async () => {
+    if (server.server.getClientCapabilities()?.elicitation === undefined) {
+      return { ...text("cannot clear the notebook: this client cannot ask its user to confirm"), isError: true }
+    }
+    const answer = await server.server.elicitInput({
+      mode: "form",
+      message: `Delete all ${notes.size} notes (${[...notes.keys()].join(", ") || "none"})?`,
+      requestedSchema: {
+        type: "object",
+        properties: { confirm: { type: "boolean", title: "Delete them", description: "Tick to delete every note" } },
+        required: ["confirm"]
+      }
+    })
+    if (answer.action !== "accept" || answer.content?.confirm !== true) {
+      return { ...text(`nothing deleted: the user answered "${answer.action}"`), isError: true }
+    }
+    const count = notes.size
+    notes.clear()
+    return { ...text(`deleted ${count} notes`), structuredContent: { deleted: count } }
+  })
+
   server.registerTool("counter_increment", {
     description: "Add `by` (default 1) to this server process's counter and return the new value.",
     inputSchema: { by: z.number().int().optional().describe("Amount to add (default 1)") }

@@ -34,7 +34,7 @@ describe("examples/notebook-server (in memory)", () => {
     await using s = await connect()
     const { tools } = await s.client.listTools()
     expect(tools.map((t) => t.name).sort()).toEqual(
-      ["cancellations", "counter_increment", "note_list", "note_read", "note_write", "sleep", "whoami"]
+      ["cancellations", "counter_increment", "note_clear", "note_list", "note_read", "note_write", "sleep", "whoami"]
     )
     for (const tool of tools) expect(tool.description).toBeTruthy()
     const write = tools.find((t) => t.name === "note_write")
