@@ -13,6 +13,7 @@
  *
  * @since 0.1.0
  */
+import type { OAuthClientProvider } from "@modelcontextprotocol/sdk/client/auth.js"
 import type { Server } from "@modelcontextprotocol/sdk/server/index.js"
 import type { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js"
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js"
@@ -162,6 +163,12 @@ export interface Http extends ServerOptions {
   readonly headers: PerScope<Headers>
   /** Headers computed for each request, e.g. a refreshed bearer token. Merged over `headers`. */
   readonly auth: Effect.Effect<Headers, unknown> | undefined
+  /**
+   * OAuth through the SDK's `OAuthClientProvider` (authorization code with refresh, client credentials, …),
+   * or a function of the scope giving one: each user's own tokens, for one server config. The SDK sends
+   * its tokens and refreshes them on a 401; the pool scrubs them from errors like any secret.
+   */
+  readonly authProvider: PerScope<OAuthClientProvider> | undefined
   /** "streamable-http" (default), "sse" (legacy), or "auto": streamable HTTP, falling back to SSE. */
   readonly transport: "streamable-http" | "sse" | "auto"
 }
@@ -251,6 +258,7 @@ export const http = (
     readonly url: PerScope<string>
     readonly headers?: PerScope<Headers> | undefined
     readonly auth?: Effect.Effect<Headers, unknown> | undefined
+    readonly authProvider?: PerScope<OAuthClientProvider> | undefined
     /** Try streamable HTTP, then fall back to legacy SSE (for older servers). */
     readonly fallbackToSse?: boolean | undefined
   } & ServerOptions
@@ -262,6 +270,7 @@ export const http = (
     url: options.url,
     headers: options.headers ?? {},
     auth: options.auth,
+    authProvider: options.authProvider,
     transport: fallbackToSse === true ? "auto" : "streamable-http"
   }
 }
@@ -277,6 +286,7 @@ export const sse = (
     readonly url: PerScope<string>
     readonly headers?: PerScope<Headers> | undefined
     readonly auth?: Effect.Effect<Headers, unknown> | undefined
+    readonly authProvider?: PerScope<OAuthClientProvider> | undefined
   } & ServerOptions
 ): Http => ({
   ...options,
@@ -284,6 +294,7 @@ export const sse = (
   url: options.url,
   headers: options.headers ?? {},
   auth: options.auth,
+  authProvider: options.authProvider,
   transport: "sse"
 })
 

@@ -267,6 +267,15 @@ const validateServer = (issues: Issues, path: string, config: unknown): void => 
       if (!["streamable-http", "sse", "auto"].includes(config.transport as string)) {
         issues.add(`${path}.transport`, `expected "streamable-http", "sse" or "auto", got ${show(config.transport)}`)
       }
+      if (
+        config.authProvider !== undefined && typeof config.authProvider !== "function" &&
+        !Predicate.isObject(config.authProvider)
+      ) {
+        issues.add(
+          `${path}.authProvider`,
+          `expected an OAuthClientProvider or a function of the scope giving one, got ${show(config.authProvider)}`
+        )
+      }
       if (config.transport === "sse" && config.protocol === "2026-07-28") {
         issues.add(`${path}.protocol`, "2026-07-28 has no SSE transport: use McpServerConfig.http")
       }

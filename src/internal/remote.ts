@@ -25,6 +25,7 @@
  *   specification's backwards-compatibility section describes. No probe request: the real `initialize`
  *   is the probe, so the server gets exactly one session.
  */
+import type { OAuthClientProvider } from "@modelcontextprotocol/sdk/client/auth.js"
 import type * as SseModule from "@modelcontextprotocol/sdk/client/sse.js"
 import type * as StreamableHttpModule from "@modelcontextprotocol/sdk/client/streamableHttp.js"
 import type { FetchLike, Transport, TransportSendOptions } from "@modelcontextprotocol/sdk/shared/transport.js"
@@ -128,6 +129,8 @@ interface RemoteTransportOptions {
   readonly mode: Mode
   readonly headers: HeaderValues
   readonly auth: Effect.Effect<HeaderValues, unknown> | undefined
+  /** The scope's OAuth client: the SDK transports get and refresh its tokens and send them. */
+  readonly authProvider: OAuthClientProvider | undefined
 }
 
 const reveal = (value: string | Redacted.Redacted<string>): string =>
@@ -415,14 +418,18 @@ export class RemoteTransport implements Transport {
       // Loaded by `openRemote` before it makes a modern transport.
       if (ModernStreamableHTTPClientTransport === undefined) throw new Error("SDK v2's HTTP transport is not loaded")
       // The two SDKs' Transport interfaces agree in shape; only their message types come from two packages.
-      const modern = new ModernStreamableHTTPClientTransport(this.options.url, { fetch: this.fetch })
+      const modern = new ModernStreamableHTTPClientTransport(this.options.url, {
+        fetch: this.fetch,
+        // The same provider interface, declared by the other package.
+        ...(this.options.authProvider === undefined ? {} : { authProvider: this.options.authProvider as never })
+      })
       return this.wire(modern as unknown as Transport)
     }
-    return this.wire(new StreamableHTTPClientTransport(this.options.url, { fetch: this.fetch }))
+    return this.wire(new StreamableHTTPClientTransport(this.options.url, this.sdkOptions()))
   }
 
   private makeSse(): SSEClientTransport {
-    return this.wire(new SSEClientTransport(this.options.url, { fetch: this.fetch }))
+    return this.wire(new SSEClientTransport(this.options.url, this.sdkOptions()))
   }
 
   private wire<T extends Transport>(transport: T): T {
@@ -479,10 +486,25 @@ export class RemoteTransport implements Transport {
   }
 
   /** Every HTTP request of the SDK transports goes through here (POST, the GET streams, DELETE). */
+  private sdkOptions() {
+    return this.options.authProvider === undefined
+      ? { fetch: this.fetch }
+      : { fetch: this.fetch, authProvider: this.options.authProvider }
+  }
+
   private readonly fetch: FetchLike = async (url, init) => {
     const headers = new Headers(init?.headers)
-    for (const [name, value] of Object.entries(await this.extraHeaders(init?.signal ?? undefined))) {
-      if (!(protocolHeaders.has(name.toLowerCase()) && headers.has(name))) headers.set(name, value)
+    // The configured headers are for the MCP server: an OAuth flow's requests to an authorization server
+    // elsewhere (discovery, token refresh) go through here too, and must not carry them.
+    if (new URL(url).origin === this.options.url.origin) {
+      for (const [name, value] of Object.entries(await this.extraHeaders(init?.signal ?? undefined))) {
+        if (!(protocolHeaders.has(name.toLowerCase()) && headers.has(name))) headers.set(name, value)
+      }
+    }
+    // A token the SDK got from the OAuth provider is a secret like any configured one.
+    const authorization = headers.get("authorization")
+    if (authorization !== null) {
+      for (const secret of withEncodings(headerSecrets(authorization, true))) this.remember(secret)
     }
     const method = init?.method ?? "GET"
     const carriedSession = headers.has("mcp-session-id")
@@ -708,10 +730,14 @@ export const openRemote = (
       try: () => resolvePerScope(config.headers, scope),
       catch: fail("the headers function threw")
     })
+    const authProvider = config.authProvider === undefined ? undefined : yield* Effect.try({
+      try: () => resolvePerScope(config.authProvider!, scope),
+      catch: fail("the authProvider function threw")
+    })
     yield* Effect.mapError(loadTransports, fail("could not load the SDK's HTTP transports"))
     if (mode === "modern") yield* Effect.mapError(loadModernTransport, fail("could not load SDK v2's HTTP transport"))
     return yield* Effect.acquireRelease(
-      Effect.sync(() => new RemoteTransport({ url: new URL(url), mode, headers, auth: config.auth })),
+      Effect.sync(() => new RemoteTransport({ url: new URL(url), mode, headers, auth: config.auth, authProvider })),
       (transport) => Effect.promise(() => transport.close())
     )
   })
