@@ -6,7 +6,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { McpServer as LegacyMcpServer } from "@modelcontextprotocol/sdk/server/mcp.js"
 import { StreamableHTTPServerTransport as LegacyHttpServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js"
-import { Effect, Redacted, References } from "effect"
+import { Effect, Fiber, Option, Redacted, References, Stream } from "effect"
 import * as Http from "node:http"
 import type { IncomingHttpHeaders } from "node:http"
 import type { AddressInfo } from "node:net"
@@ -169,6 +169,24 @@ describe("both MCP revisions over streamable HTTP, one config", () => {
       assert.strictEqual(yield* call(pool, "docs", "t", "counter_increment"), "2")
       assert.strictEqual(server.toolRuns("break_stream"), 1)
     }))
+
+  it.live("subscribe on 2026-07-28: a subscriptions/listen stream delivers the resource's updates", () =>
+    Effect.gen(function*() {
+      const server = yield* serve("reject")
+      const pool = yield* makePool({ docs: McpServerConfig.http({ url: server.url }) })
+      const session = yield* pool.get("docs", "t")
+      const updates = yield* Effect.forkChild(Stream.runHead(session.subscribe("modern://note")))
+      // Published until the listen stream (opened once the stream runs) delivers one: bounded.
+      const first = yield* Effect.sync(() => server.resourceUpdated("modern://note")).pipe(
+        Effect.andThen(Fiber.await(updates).pipe(Effect.timeoutOption("50 millis"))),
+        Effect.repeat({ until: Option.isSome, times: 200 }),
+        within("10 seconds", "an update on the listen stream")
+      )
+      assert.isTrue(Option.isSome(first))
+      const update = yield* Fiber.join(updates)
+      assert.strictEqual(Option.getOrUndefined(update)?.uri, "modern://note")
+      assert.isTrue(methodsOf(server).includes("POST subscriptions/listen"))
+    }).pipe(Effect.scoped))
 
   it.live("pinning 2025-11-25 against a modern-only server is a ConnectError naming both revisions", () =>
     Effect.gen(function*() {
