@@ -5,7 +5,12 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js"
-import { SubscribeRequestSchema, UnsubscribeRequestSchema } from "@modelcontextprotocol/sdk/types.js"
+import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js"
+import {
+  type JSONRPCMessage,
+  SubscribeRequestSchema,
+  UnsubscribeRequestSchema
+} from "@modelcontextprotocol/sdk/types.js"
 import { Effect, Fiber, Layer, References, Stream } from "effect"
 import { fileURLToPath } from "node:url"
 import * as z from "zod/v4"
@@ -42,11 +47,57 @@ const makeServer = () => {
       return text(String((error as { code?: unknown }).code))
     }
   })
+  // Progress and the result in one go, as a server's last progress and its answer often arrive together.
+  server.registerTool("progress_then_result", {}, async (extra) => {
+    const progressToken = extra._meta?.progressToken
+    if (progressToken !== undefined) {
+      for (let i = 1; i <= 3; i++) {
+        void extra.sendNotification({
+          method: "notifications/progress",
+          params: { progressToken, progress: i, total: 3 }
+        })
+      }
+    }
+    return text("done")
+  })
   server.registerTool("touch", { inputSchema: { uri: z.string() } }, async ({ uri }) => {
     if (subscribed.has(uri)) await server.server.sendResourceUpdated({ uri })
     return text(subscribed.has(uri) ? "sent" : "not subscribed")
   })
   return server
+}
+
+/**
+ * A linked pair whose server side delivers what it sent in one batch, back to back in one macrotask, as a
+ * stdio client reads several lines from one chunk: the progress and the result of a call arrive together.
+ */
+const batchingPair = (): [Transport, Transport] => {
+  let pending: Array<JSONRPCMessage> = []
+  const client: Transport = {
+    start: async () => undefined,
+    send: async (message) => {
+      queueMicrotask(() => server.onmessage?.(message))
+    },
+    close: async () => {
+      client.onclose?.()
+      server.onclose?.()
+    }
+  }
+  const server: Transport = {
+    start: async () => undefined,
+    send: async (message) => {
+      pending.push(message)
+      if (pending.length === 1) {
+        setImmediate(() => {
+          const batch = pending
+          pending = []
+          for (const each of batch) client.onmessage?.(each)
+        })
+      }
+    },
+    close: async () => undefined
+  }
+  return [client, server]
 }
 
 const modernServer = fileURLToPath(new URL("./fixtures/modern-server.ts", import.meta.url))
@@ -55,6 +106,12 @@ const makePool = Layer.build(
   McpSessionPool.layer({
     servers: {
       inspect: McpServerConfig.inMemory(makeServer),
+      batched: McpServerConfig.custom(() =>
+        Effect.gen(function*() {
+          const [client, server] = batchingPair()
+          yield* Effect.promise(() => makeServer().connect(server))
+          return client
+        }), { protocol: "2025-11-25" }),
       modern: McpServerConfig.stdio({ command: process.execPath, args: [modernServer] })
     },
     connectTimeout: "20 seconds"
@@ -97,6 +154,26 @@ describe("a full client per thread", () => {
       const own = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
       const kept = yield* meta({ _meta: { traceparent: own } }).pipe(Effect.withSpan("turn"))
       assert.strictEqual(kept.traceparent, own)
+    }).pipe(Effect.scoped))
+
+  it.live("progress: a last notification that arrives with the result still reaches the callback first", () =>
+    Effect.gen(function*() {
+      const pool = yield* makePool
+      for (let round = 0; round < 20; round++) {
+        const seen: Array<number> = []
+        const result = yield* pool.callTool(
+          { server: "batched", scope: "t", name: "progress_then_result" },
+          { onProgress: (progress) => seen.push(progress.progress) }
+        )
+        assert.strictEqual(firstText(result), "done")
+        assert.deepStrictEqual(seen, [1, 2, 3])
+      }
+      const session = yield* pool.get("batched", "t")
+      const seen: Array<number> = []
+      yield* session.callTool({ name: "progress_then_result" }, {
+        onProgress: (progress) => seen.push(progress.progress)
+      })
+      assert.deepStrictEqual(seen, [1, 2, 3])
     }).pipe(Effect.scoped))
 
   it.live("a server request no handler answers gets 'method not found'", () =>

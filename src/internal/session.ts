@@ -22,11 +22,13 @@ import {
   ErrorCode,
   type GetPromptResult,
   type Implementation,
+  type JSONRPCMessage,
   type ListPromptsResult,
   type ListResourcesResult,
   type ListToolsResult,
   type LoggingLevel,
   McpError,
+  type MessageExtraInfo,
   type Progress,
   type ReadResourceResult,
   type ResourceUpdatedNotification,
@@ -768,6 +770,19 @@ export const openSession = (
     const connected = yield* connectInRevision(options, wiring)
     const { transport, wire } = connected
 
+    // The 1.32 SDK hands a notification to its handler a microtask later but a response at once: the last
+    // progress notification of a call, read in the same chunk as its result, would find the call already
+    // gone (seen on Node 22). While calls that asked for progress are in flight, responses wait one
+    // microtask too, behind the notifications read before them.
+    let progressCalls = 0
+    const deliver = transport.onmessage
+    if (deliver !== undefined) {
+      transport.onmessage = <T extends JSONRPCMessage>(message: T, extra?: MessageExtraInfo) => {
+        if (progressCalls > 0 && !("method" in message)) queueMicrotask(() => deliver(message, extra))
+        else deliver(message, extra)
+      }
+    }
+
     const terminate = (reason: Termination) =>
       Effect.suspend(() => {
         if (terminated === undefined) terminated = reason
@@ -915,7 +930,14 @@ export const openSession = (
         if (prepared instanceof McpProtocolError) return done(Exit.fail(prepared))
         if (terminated !== undefined) return done(Exit.fail(terminated))
         const token = runs?.begin()
-        wire.callTool(params, prepared.sdk(signal)).then(
+        let sent = wire.callTool(params, prepared.sdk(signal))
+        if (requestOptions?.onProgress !== undefined) {
+          progressCalls++
+          sent = sent.finally(() => {
+            progressCalls--
+          })
+        }
+        sent.then(
           (result) => {
             if (token !== undefined) runs!.end(token)
             if (unconfirmed) confirmed()
@@ -938,12 +960,20 @@ export const openSession = (
       const call = Effect.tryPromise({
         try: (signal) => {
           if (terminated !== undefined) return Promise.reject(terminated)
-          const sent = unconfirmed
-            ? run(prepared.sdk(signal)).then((value) => {
+          const progressing = requestOptions?.onProgress !== undefined
+          if (progressing) progressCalls++
+          let sent = run(prepared.sdk(signal))
+          if (progressing) {
+            sent = sent.finally(() => {
+              progressCalls--
+            })
+          }
+          if (unconfirmed) {
+            sent = sent.then((value) => {
               confirmed()
               return value
             })
-            : run(prepared.sdk(signal))
+          }
           if (runs === undefined) return sent
           const token = runs.begin()
           return sent.finally(() => runs.end(token))
