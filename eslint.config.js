@@ -3,7 +3,9 @@ import effect from "@effect/eslint-plugin"
 import tseslint from "typescript-eslint"
 
 export default tseslint.config(
-  { ignores: ["dist/**", "node_modules/**", "bench/node_modules/**", "bench/RESULTS.md", ".scratch/**", ".ci/node22/**"] },
+  {
+    ignores: ["dist/**", "node_modules/**", "bench/node_modules/**", "bench/RESULTS.md", ".scratch/**", ".ci/node22/**"]
+  },
   ...tseslint.configs.recommended,
   ...effect.configs.dprint,
   {
