@@ -52,6 +52,8 @@ import type { CallToolParams, McpSession, RequestOptions, ThreadState } from "./
  * The settings above are defaults for every server; a server's own config overrides them.
  * - `closeTimeout`: bound on closing one session (default 10 seconds; stdio graces fit inside it).
  * - `clientInfo`: the client name and version sent in `initialize`.
+ * - `traceToolCalls`: a span per `pool.callTool`, named and attributed by OpenTelemetry's conventions for MCP
+ *   (`tools/call <tool>`; default false: a span costs more than the pool's whole hit path).
  *
  * @since 0.1.0
  * @category models
@@ -188,9 +190,10 @@ export class McpSessionPool extends Context.Service<McpSessionPool, McpSessionPo
 
   /**
    * The pool's metrics: `mcp_pool_sessions_created`, `mcp_pool_connect_failures`,
-   * `mcp_pool_connect_duration` (a timer) and `mcp_pool_sessions_closed` (attribute `reason`: released,
+   * `mcp_pool_connect_duration` (a timer), `mcp_pool_sessions_closed` (attribute `reason`: released,
    * evicted, invalidated, scope-closed, server-closed, cancelled, expired, reloaded, ping-failed, lost,
-   * failed, pool-closed).
+   * failed, pool-closed) and the gauge `mcp_pool_sessions` (attribute `state`: live, attached, idle,
+   * leased; sampled every second).
    */
   static readonly metrics = internal.metrics
 

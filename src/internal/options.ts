@@ -12,6 +12,8 @@ export interface PoolOptions extends ServerOptions {
   readonly capacity?: number | undefined
   readonly closeTimeout?: Duration.Input | undefined
   readonly clientInfo?: { readonly name: string; readonly version: string } | undefined
+  /** A span per `pool.callTool` (OpenTelemetry's MCP conventions); default false. */
+  readonly traceToolCalls?: boolean | undefined
 }
 
 /** One server's config with every lifecycle setting decided (server's own, else the pool's default). */
@@ -32,6 +34,7 @@ export interface ResolvedOptions {
   readonly capacity: number
   readonly closeTimeout: Duration.Duration
   readonly clientInfo: Implementation
+  readonly traceToolCalls: boolean
   /** The pool-level defaults, kept to resolve the servers given to `reload`. */
   readonly defaults: PolicyDefaults
 }
@@ -365,6 +368,9 @@ export const resolveOptions = (options: PoolOptions, source: string): Effect.Eff
     if (!Number.isSafeInteger(capacity) || capacity < 1) {
       issues.add("capacity", `expected a whole number of sessions >= 1, got ${show(capacity)}`)
     }
+    if (options.traceToolCalls !== undefined && typeof options.traceToolCalls !== "boolean") {
+      issues.add("traceToolCalls", `expected true or false, got ${show(options.traceToolCalls)}`)
+    }
     if (
       options.clientInfo !== undefined &&
       (typeof options.clientInfo.name !== "string" || options.clientInfo.name === "")
@@ -376,6 +382,7 @@ export const resolveOptions = (options: PoolOptions, source: string): Effect.Eff
       capacity,
       closeTimeout: issues.duration("closeTimeout", options.closeTimeout, defaultSettings.closeTimeout),
       clientInfo: options.clientInfo ?? defaultSettings.clientInfo,
+      traceToolCalls: options.traceToolCalls === true,
       defaults
     }
     return issues.list.length === 0 ? Effect.succeed(resolved) : fail(source, issues)

@@ -44,6 +44,7 @@ import {
   MutableRef,
   Option,
   References,
+  Schedule,
   Scope,
   SynchronizedRef,
   Tracer
@@ -187,7 +188,31 @@ const sessionsClosed = Metric.counter("mcp_pool_sessions_closed", {
 })
 
 /** The pool's metrics, for dashboards and tests. */
-export const metrics = { sessionsCreated, connectFailures, connectDuration, sessionsClosed } as const
+/**
+ * Sessions by `state`: `live` (every session whose owner runs: connecting, ready or closing), `attached`
+ * (the ones `get` can reach), `idle` (attached, ready, no lease) and `leased` (held by a caller). Reported
+ * by owners as sessions become ready and close, and sampled once a second on the `Clock` for leases:
+ * the hit path stays free of metric updates.
+ */
+const sessions = Metric.gauge("mcp_pool_sessions", {
+  description: "Sessions of the pool, by state (sampled every second)"
+})
+
+export const metrics = { sessionsCreated, connectFailures, connectDuration, sessionsClosed, sessions } as const
+
+const reportSessions = (pool: Pool) =>
+  Effect.suspend(() => {
+    const state = stateOf(pool)
+    if (state._tag === "Closed") return Effect.void
+    let leased = 0
+    for (const entry of state.live) if (entry.leases > 0) leased++
+    return Effect.all([
+      Metric.update(Metric.withAttributes(sessions, { state: "live" }), state.live.size),
+      Metric.update(Metric.withAttributes(sessions, { state: "attached" }), state.attachedCount),
+      Metric.update(Metric.withAttributes(sessions, { state: "idle" }), state.idle.size),
+      Metric.update(Metric.withAttributes(sessions, { state: "leased" }), leased)
+    ], { discard: true })
+  })
 
 // =============================================================================
 // Sessions seen from outside
@@ -585,6 +610,7 @@ const runOwner = (pool: Pool, entry: Entry): Effect.Effect<void> =>
       yield* Metric.update(connectDuration, Duration.millis(now - connectStarted))
       yield* Effect.logDebug("MCP session ready")
       publishReady(pool, entry, ready, handle, now)
+      yield* reportSessions(pool)
       reason = yield* serve(pool, entry)
       yield* Effect.yieldNow
       // Detached already, by `detachLost`.
@@ -637,6 +663,7 @@ const runOwner = (pool: Pool, entry: Entry): Effect.Effect<void> =>
     yield* Effect.logDebug(`MCP session closed (${reason})`)
     const state = stateOf(pool)
     if (state._tag === "Open") state.live.delete(entry)
+    yield* reportSessions(pool)
   })
 
 /**
@@ -909,6 +936,46 @@ const callTool = (
     })
   )
 
+/**
+ * `pool.callTool` in a span named and attributed by the OpenTelemetry semantic conventions for MCP
+ * (`tools/call <tool>`, kind client, `mcp.method.name`, `gen_ai.tool.name`, `gen_ai.operation.name`,
+ * `mcp.protocol.version`, `error.type`): opt-in (`traceToolCalls`), as a span costs more than the pool's
+ * whole hit path. The span is current during the call, so the request's `traceparent` names it.
+ */
+const tracedCallTool = (
+  pool: Pool,
+  request: Parameters<McpSessionPoolShape["callTool"]>[0],
+  requestOptions: RequestOptions | undefined
+) =>
+  Effect.withFiber((fiber) => {
+    const scope = scopeOf(fiber, request.scope)
+    const known = scope === undefined ? undefined : stateOf(pool)
+    const entry = known?._tag === "Open" ? known.byServer.get(request.server)?.get(scope!) : undefined
+    const session = entry?.state._tag === "Ready" ? entry.state.handle.session : undefined
+    return callTool(
+      pool,
+      request.server,
+      request.scope,
+      request._meta === undefined
+        ? { name: request.name, arguments: request.arguments }
+        : { name: request.name, arguments: request.arguments, _meta: request._meta },
+      requestOptions
+    ).pipe(
+      Effect.tapError((error) => Effect.annotateCurrentSpan("error.type", error._tag)),
+      Effect.withSpan(`tools/call ${request.name}`, {
+        kind: "client",
+        attributes: {
+          "mcp.method.name": "tools/call",
+          "gen_ai.tool.name": request.name,
+          "gen_ai.operation.name": "execute_tool",
+          "mcp.server": request.server,
+          "mcp.scope": scope ?? "",
+          ...(session === undefined ? {} : { "mcp.protocol.version": session.protocolVersion })
+        }
+      }, { captureStackTrace: false })
+    )
+  })
+
 // =============================================================================
 // Closing
 // =============================================================================
@@ -1041,21 +1108,29 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
     handlers
   }
   yield* Scope.addFinalizer(layerScope, closeAll(pool))
+  // In the owners scope: closeAll ends it with the owners.
+  yield* Effect.forkIn(
+    Effect.repeat(reportSessions(pool), Schedule.spaced(Duration.seconds(1))),
+    pool.ownersScope,
+    { startImmediately: true }
+  )
 
   return {
     get: (server, scope) => get(pool, server, scope),
     use: (server, scope, f) => use(pool, server, scope, f),
     // The SDK sends `params` as they are: pass only what belongs in the request.
-    callTool: (request, requestOptions) =>
-      callTool(
-        pool,
-        request.server,
-        request.scope,
-        request._meta === undefined
-          ? { name: request.name, arguments: request.arguments }
-          : { name: request.name, arguments: request.arguments, _meta: request._meta },
-        requestOptions
-      ),
+    callTool: options.traceToolCalls ?
+      (request, requestOptions) => tracedCallTool(pool, request, requestOptions) :
+      (request, requestOptions) =>
+        callTool(
+          pool,
+          request.server,
+          request.scope,
+          request._meta === undefined
+            ? { name: request.name, arguments: request.arguments }
+            : { name: request.name, arguments: request.arguments, _meta: request._meta },
+          requestOptions
+        ),
     invalidate: (server, scope) =>
       retireWhere(pool, (state) => {
         const entry = state.byServer.get(server)?.get(scope)

@@ -1050,5 +1050,16 @@ export const openSession = (
     const rootsChanged = Effect.promise(() =>
       terminated === undefined ? wire.sendRootsListChanged().catch(() => undefined) : Promise.resolve()
     )
+    // The connect span (the pool's), in OpenTelemetry's terms for MCP.
+    yield* Effect.annotateCurrentSpan({
+      "mcp.method.name": wire.sdk.revision === legacyRevision ? "initialize" : "server/discover",
+      "mcp.protocol.version": wire.protocolVersion,
+      "network.transport": options.policy.config._tag === "Stdio"
+        ? "pipe"
+        : options.policy.config._tag === "Http"
+        ? "tcp"
+        : "inproc",
+      ...(transport.sessionId === undefined ? {} : { "mcp.session.id": transport.sessionId })
+    })
     return { session, startCallTool, lost, terminate, rootsChanged } satisfies SessionHandle
   })
