@@ -24,7 +24,10 @@
  *   {@link McpServerConfig.Protocol}).
  * - `disabled: true` skips a server (and its variables are not needed).
  * - Fields of other clients (`alwaysAllow`, `autoApprove`, `description`, …) are ignored. VS Code's
- *   `envFile` and prompted `${input:…}` variables are reported as unsupported rather than silently dropped.
+ *   prompted `${input:…}` variables are reported as unsupported rather than silently dropped.
+ * - VS Code's `envFile` (dotenv lines, `KEY=value`) is read by {@link load}, relative to the config file;
+ *   its variables join `env` (which wins) and become `Redacted` too. `decode` and `decodeText`, which read
+ *   no files, report it.
  * - Comments and trailing commas are accepted (VS Code writes JSONC).
  *
  * Every problem is reported at once in one {@link ConfigError}, `source` naming the file and each issue's
@@ -38,7 +41,7 @@
  *
  * @since 0.1.0
  */
-import { Effect, FileSystem, Redacted } from "effect"
+import { Config, ConfigProvider, Effect, FileSystem, Option, Redacted } from "effect"
 import * as NodePath from "node:path"
 import { isProtocol, isRecord, protocolProblem, show, urlProblem } from "./internal/options.ts"
 import { ConfigError, ConfigIssue } from "./McpPoolError.ts"
@@ -57,7 +60,10 @@ export type Format = "mcpServers" | "servers"
  * @category models
  */
 export interface Variables {
-  /** The environment for `${env:NAME}` and `${NAME}`. Default: `process.env`. */
+  /**
+   * The environment for `${env:NAME}` and `${NAME}`. Default: read through Effect's `ConfigProvider` (the
+   * process environment unless the app provides another).
+   */
   readonly env?: Readonly<Record<string, string | undefined>> | undefined
   /** Named values for `${NAME}`, looked up before the environment (e.g. `workspaceFolder`). */
   readonly variables?: Readonly<Record<string, string>> | undefined
@@ -101,14 +107,25 @@ const placeholder = /\$\{([^}]*)\}/g
 
 const remoteTypes = new Set(["http", "streamable-http", "streamableHttp", "sse"])
 
+/** A stdio server's VS Code `envFile`, read by `load` (which has a file system). */
+interface EnvFile {
+  readonly path: string
+  readonly file: string
+}
+
 class Decoder {
   readonly issues: Array<ConfigIssue> = []
+  readonly envFiles = new Map<string, EnvFile>()
   readonly env: Readonly<Record<string, string | undefined>>
   readonly variables: Readonly<Record<string, string>>
 
-  constructor(options: Variables) {
+  /** Only `load` reads env files; `decode` and `decodeText` report them, with every other problem. */
+  readonly readsEnvFiles: boolean
+
+  constructor(options: Variables, readsEnvFiles: boolean) {
     this.env = options.env ?? process.env
     this.variables = options.variables ?? {}
+    this.readsEnvFiles = readsEnvFiles
   }
 
   add(path: string, message: string): void {
@@ -176,7 +193,12 @@ class Decoder {
     const env = this.secrets(child(path, "env"), entry.env)
     const cwd = entry.cwd === undefined ? undefined : this.string(child(path, "cwd"), entry.cwd, "a directory path")
     if (entry.envFile !== undefined) {
-      this.add(child(path, "envFile"), "not supported: list the variables under `env` (values may use ${env:NAME})")
+      const file = this.string(child(path, "envFile"), entry.envFile, "a file path")
+      if (!this.readsEnvFiles) {
+        this.add(child(path, "envFile"), "an envFile is read by McpConfigFile.load (from a file), not by decode")
+      } else if (file !== undefined) {
+        this.envFiles.set(path, { path: child(path, "envFile"), file })
+      }
     }
     const protocol = this.protocol(path, entry.protocol)
     if (command === undefined || command.trim() === "") return undefined
@@ -262,10 +284,21 @@ const locate = (decoder: Decoder, input: unknown): Located | undefined => {
   return undefined
 }
 
-const decodeDocument = (input: unknown, options: DecodeOptions): Effect.Effect<McpConfigFile, ConfigError> =>
+/** A decoded document, with the env files its stdio servers name (by server name), for `load` to read. */
+interface Decoded {
+  readonly file: McpConfigFile
+  readonly envFiles: ReadonlyMap<string, EnvFile>
+}
+
+const decodeDocument = (
+  input: unknown,
+  options: DecodeOptions,
+  readsEnvFiles: boolean
+): Effect.Effect<Decoded, ConfigError> =>
   Effect.suspend(() => {
-    const decoder = new Decoder(options)
+    const decoder = new Decoder(options, readsEnvFiles)
     const servers: Record<string, McpServerConfig.McpServerConfig> = {}
+    const envFiles = new Map<string, EnvFile>()
     const disabled: Array<string> = []
     const located = locate(decoder, input)
     if (located !== undefined) {
@@ -274,15 +307,18 @@ const decodeDocument = (input: unknown, options: DecodeOptions): Effect.Effect<M
       } else {
         for (const [name, entry] of Object.entries(located.servers)) {
           if (name.trim() === "") decoder.add(located.path, "a server name is empty")
-          const server = decoder.server(child(located.path, name), entry)
+          const path = child(located.path, name)
+          const server = decoder.server(path, entry)
           if (server === "disabled") disabled.push(name)
           else if (server !== undefined) servers[name] = server
+          const envFile = decoder.envFiles.get(path)
+          if (envFile !== undefined && server !== "disabled") envFiles.set(name, envFile)
         }
       }
     }
     return decoder.issues.length > 0 || located === undefined
       ? Effect.fail(new ConfigError({ source: options.source, issues: decoder.issues }))
-      : Effect.succeed({ source: options.source, format: located.format, servers, disabled })
+      : Effect.succeed({ file: { source: options.source, format: located.format, servers, disabled }, envFiles })
   })
 
 /**
@@ -299,77 +335,94 @@ export const decode = (
   input: unknown,
   options: DecodeOptions
 ): Effect.Effect<Record<string, McpServerConfig.McpServerConfig>, ConfigError> =>
-  Effect.map(decodeDocument(input, options), (file) => file.servers)
+  Effect.map(
+    options.env !== undefined
+      ? decodeDocument(input, options, false)
+      : Effect.flatMap(environmentFor(input), (env) => decodeDocument(input, { ...options, env }, false)),
+    (decoded) => decoded.file.servers
+  )
 
 // --- JSON with comments ---
 
-/** Calls `f` with the index of every character outside JSON strings. */
-const outsideStrings = (text: string, f: (i: number) => number | void): void => {
-  let i = 0
-  while (i < text.length) {
-    if (text[i] === "\"") {
-      for (i++; i < text.length && text[i] !== "\""; i++) if (text[i] === "\\") i++
-      i++
-    } else {
-      i = f(i) ?? i + 1
-    }
-  }
+/** Line and column (1-based) of an offset, for a parse error: never the text around it (it may hold a token). */
+const lineColumn = (text: string, offset: number): string => {
+  const before = text.slice(0, offset)
+  const line = before.split("\n").length
+  return `line ${line}, column ${offset - before.lastIndexOf("\n")}`
 }
 
 /**
- * JSONC to JSON: comments, then trailing commas, become blanks, so JSON.parse positions still point into
- * the original text.
+ * JSONC (comments, trailing commas) with VS Code's own parser, loaded on first use. Every syntax error is
+ * reported, each with its position; an unterminated comment is one of them.
  */
-const stripJsonc = (text: string): string => {
-  const chars = text.split("")
-  const blank = (from: number, to: number) => {
-    for (let j = from; j < to; j++) if (chars[j] !== "\n") chars[j] = " "
-    return to
-  }
-  outsideStrings(text, (i) => {
-    if (text[i] !== "/") return
-    if (text[i + 1] === "/") {
-      const end = text.indexOf("\n", i)
-      return blank(i, end === -1 ? text.length : end)
+const parseJsonc = (text: string): Effect.Effect<{ readonly value: unknown } | { readonly errors: Array<string> }> =>
+  Effect.map(
+    Effect.promise(() => import("jsonc-parser")),
+    (jsonc) => {
+      const errors: Array<import("jsonc-parser").ParseError> = []
+      const source = text.replace(/^\uFEFF/, "")
+      const value: unknown = jsonc.parse(source, errors, { allowTrailingComma: true, disallowComments: false })
+      return errors.length === 0
+        ? { value }
+        : {
+          errors: errors.map((error) =>
+            `invalid JSON: ${jsonc.printParseErrorCode(error.error)} at ${lineColumn(source, error.offset)}`
+          )
+        }
     }
-    if (text[i + 1] === "*") {
-      const end = text.indexOf("*/", i + 2)
-      return blank(i, end === -1 ? text.length : end + 2)
+  )
+
+/**
+ * The environment for `${env:NAME}` and `${NAME}` when the caller gives none: read through Effect's
+ * `ConfigProvider` (the process environment by default), so tests and apps can supply it. Only the names
+ * the document uses are looked up.
+ */
+const environmentFor = (input: unknown): Effect.Effect<Record<string, string | undefined>> =>
+  Effect.gen(function*() {
+    const names = new Set<string>()
+    const collect = (value: unknown): void => {
+      if (typeof value === "string") {
+        for (const [, inner] of value.matchAll(placeholder)) {
+          const body = inner!.startsWith("env:") ? inner!.slice(4) : inner!
+          const name = body.split(":-")[0]!
+          if (variableName.test(name)) names.add(name)
+        }
+      } else if (Array.isArray(value)) value.forEach(collect)
+      else if (isRecord(value)) Object.values(value).forEach(collect)
     }
+    collect(input)
+    const provider = yield* ConfigProvider.ConfigProvider
+    const env: Record<string, string | undefined> = {}
+    for (const name of names) {
+      const found = yield* Effect.orElseSucceed(
+        Config.option(Config.String(name)).parse(provider),
+        () => Option.none<string>()
+      )
+      env[name] = Option.getOrUndefined(found)
+    }
+    return env
   })
-  const uncommented = chars.join("")
-  const closing = /\s*[}\]]/y
-  outsideStrings(uncommented, (i) => {
-    if (uncommented[i] !== ",") return
-    closing.lastIndex = i + 1
-    if (closing.test(uncommented)) chars[i] = " "
-  })
-  return chars.join("")
-}
 
-const parseJsonc = (text: string): { readonly value: unknown } | { readonly error: string } => {
-  try {
-    return { value: JSON.parse(stripJsonc(text.replace(/^\uFEFF/, ""))) }
-  } catch (error) {
-    // V8 quotes the text around the error; a literal token could be there.
-    const message = error instanceof Error
-      ? error.message.replace(/, (?:\.\.\.)?".*" is not valid JSON$/s, "")
-      : String(error)
-    return { error: `invalid JSON: ${message}` }
-  }
-}
-
-const decodeTextDocument = (text: string, options: DecodeOptions): Effect.Effect<McpConfigFile, ConfigError> =>
-  Effect.suspend(() => {
-    const parsed = parseJsonc(text)
-    return "error" in parsed
-      ? Effect.fail(
+const decodeTextDocument = (
+  text: string,
+  options: DecodeOptions,
+  readsEnvFiles: boolean
+): Effect.Effect<Decoded, ConfigError> =>
+  Effect.flatMap(parseJsonc(text), (parsed) => {
+    if ("errors" in parsed) {
+      return Effect.fail(
         new ConfigError({
           source: options.source,
-          issues: [new ConfigIssue({ path: "(file)", message: parsed.error })]
+          issues: parsed.errors.map((message) => new ConfigIssue({ path: "(file)", message }))
         })
       )
-      : decodeDocument(parsed.value, options)
+    }
+    return options.env !== undefined
+      ? decodeDocument(parsed.value, options, readsEnvFiles)
+      : Effect.flatMap(
+        environmentFor(parsed.value),
+        (env) => decodeDocument(parsed.value, { ...options, env }, readsEnvFiles)
+      )
   })
 
 /**
@@ -382,9 +435,27 @@ export const decodeText = (
   text: string,
   options: DecodeOptions
 ): Effect.Effect<Record<string, McpServerConfig.McpServerConfig>, ConfigError> =>
-  Effect.map(decodeTextDocument(text, options), (file) => file.servers)
+  Effect.map(decodeTextDocument(text, options, false), (decoded) => decoded.file.servers)
 
 // --- files ---
+
+/** dotenv lines: `KEY=value`, `export KEY=value`, quoted values (`"…"` with `\n` escapes, `'…'` as is), `#` comments. */
+const parseDotEnv = (text: string): Record<string, string> => {
+  const out: Record<string, string> = {}
+  for (const line of text.split(/\r?\n/)) {
+    const match = /^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.-]*)\s*=\s*(.*?)\s*$/.exec(line)
+    if (match === null) continue
+    const [, key, raw] = match as unknown as [string, string, string]
+    const quote = raw[0]
+    if ((quote === "\"" || quote === "'") && raw.length >= 2 && raw.endsWith(quote)) {
+      const inner = raw.slice(1, -1)
+      out[key] = quote === "\"" ? inner.replace(/\\n/g, "\n").replace(/\\"/g, "\"") : inner
+    } else {
+      out[key] = raw.replace(/\s+#.*$/, "")
+    }
+  }
+  return out
+}
 
 /**
  * `${workspaceFolder}` for a file: the folder holding `.vscode/mcp.json`, else the file's own folder.
@@ -416,11 +487,30 @@ export const load = (
         })
       )
     )
-    return yield* decodeTextDocument(text, {
+    const decoded = yield* decodeTextDocument(text, {
       source: path,
       env: options?.env,
       variables: { workspaceFolder: workspaceFolderOf(path), ...options?.variables }
-    })
+    }, true)
+    const servers = { ...decoded.file.servers }
+    const issues: Array<ConfigIssue> = []
+    for (const [name, envFile] of decoded.envFiles) {
+      const server = servers[name]
+      if (server?._tag !== "Stdio" || typeof server.env === "function") continue
+      const read = yield* Effect.result(fs.readFileString(NodePath.resolve(NodePath.dirname(path), envFile.file)))
+      if (read._tag === "Failure") {
+        issues.push(
+          new ConfigIssue({ path: envFile.path, message: `cannot read the env file: ${read.failure.message}` })
+        )
+        continue
+      }
+      const fromFile = Object.fromEntries(
+        Object.entries(parseDotEnv(read.success)).map(([key, value]) => [key, Redacted.make(value, { label: key })])
+      )
+      servers[name] = { ...server, env: { ...fromFile, ...server.env } }
+    }
+    if (issues.length > 0) return yield* Effect.fail(new ConfigError({ source: path, issues }))
+    return { ...decoded.file, servers }
   })
 
 /**

@@ -4,7 +4,7 @@
  */
 import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, FileSystem, Redacted } from "effect"
+import { ConfigProvider, Effect, FileSystem, Redacted } from "effect"
 import * as McpConfigFile from "../src/McpConfigFile.ts"
 import { ConfigError } from "../src/McpPoolError.ts"
 import type * as McpServerConfig from "../src/McpServerConfig.ts"
@@ -33,6 +33,68 @@ const revealAll = (record: unknown): Record<string, string> =>
   )
 
 describe("McpConfigFile", () => {
+  it.effect("JSONC by VS Code's parser: comments and trailing commas pass; an unterminated comment is an error", () =>
+    Effect.gen(function*() {
+      const servers = yield* McpConfigFile.decodeText(
+        `// VS Code writes these\n{ "servers": { /* one */ "a": { "command": "x", "args": ["1",], }, }, }`,
+        { source: "mcp.json", env: {} }
+      )
+      assert.deepStrictEqual(asStdio(servers.a).args, ["1"])
+      const error = yield* Effect.flip(
+        McpConfigFile.decodeText(`{ "servers": { "a": { "command": "x" } } } /* never closed`, {
+          source: "mcp.json",
+          env: {}
+        })
+      )
+      assert.instanceOf(error, ConfigError)
+      assert.strictEqual(error.issues[0]?.message, "invalid JSON: UnexpectedEndOfComment at line 1, column 44")
+    }))
+
+  it.effect("${env:NAME} is read through Effect's ConfigProvider when no env is given", () =>
+    Effect.gen(function*() {
+      const servers = yield* McpConfigFile.decodeText(
+        `{ "mcpServers": { "docs": { "url": "https://docs.example.com/mcp", "headers": { "Authorization": "Bearer \${env:DOCS_TOKEN}" } } } }`,
+        { source: "mcp.json" }
+      ).pipe(Effect.provide(ConfigProvider.layer(ConfigProvider.fromUnknown({ DOCS_TOKEN: "from-provider" }))))
+      assert.deepStrictEqual(revealAll(asHttp(servers.docs).headers), { Authorization: "Bearer from-provider" })
+      const missing = yield* Effect.flip(
+        McpConfigFile.decode({ mcpServers: { a: { command: "x", env: { T: "${env:NOPE_NOT_SET}" } } } }, {
+          source: "mcp.json"
+        }).pipe(Effect.provide(ConfigProvider.layer(ConfigProvider.fromUnknown({}))))
+      )
+      assert.include(missing.message, "environment variable NOPE_NOT_SET is not set")
+    }))
+
+  it.effect("VS Code's envFile: read by load beside the config file, Redacted, env winning; decode reports it", () =>
+    Effect.gen(function*() {
+      const fs = yield* FileSystem.FileSystem
+      const dir = yield* fs.makeTempDirectoryScoped()
+      yield* fs.writeFileString(`${dir}/.env`, `# secrets\nAPI_KEY=from-file-123\nexport SHARED="file"\nQUOTED='a b'\n`)
+      yield* fs.writeFileString(
+        `${dir}/mcp.json`,
+        JSON.stringify({
+          servers: { s: { type: "stdio", command: "x", envFile: "${workspaceFolder}/.env", env: { SHARED: "env" } } }
+        })
+      )
+      const servers = yield* McpConfigFile.loadServers(`${dir}/mcp.json`, { env: {} })
+      assert.deepStrictEqual(revealAll(asStdio(servers.s).env), {
+        API_KEY: "from-file-123",
+        SHARED: "env",
+        QUOTED: "a b"
+      })
+      yield* fs.writeFileString(
+        `${dir}/missing.json`,
+        JSON.stringify({ servers: { s: { command: "x", envFile: "nope.env" } } })
+      )
+      const unreadable = yield* Effect.flip(McpConfigFile.load(`${dir}/missing.json`, { env: {} }))
+      assert.deepStrictEqual(unreadable.issues.map((issue) => issue.path), ["servers.s.envFile"])
+      const decoded = yield* Effect.flip(McpConfigFile.decode({ servers: { s: { command: "x", envFile: ".env" } } }, {
+        source: "inline",
+        env: {}
+      }))
+      assert.deepStrictEqual(decoded.issues.map((issue) => issue.path), ["servers.s.envFile"])
+    }).pipe(Effect.scoped, Effect.provide(NodeFileSystem.layer)))
+
   it.effect("protocol: per server, absent means auto; a bad value or 2026-07-28 over SSE is named", () =>
     Effect.gen(function*() {
       const servers = yield* decode({
@@ -264,7 +326,7 @@ describe("McpConfigFile", () => {
           source: "inline.json"
         })
       )
-      assert.include(tokenError.message, "Unexpected token")
+      assert.include(tokenError.message, "InvalidSymbol at line 1, column 63")
       assert.notInclude(tokenError.message, "s3cret")
 
       const missing = yield* Effect.flip(McpConfigFile.load(`${dir}/nope.json`))
