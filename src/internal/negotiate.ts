@@ -63,6 +63,10 @@ export type ProbeOutcome =
 
 const isModernVersion = (version: string): boolean => version >= modernRevision
 
+/** Later revisions only: a server that also names a 2025-era version may still take `initialize`. */
+const onlyOtherModern = (supported: ReadonlyArray<string>): boolean =>
+  supported.length > 0 && !supported.includes(modernRevision) && supported.every(isModernVersion)
+
 /** The versions a -32022 error's data names (`{ supported: [...] }`), if it names any. */
 export const supportedVersions = (data: unknown): ReadonlyArray<string> | undefined => {
   if (!Predicate.hasProperty(data, "supported") || !Array.isArray(data.supported)) return undefined
@@ -78,9 +82,7 @@ const classifyError = (code: unknown, message: unknown, data: unknown): ProbeOut
   const answer = `error ${String(code)}${typeof message === "string" ? ` "${message.slice(0, 120)}"` : ""}`
   if (code === unsupportedProtocolVersion) {
     const supported = supportedVersions(data)
-    if (supported !== undefined && !supported.includes(modernRevision) && supported.some(isModernVersion)) {
-      return { _tag: "OtherModern", supported }
-    }
+    if (supported !== undefined && onlyOtherModern(supported)) return { _tag: "OtherModern", supported }
   }
   return { _tag: "LegacyEvidence", answer }
 }
@@ -89,7 +91,7 @@ const classifyResult = (result: unknown): ProbeOutcome => {
   if (Predicate.hasProperty(result, "supportedVersions") && Array.isArray(result.supportedVersions)) {
     const supported = result.supportedVersions.filter((v: unknown): v is string => typeof v === "string")
     if (supported.includes(modernRevision)) return { _tag: "Modern", discovery: result as unknown as Discovery }
-    if (supported.some(isModernVersion)) return { _tag: "OtherModern", supported }
+    if (onlyOtherModern(supported)) return { _tag: "OtherModern", supported }
   }
   // A result that is no discover result: a server that answers anything with something. Not modern evidence.
   return { _tag: "LegacyEvidence", answer: "a result that is not a server/discover result" }
