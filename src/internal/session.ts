@@ -466,7 +466,7 @@ const connectLegacy = (
     const backstopMillis = Duration.toMillis(options.policy.connectTimeout) * 2
     // The 1.32 client keeps the version `initialize` agreed on only by handing it to the transport.
     const { transport } = opened
-    let agreed = "2025-11-25"
+    let agreed: string = legacyRevision
     const setProtocolVersion = transport.setProtocolVersion
     transport.setProtocolVersion = (version) => {
       agreed = version
@@ -543,7 +543,10 @@ const openAttempt = (options: OpenSessionOptions, remoteMode: "legacy" | "modern
     return { opened, abandon }
   })
 
-/** The probe ran on the cached verdict's behalf, or patiently after a local server's silence proved wrong. */
+/**
+ * `first`: a connect's own question, bounded for a local server by the probe's bound; `patient`: asked again,
+ * as long as the connect may take, after a local server's silence led to an `initialize` it refused.
+ */
 type ProbeMode = "first" | "patient"
 
 /**
