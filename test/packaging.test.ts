@@ -73,6 +73,14 @@ try {
 console.log(internal)
 `
 
+const stdioServer = `
+import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js"
+import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js"
+const server = new McpServer({ name: "scratch-stdio", version: "1.0.0" })
+server.registerTool("hello", {}, () => ({ content: [{ type: "text", text: "hi" }] }))
+await server.connect(new StdioServerTransport())
+`
+
 describe("the packed package in a user's project", () => {
   let scratch = ""
   beforeAll(() => {
@@ -92,11 +100,17 @@ describe("the packed package in a user's project", () => {
           effect: own.devDependencies["effect"],
           "@modelcontextprotocol/sdk": appSdk,
           "@modelcontextprotocol/client": own.devDependencies["@modelcontextprotocol/client"],
-          "@types/node": own.devDependencies["@types/node"]
+          "@types/node": own.devDependencies["@types/node"],
+          "@effect/platform-node": own.devDependencies["@effect/platform-node"]
         }
       })
     )
     writeFileSync(join(scratch, "app.ts"), app)
+    writeFileSync(join(scratch, "server.ts"), stdioServer)
+    writeFileSync(
+      join(scratch, ".mcp.json"),
+      JSON.stringify({ mcpServers: { hello: { command: node, args: ["server.ts"] } } })
+    )
     writeFileSync(
       join(scratch, "tsconfig.json"),
       JSON.stringify({
@@ -144,5 +158,18 @@ describe("the packed package in a user's project", () => {
       "hello from the scratch app effect-mcp-pool",
       "ERR_PACKAGE_PATH_NOT_EXPORTED"
     ])
+  }, 180_000)
+
+  it("installs the mcp-pool command: npx mcp-pool doctor reads the app's .mcp.json", () => {
+    // npx runs the package's bin with the `node` on PATH: this suite's own.
+    const path = `${join(node, "..")}:${process.env.PATH ?? ""}`
+    const out = execFileSync("npx", ["--no-install", "mcp-pool", "doctor"], {
+      cwd: scratch,
+      encoding: "utf8",
+      timeout: 120_000,
+      env: { ...process.env, PATH: path },
+      stdio: ["ignore", "pipe", "pipe"]
+    })
+    assert.match(out, /hello\s+ok\s+2025-11-25\s+1\s/)
   }, 180_000)
 })
