@@ -193,7 +193,7 @@ export class McpSessionPool extends Context.Service<McpSessionPool, McpSessionPo
    * `mcp_pool_connect_duration` (a timer), `mcp_pool_sessions_closed` (attribute `reason`: released,
    * evicted, invalidated, scope-closed, server-closed, cancelled, expired, reloaded, ping-failed, lost,
    * failed, pool-closed) and the gauge `mcp_pool_sessions` (attribute `state`: live, attached, idle,
-   * leased; sampled every second).
+   * leased; sampled once a second).
    */
   static readonly metrics = internal.metrics
 

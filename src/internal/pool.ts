@@ -190,9 +190,9 @@ const sessionsClosed = Metric.counter("mcp_pool_sessions_closed", {
 /** The pool's metrics, for dashboards and tests. */
 /**
  * Sessions by `state`: `live` (every session whose owner runs: connecting, ready or closing), `attached`
- * (the ones `get` can reach), `idle` (attached, ready, no lease) and `leased` (held by a caller). Reported
- * by owners as sessions become ready and close, and sampled once a second on the `Clock` for leases:
- * the hit path stays free of metric updates.
+ * (the ones `get` can reach), `idle` (attached, ready, no lease) and `leased` (held by a caller). Sampled
+ * once a second on the `Clock` by one fiber per pool: neither the hit path nor a connect updates a metric
+ * for it (an update costs more than a hit).
  */
 const sessions = Metric.gauge("mcp_pool_sessions", {
   description: "Sessions of the pool, by state (sampled every second)"
@@ -200,6 +200,15 @@ const sessions = Metric.gauge("mcp_pool_sessions", {
 
 export const metrics = { sessionsCreated, connectFailures, connectDuration, sessionsClosed, sessions } as const
 
+/** The gauge's four series, made once: a metric with attributes is a lookup key of its own. */
+const sessionsBy = {
+  live: Metric.withAttributes(sessions, { state: "live" }),
+  attached: Metric.withAttributes(sessions, { state: "attached" }),
+  idle: Metric.withAttributes(sessions, { state: "idle" }),
+  leased: Metric.withAttributes(sessions, { state: "leased" })
+} as const
+
+/** One sample of the gauge: the counts the state keeps, and the leases of the live sessions. */
 const reportSessions = (pool: Pool) =>
   Effect.suspend(() => {
     const state = stateOf(pool)
@@ -207,10 +216,10 @@ const reportSessions = (pool: Pool) =>
     let leased = 0
     for (const entry of state.live) if (entry.leases > 0) leased++
     return Effect.all([
-      Metric.update(Metric.withAttributes(sessions, { state: "live" }), state.live.size),
-      Metric.update(Metric.withAttributes(sessions, { state: "attached" }), state.attachedCount),
-      Metric.update(Metric.withAttributes(sessions, { state: "idle" }), state.idle.size),
-      Metric.update(Metric.withAttributes(sessions, { state: "leased" }), leased)
+      Metric.update(sessionsBy.live, state.live.size),
+      Metric.update(sessionsBy.attached, state.attachedCount),
+      Metric.update(sessionsBy.idle, state.idle.size),
+      Metric.update(sessionsBy.leased, leased)
     ], { discard: true })
   })
 
@@ -610,7 +619,6 @@ const runOwner = (pool: Pool, entry: Entry): Effect.Effect<void> =>
       yield* Metric.update(connectDuration, Duration.millis(now - connectStarted))
       yield* Effect.logDebug("MCP session ready")
       publishReady(pool, entry, ready, handle, now)
-      yield* reportSessions(pool)
       reason = yield* serve(pool, entry)
       yield* Effect.yieldNow
       // Detached already, by `detachLost`.
@@ -663,7 +671,6 @@ const runOwner = (pool: Pool, entry: Entry): Effect.Effect<void> =>
     yield* Effect.logDebug(`MCP session closed (${reason})`)
     const state = stateOf(pool)
     if (state._tag === "Open") state.live.delete(entry)
-    yield* reportSessions(pool)
   })
 
 /**
