@@ -3,12 +3,14 @@
  * connects the tests control. Real processes are in McpSessionPool.stdio.test.ts.
  */
 import { assert, describe, it } from "@effect/vitest"
+import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js"
 import { Deferred, Effect, Exit, Fiber, Metric, Queue, Scope } from "effect"
 import { metrics } from "../src/internal/pool.ts"
 import { ConfigError, ConnectError, PoolClosed, UnknownServer } from "../src/McpPoolError.ts"
 import * as McpServerConfig from "../src/McpServerConfig.ts"
 import { McpSessionPool, type Options } from "../src/McpSessionPool.ts"
 import { firstText, makeProbe } from "./utils/probe.ts"
+import { within } from "./utils/within.ts"
 
 const makePool = (options: Options) => McpSessionPool.make(options)
 
@@ -186,6 +188,54 @@ describe("McpSessionPool", () => {
       assert.strictEqual((yield* attached(pool)).length, 3)
       yield* takeN(probe.released, 17)
       assert.strictEqual(probe.counts.releases, 17)
+    }))
+
+  it.live("semantics 5, 6: under concurrent churn every evicted session closes; only capacity stays open", () =>
+    Effect.gen(function*() {
+      // A server that answers at once (a microtask later), so that connects, leases and evictions interleave
+      // as tightly as they can.
+      const counts = { opened: 0, closed: 0 }
+      const quick = McpServerConfig.custom(() =>
+        Effect.sync(() => {
+          counts.opened++
+          let open = true
+          const transport: Transport = {
+            start: async () => undefined,
+            close: async () => {
+              if (!open) return
+              open = false
+              counts.closed++
+              transport.onclose?.()
+            },
+            send: async (message) => {
+              if (!("id" in message) || !("method" in message)) return
+              const result = message.method === "initialize"
+                ? { protocolVersion: "2025-11-25", capabilities: {}, serverInfo: { name: "quick", version: "0" } }
+                : {}
+              queueMicrotask(() => transport.onmessage?.({ jsonrpc: "2.0", id: message.id, result }))
+            }
+          }
+          return transport
+        }), { protocol: "2025-11-25" })
+      const pool = yield* makePool({ servers: { quick }, capacity: 256 })
+      // Each round from outside the pool's fibers, as an app's request handler runs it.
+      for (let round = 0; round < 4; round++) {
+        yield* Effect.promise(() =>
+          Effect.runPromise(Effect.forEach(
+            Array.from({ length: 1000 }, (_, i) => i),
+            (i) => Effect.scoped(pool.get("quick", `thread-${(i * 7919 + round * 104729) % 5000}`)),
+            { concurrency: 16, discard: true }
+          ))
+        )
+      }
+      // Every session beyond the capacity was evicted: each closes, none is left detached and open.
+      const settled = yield* pool.snapshot.pipe(
+        Effect.repeat({ until: (rows) => rows.every((row) => row.attached), times: 500 }),
+        within("10 seconds", "every evicted session to close")
+      )
+      assert.strictEqual(settled.filter((row) => !row.attached).length, 0)
+      assert.strictEqual(settled.length, 256)
+      assert.strictEqual(counts.opened - counts.closed, 256)
     }))
 
   it.effect("semantics 6: invalidate detaches at once and closes the session when its last lease ends", () =>
