@@ -179,7 +179,6 @@ const sessionsClosed = Metric.counter("mcp_pool_sessions_closed", {
   incremental: true
 })
 
-/** The pool's metrics, for dashboards and tests. */
 /**
  * Sessions by `state`: `live` (every session whose owner runs: connecting, ready or closing), `attached`
  * (the ones `get` can reach), `idle` (attached, ready, no lease) and `leased` (held by a caller). Sampled
@@ -190,6 +189,7 @@ const sessions = Metric.gauge("mcp_pool_sessions", {
   description: "Sessions of the pool, by state (sampled every second)"
 })
 
+/** The pool's metrics, for dashboards and tests. */
 export const metrics = { sessionsCreated, connectFailures, connectDuration, sessionsClosed, sessions } as const
 
 /** The gauge's four series, made once: a metric with attributes is a lookup key of its own. */
