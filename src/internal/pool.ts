@@ -43,6 +43,7 @@ import {
   Metric,
   MutableRef,
   Option,
+  References,
   Schedule,
   Scope,
   SynchronizedRef,
@@ -134,6 +135,11 @@ interface Connecting {
   readonly _tag: "Connecting"
   /** Completed by the owner: the session, or why there is none. What every waiter awaits. */
   readonly ready: Deferred.Deferred<McpSession, McpGetError>
+  /**
+   * Completed by the first of: the connect's end, the connect timeout, the close signal (which
+   * `signalClose` forwards here while connecting). What the owner awaits: one Deferred, not a race.
+   */
+  readonly decided: Deferred.Deferred<Connected>
 }
 
 interface Ready {
@@ -241,7 +247,11 @@ export const isSessionCurrent = (session: McpSession): boolean => {
 // =============================================================================
 
 const signalClose = (entry: Entry, reason: CloseReason): void => {
-  Deferred.doneUnsafe(entry.closeSignal, Exit.succeed(reason))
+  if (!Deferred.doneUnsafe(entry.closeSignal, Exit.succeed(reason))) return
+  // A connecting owner waits on `decided`, not on the signal. Last: it resumes the owner.
+  if (entry.state._tag === "Connecting") {
+    Deferred.doneUnsafe(entry.state.decided, Exit.succeed({ _tag: "Abandoned", reason }))
+  }
 }
 
 /** Removes the entry from the indexes (identity-checked), once: the next `get` of its key makes a new one. */
@@ -347,7 +357,7 @@ const attachNew = (
     scope,
     policy,
     createdAt: now,
-    state: { _tag: "Connecting", ready },
+    state: { _tag: "Connecting", ready, decided: Deferred.makeUnsafe() },
     leases: 1,
     detachedFor: undefined,
     idleSince: now,
@@ -371,12 +381,24 @@ const attachNew = (
 // The owner fiber
 // =============================================================================
 
-/** Runs `effect` in a fiber of its own with exactly the layer's context (not merged with a caller's). */
-const forkWithOwnerContext = <A, E>(
+/**
+ * Runs `effect` in a fiber of its own with exactly the layer's context (not merged with a caller's), its
+ * logs annotated with the entry's key: one context built up front rather than an `annotateLogs` per fiber.
+ */
+const forkForEntry = <A, E>(
   pool: Pool,
+  entry: Entry,
   effect: Effect.Effect<A, E>,
   options?: { readonly uninterruptible: boolean }
-) => Effect.runForkWith(pool.ownerContext)(effect, options)
+) => {
+  const annotations = Context.get(pool.ownerContext, References.CurrentLogAnnotations)
+  const context = Context.add(pool.ownerContext, References.CurrentLogAnnotations, {
+    ...annotations,
+    "mcp.server": entry.server,
+    "mcp.scope": entry.scope
+  })
+  return Effect.runForkWith(context)(effect, options)
+}
 
 /** Spawn or dial plus initialize, in the session's scope. Unbounded here: `awaitConnected` bounds it. */
 const connect = (pool: Pool, entry: Entry, sessionScope: Scope.Scope) =>
@@ -395,12 +417,11 @@ const connect = (pool: Pool, entry: Entry, sessionScope: Scope.Scope) =>
     }
   }).pipe(
     Scope.provide(sessionScope),
-    // Its own fiber, not the owner's: it carries the owner's annotations itself.
-    Effect.annotateLogs({ "mcp.server": entry.server, "mcp.scope": entry.scope }),
+    // No stack trace: it would point here, not at the caller, and capturing one costs more than the span.
     Effect.withSpan("McpSession.connect", {
       attributes: { "mcp.server": entry.server, "mcp.scope": entry.scope },
       links: entry.requestedBy === undefined ? [] : [{ span: entry.requestedBy, attributes: {} }]
-    })
+    }, { captureStackTrace: false })
   )
 
 type Connected =
@@ -409,45 +430,61 @@ type Connected =
   /** The close signal came first (last waiter gone, closeAll, …), or the owners scope closed. */
   | { readonly _tag: "Abandoned"; readonly reason: CloseReason }
 
-/**
- * Owner, connect phase. The connect runs in a fiber of its own (`attempt`) and the owner waits for the
- * first of: its end, the close signal, the connect timeout. Waiting is all the owner does, so user code
- * stuck in an uninterruptible step (a custom connect's `acquireRelease` whose promise never settles)
- * cannot hold the bound: the attempt is interrupted without waiting for it (`timeout` and `raceFirst`
- * would wait), and what it opened is released when the owner closes the session scope, or as soon as it
- * registers its finalizer there.
- */
-const awaitConnected = (entry: Entry, attempt: Fiber.Fiber<SessionHandle, McpGetError>): Effect.Effect<Connected> =>
-  Effect.raceAll([
-    Effect.map(Fiber.await(attempt), (exit): Connected => {
-      if (Exit.isSuccess(exit)) return { _tag: "Connected", handle: exit.value }
-      const error = Cause.findErrorOption(exit.cause)
-      return error._tag === "Some"
-        ? { _tag: "Failed", error: error.value }
-        : {
-          _tag: "Failed",
-          error: new ConnectError({
-            server: entry.server,
-            scope: entry.scope,
-            reason: "unexpected defect",
-            cause: Cause.squash(exit.cause)
-          })
-        }
-    }),
-    Effect.map(Deferred.await(entry.closeSignal), (reason): Connected => ({ _tag: "Abandoned", reason })),
-    // Built only if the timeout wins: an error captures a stack, which costs more than the rest of a get.
-    Effect.map(Effect.sleep(entry.policy.connectTimeout), (): Connected => ({
+/** What a connect attempt's end decides. */
+const connectedOf = (entry: Entry, exit: Exit.Exit<SessionHandle, McpGetError>): Connected => {
+  if (Exit.isSuccess(exit)) return { _tag: "Connected", handle: exit.value }
+  const error = Cause.findErrorOption(exit.cause)
+  return error._tag === "Some"
+    ? { _tag: "Failed", error: error.value }
+    : {
       _tag: "Failed",
-      error: new ConnectTimeout({
+      error: new ConnectError({
         server: entry.server,
         scope: entry.scope,
-        timeoutMillis: Duration.toMillis(entry.policy.connectTimeout)
+        reason: "unexpected defect",
+        cause: Cause.squash(exit.cause)
       })
-    }))
-  ]).pipe(
-    Effect.interruptible,
-    Effect.catchCause((): Effect.Effect<Connected> => Effect.succeed({ _tag: "Abandoned", reason: "pool-closed" }))
+    }
+}
+
+/**
+ * Owner, connect phase. The connect runs in a fiber of its own (`attempt`) and the owner waits for the
+ * first of: its end, the close signal, the connect timeout — all three complete the entry's `decided`
+ * (the attempt through an observer, the timeout from a timer fiber, the signal through `signalClose`), so
+ * the owner waits on one Deferred. Waiting is all the owner does, so user code stuck in an uninterruptible
+ * step (a custom connect's `acquireRelease` whose promise never settles) cannot hold the bound: the
+ * attempt is interrupted without waiting for it (`timeout` and `raceFirst` would wait), and what it opened
+ * is released when the owner closes the session scope, or as soon as it registers its finalizer there.
+ */
+const awaitConnected = (
+  entry: Entry,
+  decided: Deferred.Deferred<Connected>,
+  attempt: Fiber.Fiber<SessionHandle, McpGetError>
+): Effect.Effect<Connected> => {
+  attempt.addObserver((exit) => {
+    if (!Deferred.isDoneUnsafe(decided)) Deferred.doneUnsafe(decided, Exit.succeed(connectedOf(entry, exit)))
+  })
+  const { connectTimeout } = entry.policy
+  const timeout = Effect.andThen(
+    Effect.sleep(connectTimeout),
+    // Built only if the timeout wins: an error captures a stack, which costs more than the rest of a get.
+    Effect.sync(() => {
+      const error = new ConnectTimeout({
+        server: entry.server,
+        scope: entry.scope,
+        timeoutMillis: Duration.toMillis(connectTimeout)
+      })
+      Deferred.doneUnsafe(decided, Exit.succeed<Connected>({ _tag: "Failed", error }))
+    })
   )
+  return Effect.flatMap(Effect.forkChild(timeout, { startImmediately: true }), (timer) =>
+    Deferred.await(decided).pipe(
+      Effect.interruptible,
+      Effect.catchCause((): Effect.Effect<Connected> => Effect.succeed({ _tag: "Abandoned", reason: "pool-closed" })),
+      // The owner is uninterruptible and the cause is caught: this runs whatever decided.
+      Effect.tap(() => Effect.sync(() => timer.interruptUnsafe()))
+    ))
+}
 
 /** Owner: Connecting → Ready. A connect that beat closeAll by a hair must not hand out a closed pool's session. */
 const publishReady = (
@@ -556,11 +593,12 @@ const runOwner = (pool: Pool, entry: Entry): Effect.Effect<void> =>
   Effect.gen(function*() {
     const sessionScope = yield* Scope.make()
     const connectStarted = yield* Clock.currentTimeMillis
-    const ready = (entry.state as Connecting).ready
-    const attempt = forkWithOwnerContext(pool, connect(pool, entry, sessionScope))
-    const outcome = yield* awaitConnected(entry, attempt)
-    // Woken by a signal, maybe inside the transition that sent it: act from a turn of its own (see the header).
-    yield* Effect.yieldNow
+    const { decided, ready } = entry.state as Connecting
+    const attempt = forkForEntry(pool, entry, connect(pool, entry, sessionScope))
+    const outcome = yield* awaitConnected(entry, decided, attempt)
+    // Woken by the close signal, maybe inside the transition that sent it: act from a turn of its own (see
+    // the header). The attempt's end and the timer are no transition: act at once.
+    if (outcome._tag === "Abandoned") yield* Effect.yieldNow
 
     let reason: CloseReason
     if (outcome._tag === "Connected") {
@@ -627,7 +665,7 @@ const runOwner = (pool: Pool, entry: Entry): Effect.Effect<void> =>
     yield* Effect.logDebug(`MCP session closed (${reason})`)
     const state = stateOf(pool)
     if (state._tag === "Open") state.live.delete(entry)
-  }).pipe(Effect.annotateLogs({ "mcp.server": entry.server, "mcp.scope": entry.scope }))
+  })
 
 /**
  * Pings a session that sat idle too long, in a fiber of its own so that no waiter's interruption can leave
@@ -661,8 +699,7 @@ const probeIdle = (pool: Pool, entry: Entry, ready: Ready, verdict: Deferred.Def
           Deferred.doneUnsafe(verdict, Exit.succeed(healthy))
         })
       )
-    ),
-    Effect.annotateLogs({ "mcp.server": entry.server, "mcp.scope": entry.scope })
+    )
   )
 
 // =============================================================================
@@ -705,7 +742,7 @@ const acquireLease = (
       const verdict = Deferred.makeUnsafe<boolean>()
       current.probing = verdict
       Fiber.runIn(
-        forkWithOwnerContext(pool, probeIdle(pool, existing, current, verdict), { uninterruptible: true }),
+        forkForEntry(pool, existing, probeIdle(pool, existing, current, verdict), { uninterruptible: true }),
         pool.ownersScope
       )
       return { _tag: "AwaitVerdict", entry: existing, verdict }
@@ -725,7 +762,7 @@ const acquireLease = (
   )
   // Forked with the state consistent: the owner starts running at once (until its first wait).
   entry.owner = Fiber.runIn(
-    forkWithOwnerContext(pool, runOwner(pool, entry), { uninterruptible: true }),
+    forkForEntry(pool, entry, runOwner(pool, entry), { uninterruptible: true }),
     pool.ownersScope
   )
   // Room for the new entry last: evicting signals owners. The new entry is not idle, so never the victim.
