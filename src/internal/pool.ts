@@ -714,7 +714,8 @@ const acquireLease = (
   pool: Pool,
   server: string,
   scope: string,
-  fiber: Fiber.Fiber<unknown, unknown>
+  fiber: Fiber.Fiber<unknown, unknown>,
+  requestedBy: Tracer.AnySpan | undefined
 ): Lease | UnknownServer | PoolClosed => {
   const state = stateOf(pool)
   if (state._tag === "Closed") return new PoolClosed({ server, scope })
@@ -758,7 +759,7 @@ const acquireLease = (
     policy,
     now,
     ready,
-    Context.getOrUndefined(fiber.context, Tracer.ParentSpan)
+    requestedBy
   )
   // Forked with the state consistent: the owner starts running at once (until its first wait).
   entry.owner = Fiber.runIn(
@@ -800,12 +801,15 @@ const scopeOf = (fiber: Fiber.Fiber<unknown, unknown>, scope: string | undefined
 const acquireSession = (
   pool: Pool,
   server: string,
-  scope: string | undefined
+  scope: string | undefined,
+  span?: Tracer.AnySpan
 ): Effect.Effect<readonly [Entry, McpSession], McpGetError> =>
   Effect.uninterruptible(Effect.withFiber((fiber) => {
     const key = scopeOf(fiber, scope)
     if (key === undefined) return Effect.fail(new MissingScope({ server }))
-    const taken = acquireLease(pool, server, key, fiber)
+    // The connect span links to the `get` span, else to the caller's own.
+    const requestedBy = span ?? Context.getOrUndefined(fiber.context, Tracer.ParentSpan)
+    const taken = acquireLease(pool, server, key, fiber, requestedBy)
     if (!isLease(taken)) return Effect.fail(taken)
     const { entry } = taken
     return Effect.onExit(
@@ -815,7 +819,7 @@ const acquireSession = (
       Effect.flatMap((session) =>
         session === undefined
           // The idle session failed its ping and was retired: connect afresh.
-          ? Effect.andThen(releaseLease(pool, entry), acquireSession(pool, server, key))
+          ? Effect.andThen(releaseLease(pool, entry), acquireSession(pool, server, key, span))
           : Effect.succeed([entry, session] as const)
       )
     )
@@ -844,19 +848,29 @@ const leaseReadyUnsafe = (
 
 const sessionOf = (entry: Entry): McpSession => (entry.state as Ready).handle.session
 
+const getStackFrame = (parent: References.StackFrame | undefined): References.StackFrame => ({
+  name: "McpSessionPool.get",
+  stack: () => undefined,
+  parent
+})
+
 const get = (pool: Pool, server: string, scope?: string): Effect.Effect<McpSession, McpGetError, Scope.Scope> =>
   Effect.uninterruptible(Effect.withFiber((fiber) => {
     // Hit: no span (it would cost more than the lease); the full path has one.
     const hit = leaseReadyUnsafe(pool, fiber, server, scope)
     if (hit !== undefined) return Effect.as(Effect.addFinalizer(() => releaseLease(pool, hit)), sessionOf(hit))
-    return Effect.flatMap(
-      acquireSession(pool, server, scope),
-      ([entry, session]) => Effect.as(Effect.addFinalizer(() => releaseLease(pool, entry)), session)
-    ).pipe(Effect.withSpan(
+    // The span is not made the current one (`withSpan` would): nothing in the wait opens spans or logs,
+    // and the connect span links to it explicitly. One context change, not two: the stack frame, so that a
+    // failed get still reads "at McpSessionPool.get".
+    return Effect.useSpan(
       "McpSessionPool.get",
       { attributes: { "mcp.server": server, "mcp.scope": scopeOf(fiber, scope) ?? "" } },
-      { captureStackTrace: false }
-    ))
+      (span) =>
+        Effect.flatMap(
+          acquireSession(pool, server, scope, span),
+          ([entry, session]) => Effect.as(Effect.addFinalizer(() => releaseLease(pool, entry)), session)
+        ).pipe(Effect.updateService(References.CurrentStackFrame, getStackFrame))
+    )
   }))
 
 const use = <A, E, R>(
