@@ -145,6 +145,8 @@ interface Connecting {
 interface Ready {
   readonly _tag: "Ready"
   readonly handle: SessionHandle
+  /** `handle.session`, kept here: a hit reads the entry and this record only. */
+  readonly session: McpSession
   /** The verdict of the idle ping under way, if any: at most one per entry. */
   probing: Deferred.Deferred<boolean> | undefined
 }
@@ -272,6 +274,16 @@ const detach = (state: Open, entry: Entry, reason: CloseReason): void => {
   state.attachedCount--
 }
 
+/**
+ * Ready → Closing on the transport's death: detached at once (no `get` finds a dead session, so a hit
+ * need not look at the transport) and its owner told to close, leased or not.
+ */
+const detachLost = (pool: Pool, entry: Entry): void => {
+  const state = stateOf(pool)
+  if (state._tag === "Open") detach(state, entry, "lost")
+  signalClose(entry, "lost")
+}
+
 /** Detaches, and closes now if nobody holds it; otherwise the last lease closes it. */
 const retire = (state: Open, entry: Entry, reason: CloseReason): void => {
   detach(state, entry, reason)
@@ -330,15 +342,12 @@ const releaseLease = (pool: Pool, entry: Entry) =>
   Effect.clockWith((clock) => Effect.sync(() => returnLease(pool, entry, clock.currentTimeMillisUnsafe())))
 
 /**
- * The attached entry for (server, scope) if it can be leased at once, without waiting: ready, alive, no
- * idle ping under way or due.
+ * The attached entry for (server, scope) if it can be leased at once, without waiting: ready, no idle ping
+ * under way or due. Alive: a dead one is detached at its death (`detachLost`).
  */
 const readyEntry = (state: Open, server: string, scope: string, now: number): Entry | undefined => {
   const entry = state.byServer.get(server)?.get(scope)
-  if (
-    entry === undefined || entry.state._tag !== "Ready" || entry.state.probing !== undefined ||
-    Deferred.isDoneUnsafe(entry.state.handle.lost)
-  ) return undefined
+  if (entry === undefined || entry.state._tag !== "Ready" || entry.state.probing !== undefined) return undefined
   return isPingDue(entry, now) ? undefined : entry
 }
 
@@ -413,7 +422,7 @@ const connect = (pool: Pool, entry: Entry, sessionScope: Scope.Scope) =>
     // Once serving, the transport's death is one more reason to close: the owner serves until one signal.
     // (While connecting, a dead transport fails the connect itself.)
     onLost: () => {
-      if (entry.state._tag === "Ready") signalClose(entry, "lost")
+      if (entry.state._tag === "Ready") detachLost(pool, entry)
     }
   }).pipe(
     Scope.provide(sessionScope),
@@ -494,8 +503,10 @@ const publishReady = (
   handle: SessionHandle,
   now: number
 ): void => {
-  entry.state = { _tag: "Ready", handle, probing: undefined }
+  entry.state = { _tag: "Ready", handle, session: handle.session, probing: undefined }
   entryOfSession.set(handle.session, entry)
+  // Died between the connect and now, before `onLost` could tell: never handed out to a later `get`.
+  if (Deferred.isDoneUnsafe(handle.lost)) detachLost(pool, entry)
   const state = stateOf(pool)
   if (state._tag === "Open") {
     // Several keys may finish at once while others sit idle: trim after each (becomeIdle trims too).
@@ -608,15 +619,10 @@ const runOwner = (pool: Pool, entry: Entry): Effect.Effect<void> =>
       yield* Metric.update(connectDuration, Duration.millis(now - connectStarted))
       yield* Effect.logDebug("MCP session ready")
       publishReady(pool, entry, ready, handle, now)
-      // Died between the connect and now, before `onLost` could signal it.
-      if (Deferred.isDoneUnsafe(handle.lost)) signalClose(entry, "lost")
       reason = yield* serve(pool, entry)
       yield* Effect.yieldNow
-      if (reason === "lost") {
-        yield* Effect.logWarning("MCP session lost: its transport closed")
-        const state = stateOf(pool)
-        if (state._tag === "Open") detach(state, entry, "lost")
-      }
+      // Detached already, by `detachLost`.
+      if (reason === "lost") yield* Effect.logWarning("MCP session lost: its transport closed")
       entry.state = { _tag: "Closing", reason }
       const closeBy = (yield* Clock.currentTimeMillis) + Duration.toMillis(pool.options.closeTimeout)
       const terminated = reason === "pool-closed"
@@ -846,7 +852,7 @@ const leaseReadyUnsafe = (
   return entry
 }
 
-const sessionOf = (entry: Entry): McpSession => (entry.state as Ready).handle.session
+const sessionOf = (entry: Entry): McpSession => (entry.state as Ready).session
 
 const getStackFrame = (parent: References.StackFrame | undefined): References.StackFrame => ({
   name: "McpSessionPool.get",
