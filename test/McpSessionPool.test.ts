@@ -190,7 +190,7 @@ describe("McpSessionPool", () => {
       assert.strictEqual(probe.counts.releases, 17)
     }))
 
-  it.live("semantics 5, 6: under concurrent churn every evicted session closes; only capacity stays open", () =>
+  it.live("semantics 5, 6: under concurrent churn every evicted session starts closing at once; only capacity stays open", () =>
     Effect.gen(function*() {
       // A server that answers at once (a microtask later), so that connects, leases and evictions interleave
       // as tightly as they can.
@@ -218,16 +218,23 @@ describe("McpSessionPool", () => {
           return transport
         }), { protocol: "2025-11-25" })
       const pool = yield* makePool({ servers: { quick }, capacity: 256 })
-      // Each round from outside the pool's fibers, as an app's request handler runs it.
-      for (let round = 0; round < 4; round++) {
-        yield* Effect.promise(() =>
-          Effect.runPromise(Effect.forEach(
+      // Rounds from outside the pool's fibers, back to back, as an app's request loop runs them; right after
+      // each, the sessions it evicted must already be closing: none may wait, detached and ready, for a turn
+      // of the event loop that a busy app never gives.
+      const waiting = yield* Effect.promise(async () => {
+        const most: Array<number> = []
+        for (let round = 0; round < 4; round++) {
+          await Effect.runPromise(Effect.forEach(
             Array.from({ length: 1000 }, (_, i) => i),
             (i) => Effect.scoped(pool.get("quick", `thread-${(i * 7919 + round * 104729) % 5000}`)),
             { concurrency: 16, discard: true }
           ))
-        )
-      }
+          const rows = await Effect.runPromise(pool.snapshot)
+          most.push(rows.filter((row) => !row.attached && row.state === "ready").length)
+        }
+        return most
+      })
+      assert.deepStrictEqual(waiting, [0, 0, 0, 0])
       // Every session beyond the capacity was evicted: each closes, none is left detached and open.
       const settled = yield* pool.snapshot.pipe(
         Effect.repeat({ until: (rows) => rows.every((row) => row.attached), times: 500 }),

@@ -607,9 +607,10 @@ const runOwner = (pool: Pool, entry: Entry): Effect.Effect<void> =>
     const { decided, ready } = entry.state as Connecting
     const attempt = forkForEntry(pool, entry, connect(pool, entry, sessionScope))
     const outcome = yield* awaitConnected(entry, decided, attempt)
-    // Woken by the close signal, maybe inside the transition that sent it: act from a turn of its own (see
-    // the header). The attempt's end and the timer are no transition: act at once.
-    if (outcome._tag === "Abandoned") yield* Effect.yieldNow
+    // Woken by a signal, maybe inside whatever completed it (a transition sending the close signal; the
+    // attempt's own exit, inside the waiter's get that is still leasing): act from a turn of its own (see
+    // the header). Acting at once on a Connected outcome left evicted sessions waiting to close under churn.
+    yield* Effect.yieldNow
 
     let reason: CloseReason
     if (outcome._tag === "Connected") {
