@@ -4,15 +4,14 @@
  * SDK v2 fixture (2026-07-28, `input_required` rounds). Two threads at once, each answered by its own handler.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Layer, References } from "effect"
+import { Deferred, Effect } from "effect"
 import { spawn } from "node:child_process"
 import { createRequire } from "node:module"
 import * as Net from "node:net"
 import * as McpClientHandlers from "../src/McpClientHandlers.ts"
 import * as McpServerConfig from "../src/McpServerConfig.ts"
-import { McpSessionPool } from "../src/McpSessionPool.ts"
 import { startModernHttp } from "./fixtures/modern-http.ts"
-import { firstText } from "./utils/probe.ts"
+import { allText, firstText, poolWithHandlers } from "./utils/probe.ts"
 import { awaitGone } from "./utils/proc.ts"
 import { within } from "./utils/within.ts"
 
@@ -55,19 +54,7 @@ const serveEverything = Effect.gen(function*() {
 })
 
 const poolWith = (servers: Record<string, McpServerConfig.McpServerConfig>, handlers: McpClientHandlers.Handlers) =>
-  Layer.build(
-    McpSessionPool.layer({ servers, connectTimeout: "20 seconds", callTimeout: "20 seconds" }).pipe(
-      Layer.provide(McpClientHandlers.layer(handlers))
-    )
-  ).pipe(
-    Effect.map((context) => context.mapUnsafe.get(McpSessionPool.key) as McpSessionPool["Service"]),
-    Effect.provideService(References.MinimumLogLevel, "None")
-  )
-
-const allText = (result: { readonly content: ReadonlyArray<unknown> }) =>
-  result.content.flatMap((block) =>
-    typeof block === "object" && block !== null && "text" in block ? [String(block.text)] : []
-  ).join("\n")
+  poolWithHandlers({ servers, connectTimeout: "20 seconds", callTimeout: "20 seconds" }, handlers)
 
 describe("server requests over HTTP reach the handler of their own thread", () => {
   it.live(

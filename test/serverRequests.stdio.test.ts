@@ -6,14 +6,14 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import type { ElicitResult } from "@modelcontextprotocol/sdk/types.js"
-import { Deferred, Effect, Fiber, Layer, References, Stream } from "effect"
+import { Deferred, Effect, Fiber, Stream } from "effect"
 import { createRequire } from "node:module"
 import { fileURLToPath } from "node:url"
 import * as McpClientHandlers from "../src/McpClientHandlers.ts"
 import { ConfigError } from "../src/McpPoolError.ts"
 import * as McpServerConfig from "../src/McpServerConfig.ts"
-import { McpSessionPool, type Options } from "../src/McpSessionPool.ts"
-import { firstText } from "./utils/probe.ts"
+import type { Options } from "../src/McpSessionPool.ts"
+import { allText, firstText, poolWithHandlers } from "./utils/probe.ts"
 import { within } from "./utils/within.ts"
 
 const everything = createRequire(import.meta.url).resolve("@modelcontextprotocol/server-everything/dist/index.js")
@@ -24,21 +24,8 @@ const servers = {
   modern: McpServerConfig.stdio({ command: process.execPath, args: [modernServer] })
 }
 
-/** A pool whose layer context has `handlers`, in the test's scope. */
 const poolWith = (handlers: McpClientHandlers.Handlers, options: Partial<Options> = {}) =>
-  Layer.build(
-    McpSessionPool.layer({ servers, connectTimeout: "20 seconds", callTimeout: "20 seconds", ...options }).pipe(
-      Layer.provide(McpClientHandlers.layer(handlers))
-    )
-  ).pipe(
-    Effect.map((context) => context.mapUnsafe.get(McpSessionPool.key) as McpSessionPool["Service"]),
-    Effect.provideService(References.MinimumLogLevel, "None")
-  )
-
-const allText = (result: { readonly content: ReadonlyArray<unknown> }) =>
-  result.content.flatMap((block) =>
-    typeof block === "object" && block !== null && "text" in block ? [String(block.text)] : []
-  ).join("\n")
+  poolWithHandlers({ servers, connectTimeout: "20 seconds", callTimeout: "20 seconds", ...options }, handlers)
 
 describe("server requests reach the handler of their own thread", () => {
   it.live(

@@ -944,6 +944,22 @@ const callTool = (
     })
   )
 
+/** `pool.callTool`'s request as the call's params: the SDK sends `params` as they are, so only what belongs. */
+const untracedCallTool = (
+  pool: Pool,
+  request: Parameters<McpSessionPoolShape["callTool"]>[0],
+  requestOptions: RequestOptions | undefined
+) =>
+  callTool(
+    pool,
+    request.server,
+    request.scope,
+    request._meta === undefined
+      ? { name: request.name, arguments: request.arguments }
+      : { name: request.name, arguments: request.arguments, _meta: request._meta },
+    requestOptions
+  )
+
 /**
  * `pool.callTool` in a span named and attributed by the OpenTelemetry semantic conventions for MCP
  * (`tools/call <tool>`, kind client, `mcp.method.name`, `gen_ai.tool.name`, `gen_ai.operation.name`,
@@ -960,15 +976,7 @@ const tracedCallTool = (
     const known = scope === undefined ? undefined : stateOf(pool)
     const entry = known?._tag === "Open" ? known.byServer.get(request.server)?.get(scope!) : undefined
     const session = entry?.state._tag === "Ready" ? entry.state.handle.session : undefined
-    return callTool(
-      pool,
-      request.server,
-      request.scope,
-      request._meta === undefined
-        ? { name: request.name, arguments: request.arguments }
-        : { name: request.name, arguments: request.arguments, _meta: request._meta },
-      requestOptions
-    ).pipe(
+    return untracedCallTool(pool, request, requestOptions).pipe(
       Effect.tapError((error) => Effect.annotateCurrentSpan("error.type", error._tag)),
       Effect.withSpan(`tools/call ${request.name}`, {
         kind: "client",
@@ -1127,18 +1135,9 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
     get: (server, scope) => get(pool, server, scope),
     use: (server, scope, f) => use(pool, server, scope, f),
     // The SDK sends `params` as they are: pass only what belongs in the request.
-    callTool: options.traceToolCalls ?
-      (request, requestOptions) => tracedCallTool(pool, request, requestOptions) :
-      (request, requestOptions) =>
-        callTool(
-          pool,
-          request.server,
-          request.scope,
-          request._meta === undefined
-            ? { name: request.name, arguments: request.arguments }
-            : { name: request.name, arguments: request.arguments, _meta: request._meta },
-          requestOptions
-        ),
+    callTool: options.traceToolCalls
+      ? (request, requestOptions) => tracedCallTool(pool, request, requestOptions)
+      : (request, requestOptions) => untracedCallTool(pool, request, requestOptions),
     invalidate: (server, scope) =>
       retireWhere(pool, (state) => {
         const entry = state.byServer.get(server)?.get(scope)

@@ -6,10 +6,12 @@
 import type { Client } from "@modelcontextprotocol/sdk/client/index.js"
 import { InMemoryTransport } from "@modelcontextprotocol/sdk/inMemory.js"
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js"
-import { type Duration, Effect, Latch, Queue } from "effect"
+import { type Duration, Effect, Latch, Layer, Queue, References } from "effect"
 import { makeNotebookServer } from "../../examples/notebook-server.ts"
+import * as McpClientHandlers from "../../src/McpClientHandlers.ts"
 import * as McpServerConfig from "../../src/McpServerConfig.ts"
 import type { McpSession } from "../../src/McpSession.ts"
+import { McpSessionPool, type Options } from "../../src/McpSessionPool.ts"
 
 /** The 1.32 SDK client of a 2025-era session (throws for a 2026-07-28 one: a test that expects legacy). */
 export const legacyClient = (session: McpSession): Client => {
@@ -93,6 +95,19 @@ export const firstText = (result: { readonly content: ReadonlyArray<unknown> }):
   const block = result.content[0] as { readonly type?: string; readonly text?: string } | undefined
   return block?.type === "text" && block.text !== undefined ? block.text : ""
 }
+
+/** Every text block of a tool result, joined by newlines. */
+export const allText = (result: { readonly content: ReadonlyArray<unknown> }): string =>
+  result.content.flatMap((block) =>
+    typeof block === "object" && block !== null && "text" in block ? [String(block.text)] : []
+  ).join("\n")
+
+/** A pool whose layer context has `handlers` (`McpClientHandlers`), built in the caller's scope; logs off. */
+export const poolWithHandlers = (options: Options, handlers: McpClientHandlers.Handlers) =>
+  Layer.build(McpSessionPool.layer(options).pipe(Layer.provide(McpClientHandlers.layer(handlers)))).pipe(
+    Effect.map((context) => context.mapUnsafe.get(McpSessionPool.key) as McpSessionPool["Service"]),
+    Effect.provideService(References.MinimumLogLevel, "None")
+  )
 
 /** What a {@link CallGate} server has seen: `hold` calls started, running now, and most running at once. */
 export interface CallCounts {
