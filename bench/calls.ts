@@ -27,7 +27,7 @@ const overheadVariants = async (makeClient: () => Promise<Client>, pool: L.Pool,
   }
   const leaseScope = Scope.makeUnsafe()
   const held = await Effect.runPromise(
-    Effect.forEach(indexes, (i) => pool.get("notebook", `held-${i}`)).pipe(Scope.provide(leaseScope))
+    Effect.forEach(indexes, (i) => pool.get({ server: "notebook", scope: `held-${i}` })).pipe(Scope.provide(leaseScope))
   )
   const variants: Array<L.Variant> = [
     L.cycling("raw SDK Client.callTool", raw.map(L.rawCalls)),

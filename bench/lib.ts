@@ -19,9 +19,10 @@ import { readFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import { makeNotebookServer } from "../examples/notebook-server.ts"
 import * as McpServerConfig from "../src/McpServerConfig.ts"
-import { McpSessionPool, type Options } from "../src/McpSessionPool.ts"
+import * as McpSessionPool from "../src/McpSessionPool.ts"
+import type { Options } from "../src/McpSessionPool.ts"
 
-export type Pool = McpSessionPool["Service"]
+export type Pool = McpSessionPool.McpSessionPoolShape
 
 /** `BENCH_QUICK=1` divides the big counts of sections 4 and 5 by 10, to try the bench out quickly. */
 export const quick = process.env.BENCH_QUICK === "1"

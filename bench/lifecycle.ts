@@ -23,7 +23,7 @@ const burstOnce = async (pool: L.Pool, server: string, key: string, n: number) =
   await Effect.runPromise(Effect.forEach(range(n), (i) =>
     Effect.suspend(() => {
       const asked = performance.now()
-      return Effect.scoped(Effect.map(pool.get(server, key), (session) => {
+      return Effect.scoped(Effect.map(pool.get({ server, scope: key }), (session) => {
         const now = performance.now()
         latencies[i] = now - asked
         firstServed = Math.min(firstServed, now - start)
@@ -84,7 +84,7 @@ const poolDistinct = (n: number) => {
     run: async () => {
       const pool = open!.pool
       await Effect.runPromise(
-        Effect.forEach(range(n), (i) => Effect.scoped(pool.get("echo", `key-${i}`)), {
+        Effect.forEach(range(n), (i) => Effect.scoped(pool.get({ server: "echo", scope: `key-${i}` })), {
           concurrency: "unbounded",
           discard: true
         })
@@ -334,7 +334,10 @@ const fill = async (config: McpServerConfig.McpServerConfig, size: number) => {
   const { close, pool } = await L.openPool({ servers: { s: config }, capacity: size })
   const start = performance.now()
   await Effect.runPromise(
-    Effect.forEach(range(size), (i) => Effect.scoped(pool.get("s", `thread-${i}`)), { concurrency: 64, discard: true })
+    Effect.forEach(range(size), (i) => Effect.scoped(pool.get({ server: "s", scope: `thread-${i}` })), {
+      concurrency: 64,
+      discard: true
+    })
   )
   const seconds = (performance.now() - start) / 1000
   const live = (await Effect.runPromise(pool.snapshot)).length
@@ -356,7 +359,7 @@ const randomHits = (pool: L.Pool, size: number) => {
   return (n: number) =>
     Effect.runPromise(Effect.gen(function*() {
       for (let i = 0; i < n; i++) {
-        yield* Effect.scoped(pool.get("s", `thread-${Math.floor(random[next++ & 0xffff]! * size)}`))
+        yield* Effect.scoped(pool.get({ server: "s", scope: `thread-${Math.floor(random[next++ & 0xffff]! * size)}` }))
       }
     }))
 }
@@ -565,7 +568,7 @@ export const churn = async (): Promise<Section> => {
     for (let done = 0; done < gets; done += chunk) {
       await Effect.runPromise(Effect.forEach(
         range(chunk),
-        () => Effect.scoped(pool.get("echo", `thread-${Math.floor(Math.random() * scopes)}`)),
+        () => Effect.scoped(pool.get({ server: "echo", scope: `thread-${Math.floor(Math.random() * scopes)}` })),
         { concurrency, discard: true }
       ))
       // Quiescent point: no lease is held, so capacity must hold.
@@ -643,7 +646,9 @@ export const churn = async (): Promise<Section> => {
 const closeStubborn = async (config: McpServerConfig.McpServerConfig, n: number) => {
   const { close, pool } = await L.openPool({ servers: { stubborn: config }, capacity: n })
   await Effect.runPromise(
-    Effect.forEach(range(n), (i) => Effect.scoped(pool.get("stubborn", `thread-${i}`)), { concurrency: 8 })
+    Effect.forEach(range(n), (i) => Effect.scoped(pool.get({ server: "stubborn", scope: `thread-${i}` })), {
+      concurrency: 8
+    })
   )
   const pids = (await Effect.runPromise(pool.snapshot)).flatMap((r) => r.pid === undefined ? [] : [r.pid])
   const start = performance.now()

@@ -269,7 +269,7 @@ const SYSTEM = "You are a helpful assistant with a notebook that belongs to this
   "Use the notebook tools to remember facts and to look them up; answer briefly."
 
 const agent = Effect.gen(function*() {
-  const pool = yield* McpSessionPool
+  const pool = yield* McpSessionPool.McpSessionPool
   // Tools are listed through the first thread's session (no extra process) and named notebook_*. A server
   // whose tools already carry a prefix opts out with `prefix: ""`: Playwright MCP's are named browser_*, so
   // `{ server: "browser", prefix: "" }` offers browser_navigate (its prefix would make browser_browser_navigate).

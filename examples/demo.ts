@@ -33,18 +33,18 @@ const text = (result: { readonly content: ReadonlyArray<unknown> }) =>
 
 const call = (thread: string, name: string, args: Record<string, unknown> = {}) =>
   Effect.gen(function*() {
-    const pool = yield* McpSessionPool
+    const pool = yield* McpSessionPool.McpSessionPool
     return text(yield* pool.callTool({ server: "notebook", scope: thread, name, arguments: args }))
   })
 
 const pidOf = (thread: string) =>
   Effect.gen(function*() {
-    const pool = yield* McpSessionPool
-    return yield* pool.use("notebook", thread, (session) => Effect.succeed(session.pid ?? -1))
+    const pool = yield* McpSessionPool.McpSessionPool
+    return yield* pool.use({ server: "notebook", scope: thread }, (session) => Effect.succeed(session.pid ?? -1))
   })
 
 const demo = Effect.gen(function*() {
-  const pool = yield* McpSessionPool
+  const pool = yield* McpSessionPool.McpSessionPool
 
   yield* Console.log("1. Two threads, each with its own notebook server process")
   yield* call("alice", "note_write", { key: "todo", text: "book flights" })

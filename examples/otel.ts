@@ -30,7 +30,7 @@ export const observe = (options: { readonly spanProcessor: SpanProcessor; readon
   })
   const turn = (thread: string) =>
     Effect.gen(function*() {
-      const pool = yield* McpSessionPool
+      const pool = yield* McpSessionPool.McpSessionPool
       yield* pool.callTool({
         server: "notebook",
         scope: thread,

@@ -195,7 +195,7 @@ const testSite = Effect.acquireRelease(
 /** Playwright MCP's text answer; an `isError` result (a browser that would not start, say) fails the example. */
 const tool = (thread: string, name: string, args: Record<string, unknown>) =>
   Effect.gen(function*() {
-    const pool = yield* McpSessionPool
+    const pool = yield* McpSessionPool.McpSessionPool
     const result = yield* pool.callTool({ server: "browser", scope: thread, name, arguments: args })
     const text = result.content.flatMap((part) => part.type === "text" ? [part.text] : []).join("\n")
     if (result.isError === true) return yield* Effect.die(new Error(`${name} failed in thread ${thread}:\n${text}`))
@@ -230,13 +230,13 @@ const show = (storage: Storage) =>
 
 const pidOf = (thread: string) =>
   Effect.gen(function*() {
-    const pool = yield* McpSessionPool
-    return yield* pool.use("browser", thread, (session) => Effect.succeed(session.pid ?? -1))
+    const pool = yield* McpSessionPool.McpSessionPool
+    return yield* pool.use({ server: "browser", scope: thread }, (session) => Effect.succeed(session.pid ?? -1))
   })
 
 const example = (origin: string) =>
   Effect.gen(function*() {
-    const pool = yield* McpSessionPool
+    const pool = yield* McpSessionPool.McpSessionPool
     const page = `${origin}/notes`
     const threads = ["alice", "bob"] as const
 

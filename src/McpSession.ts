@@ -1,6 +1,6 @@
 /**
  * One live MCP client session with one server, for one scope. Obtain it from the pool
- * (`pool.get(server, scope)` or `pool.use(...)`); the pool owns its life.
+ * (`pool.get({ server, scope })` or `pool.use({ server, scope }, f)`); the pool owns its life.
  *
  * Every request is an `Effect`: interrupting it aborts the SDK request, and the SDK tells the server with
  * `notifications/cancelled`. Requests fail only with typed errors:

@@ -2,6 +2,9 @@
  * The pool: one persistent MCP session per (server, scope), where the scope is usually a chat thread.
  *
  * ```ts
+ * import { Effect } from "effect"
+ * import { McpServerConfig, McpSessionPool } from "effect-mcp-pool"
+ *
  * const PoolLive = McpSessionPool.layer({
  *   servers: { notebook: McpServerConfig.stdio({ command: "node", args: ["notebook-server.js"] }) },
  *   capacity: 256
@@ -9,9 +12,16 @@
  *
  * const turn = (threadId: string) =>
  *   Effect.gen(function*() {
- *     const pool = yield* McpSessionPool
- *     yield* pool.callTool({ server: "notebook", scope: threadId, name: "note_write", arguments: { key: "a", text: "1" } })
+ *     const pool = yield* McpSessionPool.McpSessionPool
+ *     return yield* pool.callTool({
+ *       server: "notebook",
+ *       scope: threadId,
+ *       name: "note_write",
+ *       arguments: { key: "a", text: "1" }
+ *     })
  *   })
+ *
+ * Effect.runPromise(turn("thread-1").pipe(Effect.provide(PoolLive)))
  * ```
  *
  * Lifecycle, in short:
@@ -31,11 +41,11 @@
  * @since 0.1.0
  */
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js"
-import { Context, Effect, Layer } from "effect"
+import { Context, Effect, Layer, type Scope } from "effect"
 import { type PoolOptions, resolveOptions } from "./internal/options.ts"
 import * as internal from "./internal/pool.ts"
 import * as McpConfigFile from "./McpConfigFile.ts"
-import type { ConfigError, McpGetError, McpSessionError } from "./McpPoolError.ts"
+import type { ConfigError, McpGetError, McpSessionError, MissingScope } from "./McpPoolError.ts"
 import type { McpServerConfig } from "./McpServerConfig.ts"
 import type { CallToolParams, McpSession, RequestOptions, ThreadState } from "./McpSession.ts"
 
@@ -104,38 +114,52 @@ export type CloseReason =
   | "pool-closed"
 
 /**
+ * Which session an operation means: the server's name and the scope (usually a chat thread). Without
+ * `scope`, the current `McpScope`; with neither, the operation fails with `MissingScope` (never a shared
+ * default).
+ *
+ * @stability stable
  * @since 0.1.0
  * @category models
  */
-export interface CallToolRequest extends CallToolParams {
+export interface SessionKey {
   readonly server: string
   /** Defaults to the current `McpScope`. */
   readonly scope?: string | undefined
 }
 
 /**
+ * One `tools/call`: the session's key and the call's parameters.
+ *
+ * @stability stable
+ * @since 0.1.0
+ * @category models
+ */
+export interface CallToolRequest extends SessionKey, CallToolParams {}
+
+/**
+ * The pool's operations (the service's shape). Every operation on one session takes its
+ * {@link SessionKey}.
+ *
+ * @stability stable
  * @since 0.1.0
  * @category models
  */
 export interface McpSessionPoolShape {
-  /**
-   * A lease on the session for (server, scope), held until the caller's `Scope` closes. Without `scope`,
-   * the current `McpScope`.
-   */
-  readonly get: (server: string, scope?: string) => Effect.Effect<McpSession, McpGetError, Scope>
-  /** Runs `f` with a lease held for its duration. `scope` undefined: the current `McpScope`. */
+  /** A lease on the key's session, held until the caller's `Scope` closes. */
+  readonly get: (key: SessionKey) => Effect.Effect<McpSession, McpGetError, Scope.Scope>
+  /** Runs `f` with a lease on the key's session held for its duration. */
   readonly use: <A, E, R>(
-    server: string,
-    scope: string | undefined,
+    key: SessionKey,
     f: (session: McpSession) => Effect.Effect<A, E, R>
   ) => Effect.Effect<A, E | McpGetError, R>
-  /** One tool call on the (server, scope) session. `isError` results are results, not failures. */
+  /** One tool call on the key's session. `isError` results are results, not failures. */
   readonly callTool: (
     request: CallToolRequest,
     options?: RequestOptions
   ) => Effect.Effect<CallToolResult, McpGetError | McpSessionError>
-  /** Detaches the (server, scope) session; it closes when its last lease ends (waits if none). */
-  readonly invalidate: (server: string, scope: string) => Effect.Effect<void>
+  /** Detaches the key's session; it closes when its last lease ends (waits if none). */
+  readonly invalidate: (key: SessionKey) => Effect.Effect<void, MissingScope>
   /** The thread is gone: detaches its sessions on every server, closing them as their leases end. */
   readonly closeScope: (scope: string) => Effect.Effect<void>
   /** Detaches every session of one server. */
@@ -160,7 +184,16 @@ export interface McpSessionPoolShape {
   readonly reload: (servers: Readonly<Record<string, McpServerConfig>>) => Effect.Effect<void, ConfigError>
 }
 
-type Scope = import("effect").Scope.Scope
+/**
+ * The pool as a service: `yield* McpSessionPool.McpSessionPool` in an effect given {@link layer}.
+ *
+ * @stability stable
+ * @since 0.1.0
+ * @category services
+ */
+export class McpSessionPool extends Context.Service<McpSessionPool, McpSessionPoolShape>()(
+  "effect-mcp-pool/McpSessionPool"
+) {}
 
 /**
  * Node's `FileSystem` for `layerFromFile`, imported when the layer is built: the package root does not
@@ -174,48 +207,69 @@ const nodeFileSystem = Layer.unwrap(
 )
 
 /**
+ * Builds a pool in the current scope; closing the scope closes every session (forced, bounded). Bad
+ * options fail with one `ConfigError` listing every bad field.
+ *
+ * @stability stable
  * @since 0.1.0
- * @category services
+ * @category constructors
  */
-export class McpSessionPool extends Context.Service<McpSessionPool, McpSessionPoolShape>()(
-  "effect-mcp-pool/McpSessionPool"
-) {
-  /**
-   * Builds a pool in the current scope; closing the scope closes every session (forced, bounded).
-   */
-  static readonly make = (
-    options: Options
-  ): Effect.Effect<McpSessionPoolShape, ConfigError, Scope> =>
-    Effect.flatMap(resolveOptions(options, "McpSessionPool options"), internal.make)
+export const make = (options: Options): Effect.Effect<McpSessionPoolShape, ConfigError, Scope.Scope> =>
+  Effect.flatMap(resolveOptions(options, "McpSessionPool options"), internal.make)
 
-  /**
-   * The pool's metrics: `mcp_pool_sessions_created`, `mcp_pool_connect_failures`,
-   * `mcp_pool_connect_duration` (a timer), `mcp_pool_sessions_closed` (attribute `reason`: released,
-   * evicted, invalidated, scope-closed, server-closed, cancelled, expired, reloaded, ping-failed, lost,
-   * failed, pool-closed) and the gauge `mcp_pool_sessions` (attribute `state`: live, attached, idle,
-   * leased; sampled once a second).
-   */
-  static readonly metrics = internal.metrics
+/**
+ * The pool as a layer; its sessions close when the layer's scope does.
+ *
+ * @stability stable
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (options: Options): Layer.Layer<McpSessionPool, ConfigError> =>
+  Layer.effect(McpSessionPool, make(options))
 
-  /** The pool as a layer; its sessions close when the layer's scope does. */
-  static readonly layer = (options: Options): Layer.Layer<McpSessionPool, ConfigError> =>
-    Layer.effect(McpSessionPool, McpSessionPool.make(options))
-
-  /**
-   * The pool from a Claude Desktop / Cursor (`mcpServers`) or VS Code (`servers`) config file. A bad file
-   * fails with one `ConfigError` naming the file and every bad field.
-   */
-  static readonly layerFromFile = (
-    path: string,
-    options?: Omit<Options, "servers"> & McpConfigFile.Variables
-  ): Layer.Layer<McpSessionPool, ConfigError> => {
-    const { env, variables, ...poolOptions } = options ?? {}
-    return Layer.effect(
-      McpSessionPool,
-      Effect.flatMap(
-        McpConfigFile.loadServers(path, { env, variables }),
-        (servers) => McpSessionPool.make({ ...poolOptions, servers })
-      )
-    ).pipe(Layer.provide(nodeFileSystem))
-  }
+/**
+ * The pool from a Claude Desktop / Cursor (`mcpServers`) or VS Code (`servers`) config file. A bad file
+ * fails with one `ConfigError` naming the file and every bad field.
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { McpSessionPool } from "effect-mcp-pool"
+ *
+ * const PoolLive = McpSessionPool.layerFromFile(".vscode/mcp.json", { capacity: 64 })
+ *
+ * const servers = Effect.gen(function*() {
+ *   const pool = yield* McpSessionPool.McpSessionPool
+ *   return (yield* pool.snapshot).map((session) => session.server)
+ * }).pipe(Effect.provide(PoolLive))
+ * ```
+ *
+ * @stability stable
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerFromFile = (
+  path: string,
+  options?: Omit<Options, "servers"> & McpConfigFile.Variables
+): Layer.Layer<McpSessionPool, ConfigError> => {
+  const { env, variables, ...poolOptions } = options ?? {}
+  return Layer.effect(
+    McpSessionPool,
+    Effect.flatMap(
+      McpConfigFile.loadServers(path, { env, variables }),
+      (servers) => make({ ...poolOptions, servers })
+    )
+  ).pipe(Layer.provide(nodeFileSystem))
 }
+
+/**
+ * The pool's metrics: `mcp_pool_sessions_created`, `mcp_pool_connect_failures`,
+ * `mcp_pool_connect_duration` (a timer), `mcp_pool_sessions_closed` (attribute `reason`: released,
+ * evicted, invalidated, scope-closed, server-closed, cancelled, expired, reloaded, ping-failed, lost,
+ * failed, pool-closed) and the gauge `mcp_pool_sessions` (attribute `state`: live, attached, idle,
+ * leased; sampled once a second).
+ *
+ * @stability stable
+ * @since 0.1.0
+ * @category metrics
+ */
+export const metrics = internal.metrics

@@ -12,7 +12,7 @@
  * ```
  *
  * Routing
- * - Each tool's handler leases its session at call time with `pool.use(server, <current McpScope>)`, so a
+ * - Each tool's handler leases its session at call time with `pool.use({ server }, …)` (the scope: the current `McpScope`), so a
  *   toolkit resolved once serves every thread: thread A's calls reach thread A's session, whatever the
  *   concurrency. `toolkit` requires `McpScope` in its type, so a turn without one does not compile; a call
  *   that still has none (a `WithHandler` used outside any scope) fails with `MissingScope`, returned to the
@@ -96,7 +96,7 @@ import {
 } from "./McpPoolError.ts"
 import { McpScope } from "./McpScope.ts"
 import type { McpSession } from "./McpSession.ts"
-import { McpSessionPool } from "./McpSessionPool.ts"
+import * as McpSessionPool from "./McpSessionPool.ts"
 
 // =============================================================================
 // Results and errors
@@ -451,10 +451,12 @@ const validate = (options: Options) => {
  * @since 0.1.0
  * @category constructors
  */
-export const make = (options: Options): Effect.Effect<McpToolkit, ConfigError, McpSessionPool | Scope.Scope> =>
+export const make = (
+  options: Options
+): Effect.Effect<McpToolkit, ConfigError, McpSessionPool.McpSessionPool | Scope.Scope> =>
   Effect.gen(function*() {
     const { entries, retryAfterMillis } = yield* validate(options)
-    const pool = yield* McpSessionPool
+    const pool = yield* McpSessionPool.McpSessionPool
     const ai = yield* loadAi
     // Listings and watchers outlive the turn that started them; they end with the toolkit's scope.
     const fibers = yield* FiberSet.make()
@@ -521,8 +523,7 @@ export const make = (options: Options): Effect.Effect<McpToolkit, ConfigError, M
     /** Runs in its own fiber: whoever waits for it may be interrupted without cancelling it. */
     const runDiscovery = (entry: ServerEntry, scope: string, generation: number, done: Deferred.Deferred<void>) =>
       pool.use(
-        entry.server,
-        scope,
+        { server: entry.server, scope },
         (session) =>
           Effect.andThen(
             watch(entry, session),
@@ -603,10 +604,9 @@ export const make = (options: Options): Effect.Effect<McpToolkit, ConfigError, M
             new ai.AiError.ToolParameterValidationError({ toolName: name, description: "expected a JSON object" })
           )
         }
-        // `undefined` scope: the pool takes the caller's McpScope, so routing follows the calling thread.
+        // No scope: the pool takes the caller's McpScope, so routing follows the calling thread.
         return pool.use(
-          entry.server,
-          undefined,
+          { server: entry.server },
           (session) => Effect.andThen(watch(entry, session), session.callTool({ name: tool, arguments: params }))
         ).pipe(
           Effect.tapError((error) => Effect.logWarning(`MCP tool "${name}" failed: ${error.message}`)),

@@ -8,7 +8,7 @@ import { Deferred, Effect, Fiber, Logger, Option, Stream } from "effect"
 import { makeNotebookServer } from "../examples/notebook-server.ts"
 import { CallTimeout, McpProtocolError, SessionLost } from "../src/McpPoolError.ts"
 import * as McpServerConfig from "../src/McpServerConfig.ts"
-import { McpSessionPool } from "../src/McpSessionPool.ts"
+import * as McpSessionPool from "../src/McpSessionPool.ts"
 import { firstText } from "./utils/probe.ts"
 
 /** A pool over in-memory notebook servers that remembers each scope's server instance. */
@@ -49,7 +49,7 @@ describe("McpSession", () => {
   it.effect("exposes server info, capabilities, tools, resources, prompts and ping as effects", () =>
     Effect.gen(function*() {
       const { pool } = yield* makeNotebookPool
-      const session = yield* pool.get("notebook", "t")
+      const session = yield* pool.get({ server: "notebook", scope: "t" })
       assert.strictEqual(session.serverInfo.name, "notebook")
       assert.isDefined(session.serverCapabilities.tools)
       assert.strictEqual(session.server, "notebook")
@@ -83,7 +83,7 @@ describe("McpSession", () => {
   it.effect("a JSON-RPC error is an McpProtocolError and keeps the session", () =>
     Effect.gen(function*() {
       const { pool } = yield* makeNotebookPool
-      const session = yield* pool.get("notebook", "t")
+      const session = yield* pool.get({ server: "notebook", scope: "t" })
       const error = yield* Effect.flip(session.readResource({ uri: "notebook://nope" }))
       assert.instanceOf(error, McpProtocolError)
       assert.strictEqual(error.method, "resources/read")
@@ -91,27 +91,27 @@ describe("McpSession", () => {
       assert.isNumber(error.code)
       // Still the same, working session.
       assert.strictEqual(firstText(yield* session.callTool({ name: "counter_increment" })), "1")
-      const again = yield* pool.get("notebook", "t")
+      const again = yield* pool.get({ server: "notebook", scope: "t" })
       assert.strictEqual(again, session)
     }))
 
   it.effect("a server error with the generic code -32000 is an McpProtocolError, not a lost session", () =>
     Effect.gen(function*() {
       const { pool, servers } = yield* makeNotebookPool
-      const session = yield* pool.get("notebook", "t")
+      const session = yield* pool.get({ server: "notebook", scope: "t" })
       servers.get("t")!.registerResource("busy", "notebook://busy", {}, () => {
         throw new McpError(-32000, "database busy")
       })
       const error = yield* Effect.flip(session.readResource({ uri: "notebook://busy" }))
       assert.instanceOf(error, McpProtocolError)
       assert.strictEqual(error.code, -32000)
-      assert.strictEqual(yield* pool.get("notebook", "t"), session)
+      assert.strictEqual(yield* pool.get({ server: "notebook", scope: "t" }), session)
     }))
 
   it.effect("interrupting a call cancels it on the server (notifications/cancelled)", () =>
     Effect.gen(function*() {
       const { pool, servers } = yield* makeNotebookPool
-      const session = yield* pool.get("notebook", "t")
+      const session = yield* pool.get({ server: "notebook", scope: "t" })
       const block = yield* addBlockingTool(servers.get("t")!)
       const call = yield* Effect.forkChild(session.callTool({ name: "block" }))
       yield* Deferred.await(block.reached)
@@ -124,18 +124,18 @@ describe("McpSession", () => {
   it.live("a call that outlives its timeout fails with CallTimeout, is cancelled, and the session stays", () =>
     Effect.gen(function*() {
       const { pool } = yield* makeNotebookPool
-      const session = yield* pool.get("notebook", "t")
+      const session = yield* pool.get({ server: "notebook", scope: "t" })
       const error = yield* Effect.flip(session.callTool({ name: "sleep", arguments: { ms: 60_000 } }, { timeout: 50 }))
       assert.instanceOf(error, CallTimeout)
       assert.strictEqual(error.timeoutMillis, 50)
       assert.strictEqual(firstText(yield* session.callTool({ name: "counter_increment" })), "1")
-      assert.strictEqual(yield* pool.get("notebook", "t"), session)
+      assert.strictEqual(yield* pool.get({ server: "notebook", scope: "t" }), session)
     }))
 
   it.effect("server notifications arrive on the session's stream", () =>
     Effect.gen(function*() {
       const { pool, servers } = yield* makeNotebookPool
-      const session = yield* pool.get("notebook", "t")
+      const session = yield* pool.get({ server: "notebook", scope: "t" })
       const subscribed = yield* Deferred.make<void>()
       const first = yield* Effect.forkChild(
         Stream.runHead(session.notifications.pipe(Stream.onStart(Deferred.succeed(subscribed, undefined))))
@@ -153,7 +153,7 @@ describe("McpSession", () => {
     })
     return Effect.gen(function*() {
       const { pool, servers } = yield* makeNotebookPool
-      const session = yield* pool.get("notebook", "t")
+      const session = yield* pool.get({ server: "notebook", scope: "t" })
       yield* session.callTool({ name: "counter_increment" })
       const block = yield* addBlockingTool(servers.get("t")!)
       const call = yield* Effect.forkChild(session.callTool({ name: "block" }))
@@ -163,7 +163,7 @@ describe("McpSession", () => {
       const error = yield* Effect.flip(Fiber.join(call))
       assert.instanceOf(error, SessionLost)
       // That exact entry is gone; the next get connects afresh (fresh state).
-      const fresh = yield* pool.get("notebook", "t")
+      const fresh = yield* pool.get({ server: "notebook", scope: "t" })
       assert.notStrictEqual(fresh, session)
       assert.strictEqual(firstText(yield* fresh.callTool({ name: "counter_increment" })), "1")
       assert.instanceOf(yield* Effect.flip(session.callTool({ name: "counter_increment" })), SessionLost)

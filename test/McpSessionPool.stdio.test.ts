@@ -8,7 +8,8 @@ import { Deferred, Effect, Exit, Fiber, Scope } from "effect"
 import { fileURLToPath } from "node:url"
 import { SessionLost } from "../src/McpPoolError.ts"
 import * as McpServerConfig from "../src/McpServerConfig.ts"
-import { McpSessionPool, type Options } from "../src/McpSessionPool.ts"
+import * as McpSessionPool from "../src/McpSessionPool.ts"
+import type { Options } from "../src/McpSessionPool.ts"
 import { firstText, legacyClient } from "./utils/probe.ts"
 import { awaitGone, isRunning } from "./utils/proc.ts"
 import { within } from "./utils/within.ts"
@@ -36,7 +37,7 @@ const makePool = (options: Options) => McpSessionPool.make(options)
 
 const defaultServers = { notebook, wrapped }
 
-type Pool = McpSessionPool["Service"]
+type Pool = McpSessionPool.McpSessionPoolShape
 
 const call = (pool: Pool, scope: string, name: string, args: Record<string, unknown> = {}, server = "notebook") =>
   Effect.map(pool.callTool({ server, scope, name, arguments: args }), firstText)
@@ -95,9 +96,9 @@ describe("McpSessionPool over stdio", () => {
     Effect.gen(function*() {
       const pool = yield* makePool({ servers: defaultServers })
       const lease = yield* Scope.make()
-      const session = yield* pool.get("notebook", "t").pipe(Scope.provide(lease))
+      const session = yield* pool.get({ server: "notebook", scope: "t" }).pipe(Scope.provide(lease))
       const pid = session.pid!
-      yield* pool.invalidate("notebook", "t")
+      yield* pool.invalidate({ server: "notebook", scope: "t" })
       assert.isTrue(isRunning(pid))
       assert.strictEqual(firstText(yield* session.callTool({ name: "counter_increment" })), "1")
       yield* Scope.close(lease, Exit.void)
@@ -109,7 +110,7 @@ describe("McpSessionPool over stdio", () => {
       const pool = yield* makePool({ servers: defaultServers })
       const started = yield* Deferred.make<number>()
       const fiber = yield* Effect.forkChild(
-        pool.use("notebook", "t", (session) =>
+        pool.use({ server: "notebook", scope: "t" }, (session) =>
           Effect.andThen(
             Deferred.succeed(started, session.pid!),
             session.callTool({ name: "sleep", arguments: { ms: 60_000 } })
@@ -123,7 +124,7 @@ describe("McpSessionPool over stdio", () => {
       // The same process still serves the thread (cancellation reaching the server is covered in
       // McpSession.test.ts, where the test can see the server's handler).
       assert.strictEqual(yield* serverPid(pool, "t"), pid)
-      yield* pool.invalidate("notebook", "t")
+      yield* pool.invalidate({ server: "notebook", scope: "t" })
       yield* awaitGone(pid)
     }))
 
@@ -145,7 +146,7 @@ describe("McpSessionPool over stdio", () => {
       const pool = yield* makePool({ servers: defaultServers })
       const started = yield* Deferred.make<number>()
       const inFlight = yield* Effect.forkChild(
-        pool.use("notebook", "t", (session) =>
+        pool.use({ server: "notebook", scope: "t" }, (session) =>
           Effect.andThen(
             Deferred.succeed(started, session.pid!),
             session.callTool({ name: "sleep", arguments: { ms: 60_000 } })
@@ -181,7 +182,7 @@ describe("McpSessionPool over stdio", () => {
           })
         }
       })
-      const session = yield* pool.get("gated", "t")
+      const session = yield* pool.get({ server: "gated", scope: "t" })
       /** Asked on the SDK client itself, past the pool's permits; answered after every line written before it. */
       const ask = (name: string, args: Record<string, unknown> = {}) =>
         Effect.promise(() => legacyClient(session).callTool({ name, arguments: args }) as Promise<CallToolResult>).pipe(

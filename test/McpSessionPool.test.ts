@@ -8,20 +8,21 @@ import { Deferred, Effect, Exit, Fiber, Metric, Queue, Scope } from "effect"
 import { metrics } from "../src/internal/pool.ts"
 import { ConfigError, ConnectError, PoolClosed, UnknownServer } from "../src/McpPoolError.ts"
 import * as McpServerConfig from "../src/McpServerConfig.ts"
-import { McpSessionPool, type Options } from "../src/McpSessionPool.ts"
+import * as McpSessionPool from "../src/McpSessionPool.ts"
+import type { Options } from "../src/McpSessionPool.ts"
 import { firstText, makeProbe } from "./utils/probe.ts"
 import { within } from "./utils/within.ts"
 
 const makePool = (options: Options) => McpSessionPool.make(options)
 
-const increment = (pool: McpSessionPool["Service"], server: string, scope: string) =>
+const increment = (pool: McpSessionPool.McpSessionPoolShape, server: string, scope: string) =>
   pool.callTool({ server, scope, name: "counter_increment", arguments: {} }).pipe(Effect.map(firstText))
 
 /** Waits until `n` items arrived on the queue and returns them. */
 const takeN = <A>(queue: Queue.Queue<A>, n: number) =>
   Effect.forEach(Array.from({ length: n }), () => Queue.take(queue))
 
-const attached = (pool: McpSessionPool["Service"]) =>
+const attached = (pool: McpSessionPool.McpSessionPoolShape) =>
   Effect.map(pool.snapshot, (rows) => rows.filter((row) => row.attached))
 
 describe("McpSessionPool", () => {
@@ -34,10 +35,13 @@ describe("McpSessionPool", () => {
       assert.strictEqual(yield* increment(pool, "notebook", "thread-b"), "1")
       assert.strictEqual(yield* increment(pool, "notebook", "thread-a"), "3")
       const [first, second] = yield* Effect.scoped(
-        Effect.all([pool.get("notebook", "thread-a"), pool.get("notebook", "thread-a")])
+        Effect.all([
+          pool.get({ server: "notebook", scope: "thread-a" }),
+          pool.get({ server: "notebook", scope: "thread-a" })
+        ])
       )
       assert.strictEqual(first, second)
-      const other = yield* Effect.scoped(pool.get("notebook", "thread-b"))
+      const other = yield* Effect.scoped(pool.get({ server: "notebook", scope: "thread-b" }))
       assert.notStrictEqual(first, other)
       assert.strictEqual(other.scope, "thread-b")
       assert.strictEqual(probe.counts.connects, 2)
@@ -50,7 +54,7 @@ describe("McpSessionPool", () => {
       const waiters = yield* Effect.forkChild(
         Effect.forEach(
           Array.from({ length: 50 }),
-          () => pool.use("notebook", "thread", (session) => Effect.succeed(session)),
+          () => pool.use({ server: "notebook", scope: "thread" }, (session) => Effect.succeed(session)),
           { concurrency: "unbounded" }
         )
       )
@@ -69,7 +73,7 @@ describe("McpSessionPool", () => {
       const waiters = yield* Effect.forkChild(
         Effect.forEach(
           Array.from({ length: 10 }),
-          () => Effect.flip(Effect.scoped(pool.get("notebook", "thread"))),
+          () => Effect.flip(Effect.scoped(pool.get({ server: "notebook", scope: "thread" }))),
           { concurrency: "unbounded" }
         )
       )
@@ -102,7 +106,8 @@ describe("McpSessionPool", () => {
     Effect.gen(function*() {
       const probe = yield* makeProbe({ gateOpen: false })
       const pool = yield* makePool({ servers: { notebook: probe.config } })
-      const waiter = () => Effect.forkChild(Effect.scoped(Effect.map(pool.get("notebook", "t"), (s) => s.scope)))
+      const waiter = () =>
+        Effect.forkChild(Effect.scoped(Effect.map(pool.get({ server: "notebook", scope: "t" }), (s) => s.scope)))
       const first = yield* waiter()
       const second = yield* waiter()
       const third = yield* waiter()
@@ -121,7 +126,10 @@ describe("McpSessionPool", () => {
       probe.hang = true
       const pool = yield* makePool({ servers: { notebook: probe.config } })
       const waiters = yield* Effect.forkChild(
-        Effect.all([Effect.scoped(pool.get("notebook", "t")), Effect.scoped(pool.get("notebook", "t"))], {
+        Effect.all([
+          Effect.scoped(pool.get({ server: "notebook", scope: "t" })),
+          Effect.scoped(pool.get({ server: "notebook", scope: "t" }))
+        ], {
           concurrency: 2
         })
       )
@@ -157,9 +165,9 @@ describe("McpSessionPool", () => {
       const pool = yield* makePool({ servers: { notebook: probe.config }, capacity: 1 })
       const leaseA = yield* Scope.make()
       const leaseB = yield* Scope.make()
-      const a = yield* pool.get("notebook", "a").pipe(Scope.provide(leaseA))
+      const a = yield* pool.get({ server: "notebook", scope: "a" }).pipe(Scope.provide(leaseA))
       // Over capacity while a is leased: b is created anyway, a stays open and usable.
-      const b = yield* pool.get("notebook", "b").pipe(Scope.provide(leaseB))
+      const b = yield* pool.get({ server: "notebook", scope: "b" }).pipe(Scope.provide(leaseB))
       assert.strictEqual((yield* attached(pool)).length, 2)
       assert.strictEqual(firstText(yield* a.callTool({ name: "counter_increment" })), "1")
       assert.strictEqual(firstText(yield* b.callTool({ name: "counter_increment" })), "1")
@@ -226,7 +234,7 @@ describe("McpSessionPool", () => {
         for (let round = 0; round < 4; round++) {
           await Effect.runPromise(Effect.forEach(
             Array.from({ length: 1000 }, (_, i) => i),
-            (i) => Effect.scoped(pool.get("quick", `thread-${(i * 7919 + round * 104729) % 5000}`)),
+            (i) => Effect.scoped(pool.get({ server: "quick", scope: `thread-${(i * 7919 + round * 104729) % 5000}` })),
             { concurrency: 16, discard: true }
           ))
           const rows = await Effect.runPromise(pool.snapshot)
@@ -250,9 +258,9 @@ describe("McpSessionPool", () => {
       const probe = yield* makeProbe()
       const pool = yield* makePool({ servers: { notebook: probe.config } })
       const lease = yield* Scope.make()
-      const old = yield* pool.get("notebook", "t").pipe(Scope.provide(lease))
+      const old = yield* pool.get({ server: "notebook", scope: "t" }).pipe(Scope.provide(lease))
       yield* old.callTool({ name: "counter_increment" })
-      yield* pool.invalidate("notebook", "t")
+      yield* pool.invalidate({ server: "notebook", scope: "t" })
       // The next get makes a fresh session while the old one is still leased and still works.
       assert.strictEqual(yield* increment(pool, "notebook", "t"), "1")
       assert.strictEqual(firstText(yield* old.callTool({ name: "counter_increment" })), "2")
@@ -301,7 +309,7 @@ describe("McpSessionPool", () => {
       const pool = yield* makePool({ servers: { notebook: probe.config } })
       const started = yield* Deferred.make<void>()
       const call = yield* Effect.forkChild(
-        pool.use("notebook", "busy", (session) =>
+        pool.use({ server: "notebook", scope: "busy" }, (session) =>
           Effect.andThen(
             Deferred.succeed(started, undefined),
             session.callTool({ name: "sleep", arguments: { ms: 60_000 } })
@@ -323,7 +331,7 @@ describe("McpSessionPool", () => {
       const layerScope = yield* Scope.make()
       const pool = yield* makePool({ servers: { notebook: probe.config } }).pipe(Scope.provide(layerScope))
       const lease = yield* Scope.make()
-      const session = yield* pool.get("notebook", "held").pipe(Scope.provide(lease))
+      const session = yield* pool.get({ server: "notebook", scope: "held" }).pipe(Scope.provide(lease))
       yield* increment(pool, "notebook", "idle")
       yield* Scope.close(layerScope, Exit.void)
       assert.strictEqual(probe.counts.releases, 2)
@@ -337,7 +345,7 @@ describe("McpSessionPool", () => {
     Effect.gen(function*() {
       const probe = yield* makeProbe({ gateOpen: false })
       const pool = yield* makePool({ servers: { notebook: probe.config } })
-      const waiter = yield* Effect.forkChild(Effect.flip(Effect.scoped(pool.get("notebook", "t"))))
+      const waiter = yield* Effect.forkChild(Effect.flip(Effect.scoped(pool.get({ server: "notebook", scope: "t" }))))
       yield* Queue.take(probe.connectStarted)
       yield* pool.closeAll
       assert.instanceOf(yield* Fiber.join(waiter), PoolClosed)
@@ -389,7 +397,7 @@ describe("McpSessionPool observability", () => {
       const pool = yield* makePool({ servers: { notebook: probe.config } })
       yield* increment(pool, "notebook", "a")
       yield* increment(pool, "notebook", "b")
-      yield* pool.invalidate("notebook", "a")
+      yield* pool.invalidate({ server: "notebook", scope: "a" })
       const created = yield* Metric.value(metrics.sessionsCreated)
       const closed = yield* Metric.value(Metric.withAttributes(metrics.sessionsClosed, { reason: "invalidated" }))
       const connects = yield* Metric.value(metrics.connectDuration)

@@ -15,7 +15,7 @@ import { makeNotebookServer } from "../examples/notebook-server.ts"
 import { ConfigError, ConnectError, McpProtocolError, MissingScope, UnknownServer } from "../src/McpPoolError.ts"
 import * as McpScope from "../src/McpScope.ts"
 import * as McpServerConfig from "../src/McpServerConfig.ts"
-import { McpSessionPool } from "../src/McpSessionPool.ts"
+import * as McpSessionPool from "../src/McpSessionPool.ts"
 import * as McpToolkit from "../src/McpToolkit.ts"
 
 // --- servers whose requests the tests can see ---
@@ -99,8 +99,8 @@ const echoServer = (name: string, tools: ReadonlyArray<string>) => (scope: strin
 const makePool = (servers: Record<string, McpServerConfig.McpServerConfig>, capacity?: number) =>
   McpSessionPool.make({ servers, ...(capacity === undefined ? {} : { capacity }) })
 
-const makeToolkit = (pool: McpSessionPool["Service"], options: McpToolkit.Options) =>
-  McpToolkit.make(options).pipe(Effect.provideService(McpSessionPool, pool))
+const makeToolkit = (pool: McpSessionPool.McpSessionPoolShape, options: McpToolkit.Options) =>
+  McpToolkit.make(options).pipe(Effect.provideService(McpSessionPool.McpSessionPool, pool))
 
 // --- a scripted model: the user message is a JSON list of tool calls; then it says "done" ---
 
@@ -397,7 +397,7 @@ describe("McpToolkit", () => {
 
       // Invalidated: nobody holds it, so it is closed when `invalidate` returns; the next session lists anew.
       tools = ["second"]
-      yield* pool.invalidate("svc", "t")
+      yield* pool.invalidate({ server: "svc", scope: "t" })
       assert.deepStrictEqual(yield* toolNames(mcp, "t"), ["second"])
 
       // Lost: the server end closes under the idle session.

@@ -6,7 +6,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect, References } from "effect"
 import { fileURLToPath } from "node:url"
 import * as McpServerConfig from "../src/McpServerConfig.ts"
-import { McpSessionPool } from "../src/McpSessionPool.ts"
+import * as McpSessionPool from "../src/McpSessionPool.ts"
 import { firstText } from "./utils/probe.ts"
 
 const fixture = fileURLToPath(new URL("./fixtures/fault-server.ts", import.meta.url))

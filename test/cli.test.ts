@@ -12,7 +12,7 @@ import * as Path from "node:path"
 import { fileURLToPath } from "node:url"
 import { callTool, doctor, renderResult, repl, resolveConfigPath, runCli, type ServerReport } from "../src/cli/main.ts"
 import * as McpConfigFile from "../src/McpConfigFile.ts"
-import { McpSessionPool } from "../src/McpSessionPool.ts"
+import * as McpSessionPool from "../src/McpSessionPool.ts"
 import { isRunning } from "./utils/proc.ts"
 import { within } from "./utils/within.ts"
 

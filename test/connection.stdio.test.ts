@@ -9,15 +9,20 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import * as McpServerConfig from "../src/McpServerConfig.ts"
-import { McpSessionPool, type Options } from "../src/McpSessionPool.ts"
+import * as McpSessionPool from "../src/McpSessionPool.ts"
+import type { Options } from "../src/McpSessionPool.ts"
 import { firstText } from "./utils/probe.ts"
 
 const fixture = fileURLToPath(new URL("./fixtures/stdio-server.ts", import.meta.url))
 
 const makePool = (options: Options) => McpSessionPool.make(options)
 
-const ask = (pool: McpSessionPool["Service"], scope: string, name: string, args: Record<string, unknown> = {}) =>
-  Effect.map(pool.callTool({ server: "fixture", scope, name, arguments: args }), firstText)
+const ask = (
+  pool: McpSessionPool.McpSessionPoolShape,
+  scope: string,
+  name: string,
+  args: Record<string, unknown> = {}
+) => Effect.map(pool.callTool({ server: "fixture", scope, name, arguments: args }), firstText)
 
 const logs: Array<string> = []
 

@@ -35,7 +35,7 @@ import { ConnectTimeout, McpProtocolError, PoolClosed } from "../src/McpPoolErro
 import * as McpScope from "../src/McpScope.ts"
 import * as McpServerConfig from "../src/McpServerConfig.ts"
 import type { McpSession } from "../src/McpSession.ts"
-import { McpSessionPool } from "../src/McpSessionPool.ts"
+import * as McpSessionPool from "../src/McpSessionPool.ts"
 import { firstText, makeProbe } from "./utils/probe.ts"
 import { isRunning } from "./utils/proc.ts"
 import { within } from "./utils/within.ts"
@@ -83,7 +83,7 @@ describe("edges: bounds user code cannot defeat", () => {
         },
         closeTimeout: "300 millis"
       })
-      const error = yield* pool.get("stuck", "t").pipe(
+      const error = yield* pool.get({ server: "stuck", scope: "t" }).pipe(
         Effect.scoped,
         Effect.flip,
         within("5 seconds", "the waiter of a stuck connect got no ConnectTimeout")
@@ -104,7 +104,7 @@ describe("edges: bounds user code cannot defeat", () => {
         },
         closeTimeout: "300 millis"
       }).pipe(Effect.provide(layer))
-      const waiter = yield* Effect.forkChild(Effect.scoped(pool.get("stuck", "thread-7")))
+      const waiter = yield* Effect.forkChild(Effect.scoped(pool.get({ server: "stuck", scope: "thread-7" })))
       yield* Deferred.await(started).pipe(within("5 seconds", "the connect never started"))
       yield* pool.closeAll.pipe(within("5 seconds", "closeAll hung on a stuck connect"))
       const exit = yield* Fiber.await(waiter).pipe(within("1 second", "the waiter was left hanging"))
@@ -163,15 +163,15 @@ describe("edges: leases come back exactly once", () => {
         throw new Error("boom")
       }
       // Full path: the session does not exist yet.
-      const first = yield* Effect.exit(pool.use("notebook", "t", boom))
+      const first = yield* Effect.exit(pool.use({ server: "notebook", scope: "t" }, boom))
       assert.isTrue(Exit.isFailure(first))
       // Hit path: ready and idle.
-      const second = yield* Effect.exit(pool.use("notebook", "t", boom))
+      const second = yield* Effect.exit(pool.use({ server: "notebook", scope: "t" }, boom))
       assert.isTrue(Exit.isFailure(second))
       const [row] = yield* pool.snapshot
       assert.strictEqual(row?.leases, 0)
       // Nobody holds it, so invalidate closes it now.
-      yield* pool.invalidate("notebook", "t")
+      yield* pool.invalidate({ server: "notebook", scope: "t" })
       assert.strictEqual(probe.counts.releases, 1)
     }))
 
@@ -179,11 +179,12 @@ describe("edges: leases come back exactly once", () => {
     Effect.gen(function*() {
       const probe = yield* makeProbe()
       const pool = yield* McpSessionPool.make({ servers: { notebook: probe.config } })
-      yield* Effect.exit(pool.use("notebook", "t", () => Effect.fail("failed")))
-      yield* Effect.exit(pool.use("notebook", "t", () => Effect.die("died")))
+      yield* Effect.exit(pool.use({ server: "notebook", scope: "t" }, () => Effect.fail("failed")))
+      yield* Effect.exit(pool.use({ server: "notebook", scope: "t" }, () => Effect.die("died")))
       const blocked = yield* Deferred.make<void>()
       const held = yield* Effect.forkChild(
-        pool.use("notebook", "t", () => Effect.andThen(Deferred.succeed(blocked, undefined), Effect.never))
+        pool.use({ server: "notebook", scope: "t" }, () =>
+          Effect.andThen(Deferred.succeed(blocked, undefined), Effect.never))
       )
       yield* Deferred.await(blocked)
       yield* Fiber.interrupt(held)
@@ -231,7 +232,7 @@ describe("edges: owners run in the pool's context", () => {
       })
       yield* Effect.gen(function*() {
         callerSpan = yield* Effect.currentSpan
-        yield* Effect.scoped(pool.get("mem"))
+        yield* Effect.scoped(pool.get({ server: "mem" }))
       }).pipe(
         Effect.withSpan("caller"),
         Effect.annotateLogs({ caller: "yes" }),
@@ -311,10 +312,12 @@ describe("edges: idle pings", () => {
     Effect.gen(function*() {
       const held = yield* heldPings
       const pool = yield* McpSessionPool.make({ servers: { s: held.config }, idleTimeToLive: "5 minutes" })
-      const session = yield* pool.use("s", "t", (s) => Effect.succeed(s))
+      const session = yield* pool.use({ server: "s", scope: "t" }, (s) => Effect.succeed(s))
       yield* TestClock.adjust("2 minutes")
       // A's use needs a ping; while it is pending (A holds the lease) the expiry check finds the session leased.
-      const a = yield* Effect.forkChild(pool.use("s", "t", () => Effect.void), { startImmediately: true })
+      const a = yield* Effect.forkChild(pool.use({ server: "s", scope: "t" }, () => Effect.void), {
+        startImmediately: true
+      })
       const releasePing = yield* Queue.take(held.pings)
       yield* TestClock.adjust("4 minutes")
       // The lease ends during the ping; the healthy verdict then makes the session idle.
@@ -335,14 +338,16 @@ describe("edges: idle pings", () => {
       const probe = yield* makeProbe()
       const pool = yield* McpSessionPool.make({ servers: { notebook: probe.config }, idleTimeToLive: 0 })
       const lease = yield* Scope.make()
-      const session = yield* pool.get("notebook", "t").pipe(Scope.provide(lease))
+      const session = yield* pool.get({ server: "notebook", scope: "t" }).pipe(Scope.provide(lease))
       yield* TestClock.adjust("10 minutes")
       const [row] = yield* pool.snapshot
       assert.isTrue(row?.attached, "the leased session was retired")
       assert.isTrue(isSessionCurrent(session))
       assert.strictEqual(firstText(yield* session.callTool({ name: "counter_increment" })), "1")
       // The same scope gets the same session while it is leased.
-      const again = yield* Effect.scoped(pool.use("notebook", "t", (s) => s.callTool({ name: "counter_increment" })))
+      const again = yield* Effect.scoped(
+        pool.use({ server: "notebook", scope: "t" }, (s) => s.callTool({ name: "counter_increment" }))
+      )
       assert.strictEqual(firstText(again), "2")
       yield* Scope.close(lease, Exit.void)
       yield* TestClock.adjust(0)
@@ -367,7 +372,7 @@ describe("edges: failed connects", () => {
           })
         }
       })
-      const error = yield* pool.get("silent", "t").pipe(
+      const error = yield* pool.get({ server: "silent", scope: "t" }).pipe(
         Effect.scoped,
         Effect.flip,
         within("10 seconds", "no ConnectTimeout")
@@ -384,9 +389,10 @@ describe("edges: messages", () => {
       const pool = yield* McpSessionPool.make({
         servers: { mem: McpServerConfig.inMemory(() => makeNotebookServer()) }
       })
-      const error = yield* pool.use("mem", "t", (session) => session.getPrompt({ name: "no-such-prompt" })).pipe(
-        Effect.flip
-      )
+      const error = yield* pool.use({ server: "mem", scope: "t" }, (session) =>
+        session.getPrompt({ name: "no-such-prompt" })).pipe(
+          Effect.flip
+        )
       assert.instanceOf(error, McpProtocolError)
       assert.strictEqual(error.message.match(/MCP error/g)?.length, 1, error.message)
     }))
@@ -399,7 +405,7 @@ describe("edges: per-call and per-scope input", () => {
         servers: { mem: McpServerConfig.inMemory(() => makeNotebookServer()) }
       })
       for (const timeout of [Number.NaN, {}]) {
-        const error = yield* pool.use("mem", "t", (session) =>
+        const error = yield* pool.use({ server: "mem", scope: "t" }, (session) =>
           session.callTool({ name: "counter_increment" }, { timeout: timeout as Duration.Input })).pipe(Effect.flip)
         assert.instanceOf(error, McpProtocolError)
         assert.include(error.message, "invalid request timeout")
@@ -471,14 +477,14 @@ describe("edges: found in review of the lock-free pool", () => {
         capacity: 1
       })
       const leaseA = yield* Scope.make()
-      const a = yield* pool.get("nb", "a").pipe(Scope.provide(leaseA))
+      const a = yield* pool.get({ server: "nb", scope: "a" }).pipe(Scope.provide(leaseA))
       const subscribed = yield* Deferred.make<void>()
       const seen: Array<McpSession> = []
       // When a's stream ends (a is evicted to make room for b), the subscriber uses b at once.
       const subscriber = yield* Effect.forkChild(
         Effect.andThen(
           Effect.exit(Stream.runForEach(a.notifications, () => Deferred.succeed(subscribed, undefined))),
-          pool.use("nb", "b", (session) => Effect.sync(() => seen.push(session)))
+          pool.use({ server: "nb", scope: "b" }, (session) => Effect.sync(() => seen.push(session)))
         ),
         { startImmediately: true }
       )
@@ -489,7 +495,7 @@ describe("edges: found in review of the lock-free pool", () => {
       )
       assert.isTrue(yield* Deferred.isDone(subscribed), "the subscriber never heard a notification")
       yield* Scope.close(leaseA, Exit.void) // a is idle now, and capacity is 1
-      yield* pool.use("nb", "b", (session) => Effect.sync(() => seen.push(session)))
+      yield* pool.use({ server: "nb", scope: "b" }, (session) => Effect.sync(() => seen.push(session)))
       yield* Fiber.join(subscriber).pipe(within("5 seconds", "the subscriber's use of b"))
       assert.strictEqual(seen.length, 2)
       assert.strictEqual(seen[0], seen[1], "two sessions were made for one key")
@@ -513,7 +519,7 @@ describe("edges: found in review of the lock-free pool", () => {
           )
         }
       }).pipe(Scope.provide(scope))
-      yield* Effect.scoped(pool.get("slow", "t"))
+      yield* Effect.scoped(pool.get({ server: "slow", scope: "t" }))
       const first = yield* Effect.forkChild(pool.closeAll, { startImmediately: true })
       yield* Scope.close(scope, Exit.void).pipe(within("5 seconds", "the layer's closeAll"))
       assert.isTrue(released, "the second closeAll returned before the session was released")
@@ -535,7 +541,7 @@ describe("edges: found in review of the lock-free pool", () => {
         },
         closeTimeout: "30 seconds"
       })
-      const error = yield* pool.get("silent", "t").pipe(
+      const error = yield* pool.get({ server: "silent", scope: "t" }).pipe(
         Effect.scoped,
         Effect.flip,
         within("5 seconds", "ConnectTimeout while the connect's finalizer is still running")

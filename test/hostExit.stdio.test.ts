@@ -9,7 +9,7 @@ import { createInterface } from "node:readline"
 import type { Readable, Writable } from "node:stream"
 import { fileURLToPath } from "node:url"
 import * as McpServerConfig from "../src/McpServerConfig.ts"
-import { McpSessionPool } from "../src/McpSessionPool.ts"
+import * as McpSessionPool from "../src/McpSessionPool.ts"
 import { awaitGone, isRunning } from "./utils/proc.ts"
 import { within } from "./utils/within.ts"
 
@@ -142,7 +142,7 @@ describe("host exit: no stdio server outlives its host", () => {
         (i) =>
           Effect.flatMap(
             McpSessionPool.make({ servers: { fault: server } }),
-            (pool) => Effect.forEach(["a", "b"], (thread) => pool.get("fault", `${i}-${thread}`))
+            (pool) => Effect.forEach(["a", "b"], (thread) => pool.get({ server: "fault", scope: `${i}-${thread}` }))
           ),
         { concurrency: 4 }
       ).pipe(Scope.provide(scope), within(60_000, "40 sessions in 20 pools"))

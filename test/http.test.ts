@@ -15,7 +15,8 @@ import type { AddressInfo } from "node:net"
 import { makeNotebookServer } from "../examples/notebook-server.ts"
 import { ConfigError, ConnectError, McpProtocolError, SessionLost } from "../src/McpPoolError.ts"
 import * as McpServerConfig from "../src/McpServerConfig.ts"
-import { McpSessionPool, type Options } from "../src/McpSessionPool.ts"
+import * as McpSessionPool from "../src/McpSessionPool.ts"
+import type { Options } from "../src/McpSessionPool.ts"
 import { firstText } from "./utils/probe.ts"
 
 interface SeenRequest {
@@ -208,7 +209,7 @@ const closedPort = Effect.promise(() =>
 const makePool = (options: Options) =>
   McpSessionPool.make({ connectTimeout: "10 seconds", callTimeout: "10 seconds", ...options })
 
-type Pool = McpSessionPool["Service"]
+type Pool = McpSessionPool.McpSessionPoolShape
 
 const increment = (pool: Pool, server: string, scope: string) =>
   Effect.map(pool.callTool({ server, scope, name: "counter_increment" }), firstText)
@@ -247,7 +248,7 @@ describe("McpSessionPool over streamable HTTP", () => {
       yield* Effect.forEach(["a", "b", "c"], (scope) => increment(pool, "docs", scope))
       assert.strictEqual(server.sessionCount(), 3)
 
-      yield* pool.invalidate("docs", "a")
+      yield* pool.invalidate({ server: "docs", scope: "a" })
       // invalidate returns once the idle session is closed: the DELETE has been answered.
       assert.strictEqual(Queue.sizeUnsafe(server.ended), 1)
       yield* pool.closeScope("b")
@@ -324,7 +325,7 @@ describe("McpSessionPool over streamable HTTP", () => {
     Effect.gen(function*() {
       const server = yield* serve("streamable")
       const pool = yield* makePool({ servers: { docs: McpServerConfig.http({ url: server.url }) } })
-      const session = yield* pool.get("docs", "t")
+      const session = yield* pool.get({ server: "docs", scope: "t" })
       assert.strictEqual(firstText(yield* session.callTool({ name: "counter_increment" })), "1")
       yield* server.restart("graceful")
       // The session's notification stream ends when the session does; no call is needed to notice.
@@ -607,7 +608,7 @@ describe("McpSessionPool over legacy SSE", () => {
       assert.strictEqual(yield* increment(pool, "old", "alice"), "2")
       assert.strictEqual(yield* increment(pool, "old", "bob"), "1")
       assert.strictEqual(server.sessionCount(), 2)
-      yield* pool.invalidate("old", "alice")
+      yield* pool.invalidate({ server: "old", scope: "alice" })
       // The SSE stream closing is how a legacy server learns that the session ended.
       yield* Queue.take(server.ended)
       assert.strictEqual(server.sessionCount(), 1)
@@ -669,7 +670,7 @@ describe("McpSessionPool over legacy SSE", () => {
         servers: { docs: McpServerConfig.http({ url: server.url, fallbackToSse: true }) }
       })
       assert.strictEqual(yield* increment(pool, "docs", "t"), "1")
-      yield* pool.invalidate("docs", "t")
+      yield* pool.invalidate({ server: "docs", scope: "t" })
       assert.strictEqual(Queue.sizeUnsafe(server.ended), 1)
     }))
 })

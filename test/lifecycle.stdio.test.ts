@@ -12,7 +12,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import * as McpServerConfig from "../src/McpServerConfig.ts"
-import { McpSessionPool } from "../src/McpSessionPool.ts"
+import * as McpSessionPool from "../src/McpSessionPool.ts"
 import { firstText } from "./utils/probe.ts"
 import { awaitGone, isRunning } from "./utils/proc.ts"
 import { within } from "./utils/within.ts"
@@ -74,14 +74,14 @@ const endOf = (pid: number): string => {
   }
 }
 
-type Pool = McpSessionPool["Service"]
+type Pool = McpSessionPool.McpSessionPoolShape
 
 /** Opens a session on every server for `scope`; returns every pid involved (wrappers and real servers). */
 const openAll = (pool: Pool, scope: string) =>
   Effect.forEach(
     serverNames,
     (server) =>
-      pool.use(server, scope, (session) =>
+      pool.use({ server, scope }, (session) =>
         Effect.map(session.callTool({ name: "pid" }), (result) => {
           const served = Number(firstText(result))
           serverOf.set(served, server)
@@ -117,7 +117,9 @@ describe("zero orphans (real processes, /proc)", () => {
       const pool = yield* makePool
       const pids = yield* openAll(pool, "t")
       assert.isTrue(pids.every(isRunning))
-      yield* Effect.forEach(serverNames, (server) => pool.invalidate(server, "t")).pipe(closing("invalidate to return"))
+      yield* Effect.forEach(serverNames, (server) => pool.invalidate({ server, scope: "t" })).pipe(
+        closing("invalidate to return")
+      )
       // invalidate returns once the idle session is closed: nothing may be left even for a moment.
       assert.deepStrictEqual(pids.filter(isRunning), [])
       yield* assertEndings(pids)
@@ -142,7 +144,7 @@ describe("zero orphans (real processes, /proc)", () => {
       const pids = yield* openAll(pool, "t")
       const started = yield* Deferred.make<void>()
       const hanging = yield* Effect.forkChild(
-        pool.use("immortal", "t", (session) =>
+        pool.use({ server: "immortal", scope: "t" }, (session) =>
           Effect.andThen(Deferred.succeed(started, undefined), session.callTool({ name: "hang" })))
       )
       yield* Deferred.await(started).pipe(within("10 seconds", "the hanging call to start"))
@@ -166,7 +168,7 @@ describe("zero orphans (real processes, /proc)", () => {
         McpSessionPool.layer({ servers }),
         layerScope
       )
-      const pool = Context.get(context, McpSessionPool)
+      const pool = Context.get(context, McpSessionPool.McpSessionPool)
       const pids = yield* Effect.all([openAll(pool, "a"), openAll(pool, "b")]).pipe(Effect.map((x) => x.flat()))
       yield* Scope.close(layerScope, Exit.void).pipe(closing("the layer to shut down"))
       assert.deepStrictEqual(pids.filter(isRunning), [])
@@ -177,7 +179,7 @@ describe("zero orphans (real processes, /proc)", () => {
     Effect.gen(function*() {
       const opened = yield* Deferred.make<ReadonlyArray<number>>()
       const program = Effect.gen(function*() {
-        const pool = yield* McpSessionPool
+        const pool = yield* McpSessionPool.McpSessionPool
         yield* Deferred.succeed(opened, yield* openAll(pool, "t"))
         return yield* pool.callTool({ server: "plain", scope: "t", name: "hang" })
       }).pipe(Effect.provide(McpSessionPool.layer({ servers })))

@@ -6,10 +6,11 @@ import { assert, describe, it } from "@effect/vitest"
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js"
 import { Effect, Exit, Fiber, Queue, Scope } from "effect"
 import { TestClock } from "effect/testing"
-import { CallTimeout, ConfigError, ConnectTimeout, UnknownServer } from "../src/McpPoolError.ts"
+import { CallTimeout, ConfigError, ConnectTimeout, MissingScope, UnknownServer } from "../src/McpPoolError.ts"
 import { McpScope } from "../src/McpScope.ts"
 import * as McpServerConfig from "../src/McpServerConfig.ts"
-import { McpSessionPool, type Options } from "../src/McpSessionPool.ts"
+import * as McpSessionPool from "../src/McpSessionPool.ts"
+import type { Options } from "../src/McpSessionPool.ts"
 import { firstText, legacyClient, makeCallGate, makeProbe, type Probe } from "./utils/probe.ts"
 import { within } from "./utils/within.ts"
 
@@ -22,7 +23,7 @@ const takeBoth = <A>(queue: Queue.Queue<A>, what: string) =>
 const nextRelease = (probe: Probe) =>
   Queue.take(probe.released).pipe(within("5 seconds", "a session's transport to be released"))
 
-const increment = (pool: McpSessionPool["Service"], scope: string, server = "notebook") =>
+const increment = (pool: McpSessionPool.McpSessionPoolShape, scope: string, server = "notebook") =>
   pool.callTool({ server, scope, name: "counter_increment" }).pipe(Effect.map(firstText))
 
 describe("lifecycle", () => {
@@ -46,7 +47,7 @@ describe("lifecycle", () => {
       const probe = yield* makeProbe()
       const pool = yield* makePool({ servers: { notebook: probe.config }, idleTimeToLive: "1 minute" })
       const lease = yield* Scope.make()
-      const session = yield* pool.get("notebook", "t").pipe(Scope.provide(lease))
+      const session = yield* pool.get({ server: "notebook", scope: "t" }).pipe(Scope.provide(lease))
       yield* TestClock.adjust("10 minutes")
       assert.strictEqual(firstText(yield* session.callTool({ name: "counter_increment" })), "1")
       assert.strictEqual(probe.counts.releases, 0)
@@ -64,7 +65,7 @@ describe("lifecycle", () => {
         servers: { notebook: McpServerConfig.custom(probe.config.connect, { maxLifetime: "1 hour" }) }
       })
       const lease = yield* Scope.make()
-      const session = yield* pool.get("notebook", "t").pipe(Scope.provide(lease))
+      const session = yield* pool.get({ server: "notebook", scope: "t" }).pipe(Scope.provide(lease))
       yield* TestClock.adjust("61 minutes")
       // Detached at once (the next get starts afresh) but kept for its holder until the lease ends.
       assert.strictEqual(yield* increment(pool, "t"), "1")
@@ -97,7 +98,7 @@ describe("lifecycle", () => {
       for (const [limit, asked] of [[1, 3], [2, 5]] as const) {
         const gate = yield* makeCallGate
         const pool = yield* makePool({ servers: { gated: gate.config({ maxConcurrentCalls: limit }) } })
-        const session = yield* pool.get("gated", "t")
+        const session = yield* pool.get({ server: "gated", scope: "t" })
         const calls = yield* Effect.forEach(
           Array.from({ length: asked }),
           () => Effect.forkChild(session.callTool({ name: "hold" }))
@@ -161,7 +162,7 @@ describe("lifecycle", () => {
         servers: { kept: kept.config, changed: changed.config, removed: removed.config }
       })
       yield* Effect.forEach(["kept", "changed", "removed"], (server) => increment(pool, "t", server))
-      const held = yield* pool.get("changed", "held")
+      const held = yield* pool.get({ server: "changed", scope: "held" })
       yield* pool.reload({
         kept: kept.config,
         // An equal config built anew is not a change; a new timeout is.
@@ -192,6 +193,32 @@ describe("lifecycle", () => {
       assert.include(error.message, "McpScope")
     }))
 
+  it.effect("get, use and invalidate take the same key: without scope, McpScope; with neither, MissingScope", () =>
+    Effect.gen(function*() {
+      const probe = yield* makeProbe()
+      const pool = yield* makePool({ servers: { notebook: probe.config } })
+      const inThreadA = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.provideService(effect, McpScope, "thread-a")
+      const viaGet = yield* inThreadA(Effect.scoped(pool.get({ server: "notebook" })))
+      const viaUse = yield* inThreadA(pool.use({ server: "notebook" }, Effect.succeed))
+      assert.strictEqual(viaUse, viaGet)
+      assert.strictEqual(yield* Effect.scoped(pool.get({ server: "notebook", scope: "thread-a" })), viaGet)
+      assert.strictEqual(probe.counts.connects, 1)
+      // Neither a scope nor McpScope: each fails with MissingScope naming the server, and nothing is retired.
+      for (
+        const missing of [Effect.scoped(pool.get({ server: "notebook" })), pool.invalidate({ server: "notebook" })]
+      ) {
+        const error = yield* Effect.flip(missing)
+        assert.instanceOf(error, MissingScope)
+        assert.strictEqual(error.server, "notebook")
+      }
+      assert.deepStrictEqual((yield* pool.snapshot).map((row) => [row.scope, row.attached]), [["thread-a", true]])
+      // invalidate in thread A's McpScope retires thread A's session: the next get connects afresh.
+      yield* inThreadA(pool.invalidate({ server: "notebook" }))
+      const fresh = yield* Effect.scoped(pool.get({ server: "notebook", scope: "thread-a" }))
+      assert.notStrictEqual(fresh, viaGet)
+      assert.strictEqual(probe.counts.connects, 2)
+    }))
+
   it.live("closeTimeout bounds a close whose finalizer never returns: closeAll still finishes", () =>
     Effect.gen(function*() {
       const probe = yield* makeProbe()
@@ -212,7 +239,7 @@ describe("lifecycle", () => {
       probe.hang = true
       const pool = yield* makePool({ servers: { notebook: probe.config } })
       const viaCall = yield* Effect.forkChild(increment(pool, "a"))
-      const viaUse = yield* Effect.forkChild(pool.use("notebook", "b", () => Effect.void))
+      const viaUse = yield* Effect.forkChild(pool.use({ server: "notebook", scope: "b" }, () => Effect.void))
       yield* takeBoth(probe.connectStarted, "both connects to start")
       // Were the waits uninterruptible (acquireUseRelease's acquire), these would block until connectTimeout,
       // which the TestClock never reaches.
@@ -250,7 +277,9 @@ describe("lifecycle", () => {
       )
       const pool = yield* makePool({ servers: { neverCloses }, closeTimeout: "100 millis" })
       assert.strictEqual(yield* increment(pool, "t", "neverCloses"), "1")
-      yield* pool.invalidate("neverCloses", "t").pipe(within("5 seconds", "invalidate to give up on the close"))
+      yield* pool.invalidate({ server: "neverCloses", scope: "t" }).pipe(
+        within("5 seconds", "invalidate to give up on the close")
+      )
       yield* pool.closeAll.pipe(within("5 seconds", "closeAll to finish"))
       assert.deepStrictEqual(yield* pool.snapshot, [])
     }))

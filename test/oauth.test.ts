@@ -17,7 +17,7 @@ import { randomUUID } from "node:crypto"
 import * as Http from "node:http"
 import type { AddressInfo } from "node:net"
 import * as McpServerConfig from "../src/McpServerConfig.ts"
-import { McpSessionPool } from "../src/McpSessionPool.ts"
+import * as McpSessionPool from "../src/McpSessionPool.ts"
 import { firstText } from "./utils/probe.ts"
 
 const readBody = (request: Http.IncomingMessage): Promise<string> =>

@@ -57,7 +57,7 @@ const config = McpServerConfig.inMemory(() => {
 })
 
 const program = Effect.gen(function*() {
-  const pool = yield* McpSessionPool
+  const pool = yield* McpSessionPool.McpSessionPool
   const result = yield* pool.callTool({ server: "s", scope: "t", name: "hello" })
   const first = result.content[0]
   console.log(first?.type === "text" ? first.text : "?", pkg.name)

@@ -12,7 +12,8 @@ import type { IncomingHttpHeaders } from "node:http"
 import type { AddressInfo } from "node:net"
 import { ConnectError, McpProtocolError } from "../src/McpPoolError.ts"
 import * as McpServerConfig from "../src/McpServerConfig.ts"
-import { McpSessionPool, type Options } from "../src/McpSessionPool.ts"
+import * as McpSessionPool from "../src/McpSessionPool.ts"
+import type { Options } from "../src/McpSessionPool.ts"
 import { type ModernHttpServer, startModernHttp, TOOLS_LIST_TTL_MS } from "./fixtures/modern-http.ts"
 import { firstText } from "./utils/probe.ts"
 import { within } from "./utils/within.ts"
@@ -28,7 +29,7 @@ const makePool = (servers: Options["servers"]) =>
     Effect.provideService(References.MinimumLogLevel, "None")
   )
 
-type Pool = McpSessionPool["Service"]
+type Pool = McpSessionPool.McpSessionPoolShape
 
 const call = (pool: Pool, server: string, scope: string, name: string, args: Record<string, unknown> = {}) =>
   pool.callTool({ server, scope, name, arguments: args }).pipe(
@@ -99,7 +100,7 @@ describe("both MCP revisions over streamable HTTP, one config", () => {
       const pool = yield* makePool({ docs: McpServerConfig.http({ url: server.url }) })
       assert.strictEqual(yield* call(pool, "docs", "a", "era"), "modern")
       assert.strictEqual(yield* call(pool, "docs", "b", "echo", { text: "hi" }), "hi")
-      const session = yield* pool.get("docs", "a").pipe(Effect.scoped)
+      const session = yield* pool.get({ server: "docs", scope: "a" }).pipe(Effect.scoped)
       assert.strictEqual(session.revision, "2026-07-28")
       assert.strictEqual(session.threadState, "none")
       const rows = yield* pool.snapshot
@@ -148,7 +149,7 @@ describe("both MCP revisions over streamable HTTP, one config", () => {
     Effect.gen(function*() {
       const server = yield* serve("reject")
       const pool = yield* makePool({ docs: McpServerConfig.http({ url: server.url }) })
-      const session = yield* pool.get("docs", "t")
+      const session = yield* pool.get({ server: "docs", scope: "t" })
       const first = yield* session.listTools()
       assert.strictEqual((first as { readonly ttlMs?: unknown }).ttlMs, TOOLS_LIST_TTL_MS)
       const second = yield* session.listTools()
@@ -174,7 +175,7 @@ describe("both MCP revisions over streamable HTTP, one config", () => {
     Effect.gen(function*() {
       const server = yield* serve("reject")
       const pool = yield* makePool({ docs: McpServerConfig.http({ url: server.url }) })
-      const session = yield* pool.get("docs", "t")
+      const session = yield* pool.get({ server: "docs", scope: "t" })
       const updates = yield* Effect.forkChild(Stream.runHead(session.subscribe("modern://note")))
       // Published until the listen stream (opened once the stream runs) delivers one: bounded.
       const first = yield* Effect.sync(() => server.resourceUpdated("modern://note")).pipe(
@@ -208,7 +209,7 @@ describe("both MCP revisions over streamable HTTP, one config", () => {
       })
       assert.strictEqual(yield* call(pool, "auto", "t", "era"), "modern")
       assert.strictEqual(yield* call(pool, "pinned", "t", "era"), "legacy")
-      const pinned = yield* pool.get("pinned", "t").pipe(Effect.scoped)
+      const pinned = yield* pool.get({ server: "pinned", scope: "t" }).pipe(Effect.scoped)
       assert.strictEqual(pinned.revision, "2025-11-25")
       // The SDK v2 server serves 2025-era requests from a fresh instance each: no Mcp-Session-Id, so the pool
       // guarantees nothing between calls, and says so.

@@ -13,7 +13,8 @@ import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { ConfigError, ConnectError, McpProtocolError } from "../src/McpPoolError.ts"
 import * as McpServerConfig from "../src/McpServerConfig.ts"
-import { McpSessionPool, type Options } from "../src/McpSessionPool.ts"
+import * as McpSessionPool from "../src/McpSessionPool.ts"
+import type { Options } from "../src/McpSessionPool.ts"
 import { firstText } from "./utils/probe.ts"
 import { awaitGone, isRunning } from "./utils/proc.ts"
 import { within } from "./utils/within.ts"
@@ -40,7 +41,7 @@ const makePool = (servers: Options["servers"]) =>
     Effect.provideService(References.MinimumLogLevel, "None")
   )
 
-type Pool = McpSessionPool["Service"]
+type Pool = McpSessionPool.McpSessionPoolShape
 
 const call = (pool: Pool, server: string, scope: string, name: string, args: Record<string, unknown> = {}) =>
   pool.callTool({ server, scope, name, arguments: args }).pipe(
@@ -69,7 +70,7 @@ describe("both MCP revisions over stdio, one config", () => {
         assert.strictEqual(spawns.count(), 2)
         assert.deepStrictEqual(readdirSync(spawns.dir).sort(), [pidA, pidB].sort())
 
-        const session = yield* pool.get("modern", "a").pipe(Effect.scoped)
+        const session = yield* pool.get({ server: "modern", scope: "a" }).pipe(Effect.scoped)
         assert.strictEqual(session.revision, "2026-07-28")
         assert.strictEqual(session.protocolVersion, "2026-07-28")
         assert.strictEqual(session.threadState, "process")
@@ -105,7 +106,7 @@ describe("both MCP revisions over stdio, one config", () => {
         })
         assert.strictEqual(yield* call(pool, "auto", "t", "era"), "modern")
         assert.strictEqual(yield* call(pool, "pinned", "t", "era"), "legacy")
-        const pinned = yield* pool.get("pinned", "t").pipe(Effect.scoped)
+        const pinned = yield* pool.get({ server: "pinned", scope: "t" }).pipe(Effect.scoped)
         assert.strictEqual(pinned.revision, "2025-11-25")
         assert.strictEqual(pinned.protocolVersion, "2025-11-25")
         assert.strictEqual(pinned.threadState, "process")
@@ -123,7 +124,7 @@ describe("both MCP revisions over stdio, one config", () => {
       assert.strictEqual(yield* call(pool, "legacy", "a", "counter_increment"), "2")
       assert.strictEqual(yield* call(pool, "legacy", "b", "counter_increment"), "1")
       assert.strictEqual(spawns.count(), 2)
-      const session = yield* pool.get("legacy", "a").pipe(Effect.scoped)
+      const session = yield* pool.get({ server: "legacy", scope: "a" }).pipe(Effect.scoped)
       assert.strictEqual(session.revision, "2025-11-25")
       assert.strictEqual(session.sdk.revision, "2025-11-25")
     }), 60_000)
@@ -210,7 +211,7 @@ describe("both MCP revisions over stdio, one config", () => {
         assert.include(stale.message, "no longer speaks 2026-07-28")
         // The next connect asks again and speaks 2025-11-25.
         assert.match(yield* call(pool, "s", "b", "whoami"), /^\d+$/)
-        const session = yield* pool.get("s", "b").pipe(Effect.scoped)
+        const session = yield* pool.get({ server: "s", scope: "b" }).pipe(Effect.scoped)
         assert.strictEqual(session.revision, "2025-11-25")
       }),
     60_000
@@ -309,7 +310,7 @@ describe("both MCP revisions over stdio, one config", () => {
         // Every get of the idle session checks it first; a failed check (a `ping` SDK v2 refuses to send)
         // would retire it and start a new process.
         for (let i = 0; i < 3; i++) {
-          const session = yield* pool.get("modern", "t").pipe(Effect.scoped)
+          const session = yield* pool.get({ server: "modern", scope: "t" }).pipe(Effect.scoped)
           yield* session.ping()
         }
         assert.strictEqual(yield* call(pool, "modern", "t", "whoami"), pid)

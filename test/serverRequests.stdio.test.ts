@@ -93,7 +93,7 @@ describe("server requests reach the handler of their own thread", () => {
       assert.include(allText(bobRoots), "file:///work/bob")
 
       // The server logs once it has stored the roots it asked for: wait for that, not just for the asking.
-      const session = yield* pool.get("everything", "alice")
+      const session = yield* pool.get({ server: "everything", scope: "alice" })
       const stored = yield* Effect.forkChild(
         session.notifications.pipe(
           Stream.filter((n) => n.method === "notifications/message" && String(n.params.data).includes("Roots updated")),
@@ -115,7 +115,7 @@ describe("server requests reach the handler of their own thread", () => {
     () =>
       Effect.gen(function*() {
         const pool = yield* poolWith({ listRoots: () => Effect.succeed([]) })
-        const session = yield* pool.get("everything", "t").pipe(Effect.scoped)
+        const session = yield* pool.get({ server: "everything", scope: "t" }).pipe(Effect.scoped)
         const names = (yield* session.listTools()).tools.map((tool) => tool.name)
         assert.include(names, "get-roots-list")
         assert.notInclude(names, "trigger-elicitation-request")
@@ -138,7 +138,7 @@ describe("server requests reach the handler of their own thread", () => {
               : Effect.succeed({ action: "maybe" } as unknown as ElicitResult),
           timeout: "300 millis"
         })
-        const session = yield* pool.get("everything", "t").pipe(Effect.scoped)
+        const session = yield* pool.get({ server: "everything", scope: "t" }).pipe(Effect.scoped)
         const outcome = (name: string) =>
           pool.callTool({ server: "everything", scope: "t", name }).pipe(
             Effect.map(allText),
@@ -153,7 +153,7 @@ describe("server requests reach the handler of their own thread", () => {
         assert.include(yield* outcome("trigger-elicitation-request"), "took longer than 300 ms")
         mode = "malformed"
         assert.include(yield* outcome("trigger-elicitation-request"), "Invalid elicitation result")
-        const after = yield* pool.get("everything", "t").pipe(Effect.scoped)
+        const after = yield* pool.get({ server: "everything", scope: "t" }).pipe(Effect.scoped)
         assert.strictEqual(after.pid, session.pid)
       }),
     60_000
@@ -217,7 +217,7 @@ describe("server requests reach the handler of their own thread", () => {
       assert.strictEqual(firstText(alice), "hello alice")
       assert.strictEqual(firstText(bob), "hello bob")
       assert.deepStrictEqual(asked.sort(), ["alice", "bob"])
-      const session = yield* pool.get("modern", "alice").pipe(Effect.scoped)
+      const session = yield* pool.get({ server: "modern", scope: "alice" }).pipe(Effect.scoped)
       assert.strictEqual(session.revision, "2026-07-28")
     }), 60_000)
 

@@ -17,7 +17,7 @@ import * as z from "zod/v4"
 import * as McpClientHandlers from "../src/McpClientHandlers.ts"
 import { McpProtocolError } from "../src/McpPoolError.ts"
 import * as McpServerConfig from "../src/McpServerConfig.ts"
-import { McpSessionPool } from "../src/McpSessionPool.ts"
+import * as McpSessionPool from "../src/McpSessionPool.ts"
 import { firstText } from "./utils/probe.ts"
 import { within } from "./utils/within.ts"
 
@@ -117,7 +117,9 @@ const makePool = Layer.build(
     connectTimeout: "20 seconds"
   }).pipe(Layer.provide(McpClientHandlers.layer({ elicit: () => Effect.succeed({ action: "decline" as const }) })))
 ).pipe(
-  Effect.map((context) => context.mapUnsafe.get(McpSessionPool.key) as McpSessionPool["Service"]),
+  Effect.map((context) =>
+    context.mapUnsafe.get(McpSessionPool.McpSessionPool.key) as McpSessionPool.McpSessionPoolShape
+  ),
   Effect.provideService(References.MinimumLogLevel, "None")
 )
 
@@ -139,7 +141,7 @@ describe("a full client per thread", () => {
       const traced = yield* Effect.gen(function*() {
         const span = yield* Effect.currentSpan
         const viaPool = yield* meta({ _meta: { thread: "t" } })
-        const session = yield* pool.get("inspect", "t")
+        const session = yield* pool.get({ server: "inspect", scope: "t" })
         const viaSession = JSON.parse(firstText(yield* session.callTool({ name: "meta" }))) as Record<string, unknown>
         return { span, viaPool, viaSession }
       }).pipe(Effect.withSpan("agent turn"), Effect.scoped)
@@ -168,7 +170,7 @@ describe("a full client per thread", () => {
         assert.strictEqual(firstText(result), "done")
         assert.deepStrictEqual(seen, [1, 2, 3])
       }
-      const session = yield* pool.get("batched", "t")
+      const session = yield* pool.get({ server: "batched", scope: "t" })
       const seen: Array<number> = []
       yield* session.callTool({ name: "progress_then_result" }, {
         onProgress: (progress) => seen.push(progress.progress)
@@ -186,7 +188,7 @@ describe("a full client per thread", () => {
   it.live("subscribe: a stream of the resource's updates, unsubscribed when it ends, ending with the session", () =>
     Effect.gen(function*() {
       const pool = yield* makePool
-      const session = yield* pool.get("inspect", "t")
+      const session = yield* pool.get({ server: "inspect", scope: "t" })
       const uri = "inspect://thing"
       const received = yield* Effect.forkChild(Stream.runCollect(Stream.take(session.subscribe(uri), 2)))
       // The subscription is made once the stream runs: poll the server's own view, bounded.
@@ -220,9 +222,9 @@ describe("a full client per thread", () => {
     () =>
       Effect.gen(function*() {
         const pool = yield* makePool
-        const legacy = yield* pool.get("inspect", "t")
+        const legacy = yield* pool.get({ server: "inspect", scope: "t" })
         yield* legacy.setLoggingLevel("debug")
-        const modern = yield* pool.get("modern", "t")
+        const modern = yield* pool.get({ server: "modern", scope: "t" })
         const error = yield* Effect.flip(modern.setLoggingLevel("debug"))
         assert.instanceOf(error, McpProtocolError)
         assert.strictEqual(error.code, -32601)

@@ -25,7 +25,8 @@ import * as McpConfigFile from "../McpConfigFile.ts"
 import { ConfigError, ConfigIssue } from "../McpPoolError.ts"
 import type { McpServerConfig } from "../McpServerConfig.ts"
 import type { McpSession, Revision } from "../McpSession.ts"
-import { McpSessionPool, type McpSessionPoolShape } from "../McpSessionPool.ts"
+import * as McpSessionPool from "../McpSessionPool.ts"
+import type { McpSessionPoolShape } from "../McpSessionPool.ts"
 
 // --- exit codes ---
 
@@ -224,7 +225,7 @@ export const doctor = (
         const start = yield* Clock.currentTimeMillis
         let connected: { readonly session: McpSession; readonly millis: number } | undefined
         const attempt = Effect.gen(function*() {
-          const session = yield* pool.get(server, doctorScope)
+          const session = yield* pool.get({ server, scope: doctorScope })
           connected = { session, millis: (yield* Clock.currentTimeMillis) - start }
           return yield* Effect.result(listAllTools(session))
         }).pipe(Effect.scoped, Effect.result, Effect.timeoutOption(timeout))
@@ -424,7 +425,7 @@ export const replCommand = (options: ReplOptions, line: string): Effect.Effect<b
           yield* Console.error("usage: tools <server>")
           return true
         }
-        const outcome = yield* Effect.result(pool.use(server, scope, listAllTools))
+        const outcome = yield* Effect.result(pool.use({ server, scope }, listAllTools))
         if (outcome._tag === "Failure") {
           yield* Console.error(renderError(outcome.failure))
         } else {

@@ -1132,17 +1132,21 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
   )
 
   return {
-    get: (server, scope) => get(pool, server, scope),
-    use: (server, scope, f) => use(pool, server, scope, f),
+    get: (key) => get(pool, key.server, key.scope),
+    use: (key, f) => use(pool, key.server, key.scope, f),
     // The SDK sends `params` as they are: pass only what belongs in the request.
     callTool: options.traceToolCalls
       ? (request, requestOptions) => tracedCallTool(pool, request, requestOptions)
       : (request, requestOptions) => untracedCallTool(pool, request, requestOptions),
-    invalidate: (server, scope) =>
-      retireWhere(pool, (state) => {
-        const entry = state.byServer.get(server)?.get(scope)
-        return entry === undefined ? [] : [entry]
-      }, "invalidated"),
+    invalidate: ({ scope, server }) =>
+      Effect.withFiber((fiber) => {
+        const key = scopeOf(fiber, scope)
+        if (key === undefined) return Effect.fail(new MissingScope({ server }))
+        return retireWhere(pool, (state) => {
+          const entry = state.byServer.get(server)?.get(key)
+          return entry === undefined ? [] : [entry]
+        }, "invalidated")
+      }),
     closeScope: (scope) => retireWhere(pool, (state) => state.byScope.get(scope) ?? [], "scope-closed"),
     closeServer: (server) => retireWhere(pool, (state) => state.byServer.get(server)?.values() ?? [], "server-closed"),
     closeAll: closeAll(pool),

@@ -9,7 +9,8 @@ import { fileURLToPath } from "node:url"
 import { checkArgs, decodeDuration } from "../../src/internal/options.ts"
 import { ConfigError } from "../../src/McpPoolError.ts"
 import * as McpServerConfig from "../../src/McpServerConfig.ts"
-import { McpSessionPool, type Options } from "../../src/McpSessionPool.ts"
+import * as McpSessionPool from "../../src/McpSessionPool.ts"
+import type { Options } from "../../src/McpSessionPool.ts"
 import { firstText } from "../utils/probe.ts"
 import { makeTracker } from "../utils/tracked.ts"
 
@@ -41,7 +42,7 @@ describe("reliability: bad input", () => {
         assert.strictEqual(error._tag, "UnknownServer")
         assert.include(error.message, `"__proto__"`)
         assert.strictEqual(
-          yield* errorOf(Effect.scoped(pool.get(server, "t"))).pipe(Effect.map((e) => e._tag)),
+          yield* errorOf(Effect.scoped(pool.get({ server, scope: "t" }))).pipe(Effect.map((e) => e._tag)),
           "UnknownServer"
         )
       }

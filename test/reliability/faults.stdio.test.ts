@@ -14,7 +14,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import * as McpServerConfig from "../../src/McpServerConfig.ts"
-import { McpSessionPool } from "../../src/McpSessionPool.ts"
+import * as McpSessionPool from "../../src/McpSessionPool.ts"
 import { firstText } from "../utils/probe.ts"
 import { awaitGone, isRunning } from "../utils/proc.ts"
 import { within } from "../utils/within.ts"
@@ -79,7 +79,7 @@ const makePool = (faulty: Record<string, string>, options?: { readonly stderr?: 
     return { pool, pids, pidsOf, onlyPidOf, ended }
   })
 
-type Pool = McpSessionPool["Service"]
+type Pool = McpSessionPool.McpSessionPoolShape
 
 const whoami = (pool: Pool, server: string, scope = "t") =>
   Effect.map(pool.callTool({ server, scope, name: "whoami" }), (result) => {

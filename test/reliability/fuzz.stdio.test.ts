@@ -21,7 +21,7 @@ import { describe, expect, it } from "vitest"
 import type { McpGetError, McpSessionError } from "../../src/McpPoolError.ts"
 import * as McpServerConfig from "../../src/McpServerConfig.ts"
 import type { RequestOptions } from "../../src/McpSession.ts"
-import { McpSessionPool } from "../../src/McpSessionPool.ts"
+import * as McpSessionPool from "../../src/McpSessionPool.ts"
 import { firstText } from "../utils/probe.ts"
 import { isRunning } from "../utils/proc.ts"
 
@@ -138,7 +138,7 @@ const runPlan = (plan: Plan) =>
       switch (op.kind) {
         case "get":
           return Effect.scoped(Effect.gen(function*() {
-            const session = yield* pool.get("s", op.scope)
+            const session = yield* pool.get({ server: "s", scope: op.scope })
             const pid = session.pid!
             const leased = (name: Tool) =>
               Effect.tapError(
@@ -170,7 +170,7 @@ const runPlan = (plan: Plan) =>
         case "callTool":
           return call(op.scope, op.tool)
         case "invalidate":
-          return pool.invalidate("s", op.scope)
+          return pool.invalidate({ server: "s", scope: op.scope })
         case "closeScope":
           return pool.closeScope(op.scope)
         case "reload":

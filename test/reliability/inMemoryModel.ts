@@ -22,7 +22,7 @@ import * as fc from "fast-check"
 import type { McpGetError, McpSessionError } from "../../src/McpPoolError.ts"
 import * as McpServerConfig from "../../src/McpServerConfig.ts"
 import type { McpSession } from "../../src/McpSession.ts"
-import { McpSessionPool } from "../../src/McpSessionPool.ts"
+import * as McpSessionPool from "../../src/McpSessionPool.ts"
 import { makeFiberCounter } from "../utils/leaks.ts"
 import { firstText } from "../utils/probe.ts"
 import { type ConnectFault, makeTracker, type SessionRecord } from "../utils/tracked.ts"
@@ -210,25 +210,28 @@ export const runPlan = (plan: Plan): Effect.Effect<RunReport> => {
         case "get":
           return Effect.scoped(Effect.gen(function*() {
             const dead = yield* deadNow
-            const session = yield* pool.get(op.server, op.scope)
+            const session = yield* pool.get({ server: op.server, scope: op.scope })
             const record = yield* lease(session, dead)
             yield* callLeased(session, record, op.tool)
             yield* yieldTimes(op.hold)
             yield* callLeased(session, record, "whoami")
           }))
         case "use":
-          return Effect.flatMap(deadNow, (dead) =>
-            pool.use(op.server, op.scope, (session) =>
-              Effect.scoped(
-                Effect.flatMap(lease(session, dead), (record) => callLeased(session, record, op.tool))
-              )))
+          return Effect.flatMap(
+            deadNow,
+            (dead) =>
+              pool.use({ server: op.server, scope: op.scope }, (session) =>
+                Effect.scoped(
+                  Effect.flatMap(lease(session, dead), (record) => callLeased(session, record, op.tool))
+                ))
+          )
         case "callTool":
           return pool.callTool(
             { server: op.server, scope: op.scope, name: op.tool },
             op.tool === "block" ? { timeout: 5 } : undefined
           ).pipe(Effect.map((result) => op.tool === "whoami" && checkIdentity(op, firstText(result))))
         case "invalidate":
-          return pool.invalidate(op.server, op.scope)
+          return pool.invalidate({ server: op.server, scope: op.scope })
         case "kill":
           return Effect.sync(() => {
             const victim = tracker.open().filter((r) =>

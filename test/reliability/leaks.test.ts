@@ -7,7 +7,8 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, References, Scope } from "effect"
 import { fileURLToPath } from "node:url"
 import * as McpServerConfig from "../../src/McpServerConfig.ts"
-import { McpSessionPool, type Options } from "../../src/McpSessionPool.ts"
+import * as McpSessionPool from "../../src/McpSessionPool.ts"
+import type { Options } from "../../src/McpSessionPool.ts"
 import { formatLeaks, leakCount, makeLeakAudit } from "../utils/leaks.ts"
 import { firstText } from "../utils/probe.ts"
 import { makeTracker } from "../utils/tracked.ts"
@@ -46,14 +47,14 @@ describe("reliability: leak audit", () => {
         // 600 one after another (eviction at capacity), with invalidate / closeScope / deaths along the way.
         for (let i = 0; i < 600; i++) {
           yield* whoami(i % 2 === 0 ? "a" : "b", `t${i}`)
-          if (i % 50 === 0) yield* pool.invalidate("a", `t${i}`)
+          if (i % 50 === 0) yield* pool.invalidate({ server: "a", scope: `t${i}` })
           if (i % 75 === 0) yield* pool.closeScope(`t${i - 1}`)
           if (i % 60 === 0) tracker.open().find((record) => record.connected)?.kill()
         }
         // 400 at once, each held while all the others connect: the pool goes far over capacity, then trims.
         yield* Effect.forEach(
           Array.from({ length: 400 }, (_, i) => `burst${i}`),
-          (scope) => pool.use("a", scope, (session) => session.callTool({ name: "whoami" })),
+          (scope) => pool.use({ server: "a", scope }, (session) => session.callTool({ name: "whoami" })),
           { concurrency: "unbounded", discard: true }
         )
         // Trimmed at once (what is left over is detached and closing), and closed soon after.

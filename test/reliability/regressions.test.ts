@@ -6,7 +6,8 @@ import { assert, describe, it } from "@effect/vitest"
 import { Cause, Effect, Exit, References } from "effect"
 import { fileURLToPath } from "node:url"
 import * as McpServerConfig from "../../src/McpServerConfig.ts"
-import { McpSessionPool, type Options } from "../../src/McpSessionPool.ts"
+import * as McpSessionPool from "../../src/McpSessionPool.ts"
+import type { Options } from "../../src/McpSessionPool.ts"
 import { firstText } from "../utils/probe.ts"
 import { makeTracker } from "../utils/tracked.ts"
 
@@ -54,7 +55,7 @@ describe("reliability: regressions", () => {
     Effect.gen(function*() {
       const tracker = makeTracker()
       const pool = yield* makePool({ servers: { mem: tracker.config("mem") } })
-      const session = yield* pool.get("mem", "t")
+      const session = yield* pool.get({ server: "mem", scope: "t" })
       let thrown: unknown = undefined
       try {
         session.callTool({ name: "whoami" }, { timeout: "soon" as never })

@@ -18,7 +18,7 @@ import { cpus, tmpdir } from "node:os"
 import { join } from "node:path"
 import { parseArgs } from "node:util"
 import * as McpServerConfig from "../../src/McpServerConfig.ts"
-import { McpSessionPool } from "../../src/McpSessionPool.ts"
+import * as McpSessionPool from "../../src/McpSessionPool.ts"
 import { formatLeaks, leakCount, makeLeakAudit } from "../utils/leaks.ts"
 import { firstText } from "../utils/probe.ts"
 import { makeTracker } from "../utils/tracked.ts"
@@ -113,12 +113,12 @@ const program = Effect.gen(function*() {
       if (roll < 0.4) return whoami(server, scope)
       if (roll < 0.6) {
         return Effect.scoped(Effect.gen(function*() {
-          const session = yield* pool.get(server, scope)
+          const session = yield* pool.get({ server, scope })
           if (session.scope !== scope || session.server !== server) violation(`get ${server}/${scope} got another`)
           for (let i = 0; i < 3; i++) yield* whoami(server, scope)
         }))
       }
-      if (roll < 0.7) return pool.use(server, scope, (session) => session.callTool({ name: "whoami" }))
+      if (roll < 0.7) return pool.use({ server, scope }, (session) => session.callTool({ name: "whoami" }))
       if (roll < 0.75) {
         return pool.callTool({ server, scope, name: "block" }, { timeout: `${Math.floor(random() * 100)} millis` })
       }
@@ -126,7 +126,7 @@ const program = Effect.gen(function*() {
         figures.callDeaths++
         return pool.callTool({ server, scope, name: server === "a" || server === "b" ? "die" : "crash" })
       }
-      if (roll < 0.87) return pool.invalidate(server, scope)
+      if (roll < 0.87) return pool.invalidate({ server, scope })
       if (roll < 0.95) return pool.closeScope(scope)
       if (roll < 0.97) return pool.reload({ ...servers, s: stdio(false, pick(["3 seconds", "4 seconds"])) })
       return pool.closeServer(server)

@@ -11,7 +11,8 @@ import { makeNotebookServer } from "../../examples/notebook-server.ts"
 import * as McpClientHandlers from "../../src/McpClientHandlers.ts"
 import * as McpServerConfig from "../../src/McpServerConfig.ts"
 import type { McpSession } from "../../src/McpSession.ts"
-import { McpSessionPool, type Options } from "../../src/McpSessionPool.ts"
+import * as McpSessionPool from "../../src/McpSessionPool.ts"
+import type { Options } from "../../src/McpSessionPool.ts"
 
 /** The 1.32 SDK client of a 2025-era session (throws for a 2026-07-28 one: a test that expects legacy). */
 export const legacyClient = (session: McpSession): Client => {
@@ -105,7 +106,9 @@ export const allText = (result: { readonly content: ReadonlyArray<unknown> }): s
 /** A pool whose layer context has `handlers` (`McpClientHandlers`), built in the caller's scope; logs off. */
 export const poolWithHandlers = (options: Options, handlers: McpClientHandlers.Handlers) =>
   Layer.build(McpSessionPool.layer(options).pipe(Layer.provide(McpClientHandlers.layer(handlers)))).pipe(
-    Effect.map((context) => context.mapUnsafe.get(McpSessionPool.key) as McpSessionPool["Service"]),
+    Effect.map((context) =>
+      context.mapUnsafe.get(McpSessionPool.McpSessionPool.key) as McpSessionPool.McpSessionPoolShape
+    ),
     Effect.provideService(References.MinimumLogLevel, "None")
   )
 
