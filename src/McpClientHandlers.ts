@@ -5,6 +5,13 @@
  * the handler with scope A, never B.
  *
  * ```ts
+ * import type { ElicitResult } from "@modelcontextprotocol/sdk/types.js"
+ * import { Effect, Layer } from "effect"
+ * import { McpClientHandlers, McpServerConfig, McpSessionPool } from "effect-mcp-pool"
+ *
+ * declare const servers: Record<string, McpServerConfig.McpServerConfig>
+ * declare const askUserOfThread: (threadId: string, message: string) => Effect.Effect<ElicitResult>
+ *
  * const HandlersLive = McpClientHandlers.layer({
  *   elicit: (request, { scope }) => askUserOfThread(scope, request.message), // → { action: "accept", content }
  *   listRoots: ({ scope }) => Effect.succeed([{ uri: `file:///work/threads/${scope}`, name: "workspace" }])
@@ -41,6 +48,7 @@ import { Context, type Duration, type Effect, Layer } from "effect"
 /**
  * Which session a server request came from.
  *
+ * @stability experimental
  * @since 0.2.0
  * @category models
  */
@@ -50,6 +58,7 @@ export interface RequestContext {
 }
 
 /**
+ * @stability experimental
  * @since 0.2.0
  * @category models
  */
@@ -72,6 +81,7 @@ export interface Handlers {
 }
 
 /**
+ * @stability experimental
  * @since 0.2.0
  * @category services
  */
@@ -82,6 +92,7 @@ export class McpClientHandlers extends Context.Service<McpClientHandlers, Handle
 /**
  * The handlers as a layer, for `Layer.provide` under the pool's layer.
  *
+ * @stability experimental
  * @since 0.2.0
  * @category layers
  */

@@ -34,6 +34,10 @@
  * `path` the field, e.g. `mcpServers.browser.command`.
  *
  * ```ts
+ * import { NodeServices } from "@effect/platform-node"
+ * import { Effect, Layer } from "effect"
+ * import { McpConfigFile, McpSessionPool } from "effect-mcp-pool"
+ *
  * const PoolLive = Layer.unwrap(
  *   Effect.map(McpConfigFile.loadServers(".mcp.json"), (servers) => McpSessionPool.layer({ servers }))
  * ).pipe(Layer.provide(NodeServices.layer))
@@ -50,12 +54,14 @@ import * as McpServerConfig from "./McpServerConfig.ts"
 /**
  * Which of the two shapes a file has: `mcpServers` (Claude Desktop, Cursor, …) or `servers` (VS Code).
  *
+ * @stability stable
  * @since 0.1.0
  * @category models
  */
 export type Format = "mcpServers" | "servers"
 
 /**
+ * @stability stable
  * @since 0.1.0
  * @category models
  */
@@ -70,6 +76,7 @@ export interface Variables {
 }
 
 /**
+ * @stability stable
  * @since 0.1.0
  * @category models
  */
@@ -81,6 +88,7 @@ export interface DecodeOptions extends Variables {
 /**
  * A decoded file.
  *
+ * @stability stable
  * @since 0.1.0
  * @category models
  */
@@ -325,9 +333,12 @@ const decodeDocument = (
  * Decodes a parsed file (either format) into server configs by name, skipping disabled servers.
  *
  * ```ts
- * const servers = yield* McpConfigFile.decode(JSON.parse(text), { source: "mcp.json" })
+ * declare const text: string // the file's contents
+ *
+ * const servers = McpConfigFile.decode(JSON.parse(text), { source: "mcp.json" })
  * ```
  *
+ * @stability stable
  * @since 0.1.0
  * @category decoding
  */
@@ -428,6 +439,7 @@ const decodeTextDocument = (
 /**
  * Parses (JSON, comments allowed) and decodes a file's text.
  *
+ * @stability stable
  * @since 0.1.0
  * @category decoding
  */
@@ -470,6 +482,7 @@ const workspaceFolderOf = (path: string): string => {
  * holding `.vscode/` (or the file's folder). A file that cannot be read or parsed is a `ConfigError`
  * naming it.
  *
+ * @stability stable
  * @since 0.1.0
  * @category loading
  */
@@ -516,6 +529,7 @@ export const load = (
 /**
  * {@link load}, keeping only the servers: what `McpSessionPool.layer`'s `servers` takes.
  *
+ * @stability stable
  * @since 0.1.0
  * @category loading
  */

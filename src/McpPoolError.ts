@@ -19,6 +19,7 @@ const SessionKey = {
 /**
  * The server name is not in the pool's configuration.
  *
+ * @stability stable
  * @since 0.1.0
  * @category errors
  */
@@ -36,6 +37,7 @@ export class UnknownServer extends Schema.TaggedError<UnknownServer>()("UnknownS
 /**
  * Spawning, connecting or the MCP `initialize` handshake failed. Not cached: the next `get` tries again.
  *
+ * @stability stable
  * @since 0.1.0
  * @category errors
  */
@@ -53,6 +55,7 @@ export class ConnectError extends Schema.TaggedError<ConnectError>()("ConnectErr
  * Connecting (spawn or dial, plus `initialize`) took longer than `connectTimeout`; whatever was opened
  * has been released.
  *
+ * @stability stable
  * @since 0.1.0
  * @category errors
  */
@@ -69,6 +72,7 @@ export class ConnectTimeout extends Schema.TaggedError<ConnectTimeout>()("Connec
  * The session's transport died (process exit, stream closed, unknown HTTP session) or the session was
  * closed under the call. The pool has dropped that session; the next `get` connects afresh.
  *
+ * @stability stable
  * @since 0.1.0
  * @category errors
  */
@@ -85,6 +89,7 @@ export class SessionLost extends Schema.TaggedError<SessionLost>()("SessionLost"
 /**
  * The pool was closed (`closeAll` or layer shutdown). Nothing is created after that.
  *
+ * @stability stable
  * @since 0.1.0
  * @category errors
  */
@@ -97,6 +102,7 @@ export class PoolClosed extends Schema.TaggedError<PoolClosed>()("PoolClosed", S
 /**
  * A request took longer than its `callTimeout`. The server was told to cancel it; the session stays.
  *
+ * @stability stable
  * @since 0.1.0
  * @category errors
  */
@@ -113,6 +119,7 @@ export class CallTimeout extends Schema.TaggedError<CallTimeout>()("CallTimeout"
 /**
  * The server answered with a JSON-RPC error (unknown tool, invalid params, …). The session stays.
  *
+ * @stability stable
  * @since 0.1.0
  * @category errors
  */
@@ -127,6 +134,7 @@ export class McpProtocolError extends Schema.TaggedError<McpProtocolError>()("Mc
 /**
  * One problem found in a configuration: where (`path`, e.g. `servers.browser.command`) and what.
  *
+ * @stability stable
  * @since 0.1.0
  * @category errors
  */
@@ -138,6 +146,7 @@ export class ConfigIssue extends Schema.Class<ConfigIssue>("ConfigIssue")({
 /**
  * The configuration is invalid. Lists every problem at once, each with the path of the bad field.
  *
+ * @stability stable
  * @since 0.1.0
  * @category errors
  */
@@ -155,6 +164,7 @@ export class ConfigError extends Schema.TaggedError<ConfigError>()("ConfigError"
 /**
  * A pool call named no scope and none was provided as `McpScope` (never falls back to a shared scope).
  *
+ * @stability stable
  * @since 0.1.0
  * @category errors
  */
@@ -169,6 +179,7 @@ export class MissingScope extends Schema.TaggedError<MissingScope>()("MissingSco
 /**
  * What a request on a session can fail with.
  *
+ * @stability stable
  * @since 0.1.0
  * @category errors
  */
@@ -177,6 +188,7 @@ export type McpSessionError = SessionLost | PoolClosed | CallTimeout | McpProtoc
 /**
  * What obtaining a session can fail with.
  *
+ * @stability stable
  * @since 0.1.0
  * @category errors
  */

@@ -4,7 +4,9 @@
  * default scope, so one thread can never silently reach another's session).
  *
  * ```ts
- * const turn = agentTurn.pipe(McpScope.provide(threadId))
+ * declare const agentTurn: Effect.Effect<string, never, McpScope.McpScope>
+ *
+ * const turn = (threadId: string) => agentTurn.pipe(McpScope.provide(threadId))
  * ```
  *
  * @since 0.1.0
@@ -13,6 +15,7 @@ import { Context, Effect } from "effect"
 import { dual } from "effect/Function"
 
 /**
+ * @stability stable
  * @since 0.1.0
  * @category services
  */
@@ -21,6 +24,7 @@ export class McpScope extends Context.Service<McpScope, string>()("effect-mcp-po
 /**
  * Runs `effect` with `scope` as the current scope key.
  *
+ * @stability stable
  * @since 0.1.0
  * @category combinators
  */
@@ -35,6 +39,7 @@ export const provide: {
 /**
  * The current scope key, if one is provided.
  *
+ * @stability stable
  * @since 0.1.0
  * @category accessors
  */

@@ -27,6 +27,7 @@ import type { Duration, Effect, Redacted, Scope } from "effect"
  * bound. NaN (e.g. `Number(process.env.UNSET)`), negatives, `{}` and objects with other fields are a
  * `ConfigError` naming the field (Effect would read them as zero: every call would time out at once).
  *
+ * @stability stable
  * @since 0.1.0
  * @category models
  */
@@ -62,6 +63,7 @@ export interface ServerOptions {
  * - `"2025-11-25"`: the `initialize` handshake only (also reaches 2024-11-05 … 2025-06-18 servers).
  * - `"2026-07-28"`: `server/discover` only; a server that does not offer it fails the connect.
  *
+ * @stability experimental
  * @since 0.2.0
  * @category models
  */
@@ -70,6 +72,7 @@ export type Protocol = "auto" | "2025-11-25" | "2026-07-28"
 /**
  * A value that may depend on the scope key (e.g. a working directory per chat thread).
  *
+ * @stability stable
  * @since 0.1.0
  * @category models
  */
@@ -78,6 +81,7 @@ export type PerScope<A> = A | ((scope: string) => A)
 /**
  * The value of a {@link PerScope} setting for one scope (calls the function, which may throw).
  *
+ * @stability stable
  * @since 0.1.0
  * @category utils
  */
@@ -88,12 +92,14 @@ export const resolvePerScope = <A>(value: PerScope<A>, scope: string): A =>
  * Environment values for a child process. Use `Redacted` for secrets: they reach the child unchanged
  * and never appear in errors, logs or spans.
  *
+ * @stability stable
  * @since 0.1.0
  * @category models
  */
 export type Environment = Readonly<Record<string, string | Redacted.Redacted<string>>>
 
 /**
+ * @stability stable
  * @since 0.1.0
  * @category models
  */
@@ -116,6 +122,7 @@ export interface Stdio extends ServerOptions {
 }
 
 /**
+ * @stability stable
  * @since 0.1.0
  * @category models
  */
@@ -126,6 +133,7 @@ export interface InMemory extends ServerOptions {
 }
 
 /**
+ * @stability stable
  * @since 0.1.0
  * @category models
  */
@@ -142,6 +150,7 @@ export interface Custom extends ServerOptions {
  * auth scheme (`Bearer abc` → `abc` alone too; for `Basic`, also the decoded `user:password` and the
  * password). Other plain values may appear in errors.
  *
+ * @stability stable
  * @since 0.1.0
  * @category models
  */
@@ -150,6 +159,7 @@ export type Headers = Readonly<Record<string, string | Redacted.Redacted<string>
 /**
  * A remote server over streamable HTTP (or legacy SSE, or HTTP falling back to SSE).
  *
+ * @stability stable
  * @since 0.1.0
  * @category models
  */
@@ -174,6 +184,7 @@ export interface Http extends ServerOptions {
 }
 
 /**
+ * @stability stable
  * @since 0.1.0
  * @category models
  */
@@ -196,6 +207,7 @@ export type McpServerConfig = Stdio | InMemory | Custom | Http
  * `args`, `env` and `cwd` may be functions of the scope key; they are called at each connect, and one
  * that throws (or returns the wrong shape) fails that connect with a `ConnectError`.
  *
+ * @stability stable
  * @since 0.1.0
  * @category constructors
  */
@@ -227,6 +239,10 @@ export const stdio = (
  * An SDK server in this process, one instance per session.
  *
  * ```ts
+ * import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js"
+ * import { McpServerConfig } from "effect-mcp-pool"
+ * import { z } from "zod"
+ *
  * McpServerConfig.inMemory(() => {
  *   const server = new McpServer({ name: "fake", version: "1.0.0" })
  *   server.registerTool("echo", { inputSchema: { text: z.string() } }, ({ text }) => ({ content: [{ type: "text", text }] }))
@@ -234,6 +250,7 @@ export const stdio = (
  * })
  * ```
  *
+ * @stability stable
  * @since 0.1.0
  * @category constructors
  */
@@ -250,6 +267,7 @@ export const inMemory = (
  * McpServerConfig.http({ url: "http://127.0.0.1:8080/mcp", headers: { Authorization: Redacted.make("Bearer …") } })
  * ```
  *
+ * @stability stable
  * @since 0.1.0
  * @category constructors
  */
@@ -278,6 +296,7 @@ export const http = (
 /**
  * A remote server over the legacy HTTP+SSE transport.
  *
+ * @stability stable
  * @since 0.1.0
  * @category constructors
  */
@@ -301,6 +320,7 @@ export const sse = (
 /**
  * Any SDK transport. The effect runs in the session's `Scope`: add finalizers there for what it opens.
  *
+ * @stability stable
  * @since 0.1.0
  * @category constructors
  */

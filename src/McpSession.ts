@@ -38,6 +38,7 @@ import type { McpSessionError } from "./McpPoolError.ts"
  * The MCP revision a session speaks: `"2025-11-25"` for every `initialize`-era version (the exact one is
  * `protocolVersion`), `"2026-07-28"` for the revision without a handshake.
  *
+ * @stability experimental
  * @since 0.2.0
  * @category models
  */
@@ -53,6 +54,7 @@ export type Revision = "2025-11-25" | "2026-07-28"
  * - `"none"`: nothing ties calls together (2026-07-28 over HTTP, or a 2025-era HTTP server that gives no
  *   session id): state lives in handles the tools return and later calls pass back.
  *
+ * @stability experimental
  * @since 0.2.0
  * @category models
  */
@@ -61,6 +63,7 @@ export type ThreadState = "process" | "session" | "none"
 /**
  * The SDK client under a session: the 1.32 SDK's for 2025-era sessions, SDK v2's for 2026-07-28.
  *
+ * @stability experimental
  * @since 0.2.0
  * @category models
  */
@@ -71,6 +74,7 @@ export type SdkClient =
 /**
  * Per-request options.
  *
+ * @stability stable
  * @since 0.1.0
  * @category models
  */
@@ -90,6 +94,7 @@ export interface RequestOptions {
 }
 
 /**
+ * @stability stable
  * @since 0.1.0
  * @category models
  */
@@ -104,6 +109,7 @@ export interface CallToolParams {
 }
 
 /**
+ * @stability stable
  * @since 0.1.0
  * @category models
  */

@@ -65,6 +65,7 @@ import type { CallToolParams, McpSession, RequestOptions, ThreadState } from "./
  * - `traceToolCalls`: a span per `pool.callTool`, named and attributed by OpenTelemetry's conventions for MCP
  *   (`tools/call <tool>`; default false: a span costs more than the pool's whole hit path).
  *
+ * @stability stable
  * @since 0.1.0
  * @category models
  */
@@ -73,6 +74,7 @@ export type Options = PoolOptions
 /**
  * One row of {@link McpSessionPool.snapshot}.
  *
+ * @stability stable
  * @since 0.1.0
  * @category models
  */
@@ -96,6 +98,7 @@ export interface SessionInfo {
  * Why a session was closed (the `reason` attribute of `mcp_pool_sessions_closed`). `pool-closed` is the
  * only forced one: every other close waits for the session's last lease.
  *
+ * @stability stable
  * @since 0.1.0
  * @category models
  */

@@ -2,12 +2,17 @@
  * `effect/ai` tools backed by pooled MCP servers, routed to the current thread's session.
  *
  * ```ts
+ * import { Effect } from "effect"
+ * import { Chat } from "effect/ai"
+ * import { McpScope, McpToolkit } from "effect-mcp-pool"
+ *
  * const agent = Effect.gen(function*() {
  *   const mcp = yield* McpToolkit.make({ servers: ["notebook", { server: "web", prefix: "web_" }] })
  *   const chat = yield* Chat.empty
  *   // One turn of one thread: every tool call in it goes to that thread's sessions.
  *   const turn = (threadId: string, text: string) =>
  *     chat.generateText({ prompt: text, toolkit: mcp.toolkit }).pipe(McpScope.provide(threadId))
+ *   return turn
  * })
  * ```
  *
@@ -105,6 +110,7 @@ import * as McpSessionPool from "./McpSessionPool.ts"
 /**
  * One MCP content block (text, image, audio, resource link, embedded resource), kept as the server sent it.
  *
+ * @stability experimental
  * @since 0.1.0
  * @category schemas
  */
@@ -116,6 +122,7 @@ export const ContentBlock: Schema.declare<McpContentBlock> = Schema.declare(inte
  * A successful tool result: the MCP content and, when the tool declares an output schema, its structured
  * content. The model is sent `toModelOutput(result)`; the application gets this value.
  *
+ * @stability experimental
  * @since 0.1.0
  * @category schemas
  */
@@ -125,6 +132,7 @@ export const ToolResult = Schema.Struct({
 })
 
 /**
+ * @stability experimental
  * @since 0.1.0
  * @category models
  */
@@ -134,6 +142,7 @@ export type ToolResult = typeof ToolResult.Type
  * The tool ran and reported a failure (`isError: true`). Reaches the model as a failed tool result whose
  * `text` is what the tool said.
  *
+ * @stability experimental
  * @since 0.1.0
  * @category errors
  */
@@ -151,6 +160,7 @@ export class McpToolError extends Schema.TaggedError<McpToolError>()("McpToolErr
 /**
  * What obtaining a session and calling it can fail with (the pool's typed errors).
  *
+ * @stability experimental
  * @since 0.1.0
  * @category schemas
  */
@@ -166,6 +176,7 @@ export const SessionFailure = Schema.Union([
 ])
 
 /**
+ * @stability experimental
  * @since 0.1.0
  * @category models
  */
@@ -174,12 +185,14 @@ export type SessionFailure = typeof SessionFailure.Type
 /**
  * The failure of one tool call, as returned to the model: the tool's own error or a session error.
  *
+ * @stability experimental
  * @since 0.1.0
  * @category schemas
  */
 export const ToolFailure = Schema.Union([McpToolError, SessionFailure])
 
 /**
+ * @stability experimental
  * @since 0.1.0
  * @category models
  */
@@ -189,6 +202,7 @@ export type ToolFailure = typeof ToolFailure.Type
  * Listing one server's tools failed. Only that server's tools are missing; it is tried again after
  * `retryDiscoveryAfter`, or at once after `invalidate` or a `list_changed`.
  *
+ * @stability experimental
  * @since 0.1.0
  * @category errors
  */
@@ -206,6 +220,7 @@ export class ToolDiscoveryError extends Schema.TaggedError<ToolDiscoveryError>()
 /**
  * One tool of a server was left out of the toolkit: its name is unusable or taken, or it needs MCP tasks.
  *
+ * @stability experimental
  * @since 0.1.0
  * @category errors
  */
@@ -222,6 +237,7 @@ export class ToolSkipped extends Schema.TaggedError<ToolSkipped>()("ToolSkipped"
 /**
  * What the toolkit reports about discovery: a server that could not be listed, or a tool left out.
  *
+ * @stability experimental
  * @since 0.1.0
  * @category errors
  */
@@ -230,6 +246,7 @@ export type DiscoveryProblem = ToolDiscoveryError | ToolSkipped
 /**
  * The content a tool result sends to the model (see the module docs for the mapping).
  *
+ * @stability experimental
  * @since 0.1.0
  * @category mapping
  */
@@ -244,6 +261,7 @@ export const toModelOutput = (result: ToolResult): Array<Prompt.ToolModelOutputP
  * A tool of the toolkit: JSON Schema parameters from the server, `ToolResult` on success, `ToolFailure`
  * returned to the model on failure.
  *
+ * @stability experimental
  * @since 0.1.0
  * @category models
  */
@@ -257,6 +275,7 @@ export interface McpTool extends
 {}
 
 /**
+ * @stability experimental
  * @since 0.1.0
  * @category models
  */
@@ -265,12 +284,14 @@ export type Tools = Record<string, McpTool>
 /**
  * The MCP tool definition, as listed by the server.
  *
+ * @stability experimental
  * @since 0.1.0
  * @category models
  */
 export type ToolDefinition = McpToolDefinition
 
 /**
+ * @stability experimental
  * @since 0.1.0
  * @category models
  */
@@ -287,6 +308,7 @@ export interface ServerOptions {
 }
 
 /**
+ * @stability experimental
  * @since 0.1.0
  * @category models
  */
@@ -307,6 +329,7 @@ export interface Options {
 /**
  * One tool as offered to the model.
  *
+ * @stability experimental
  * @since 0.1.0
  * @category models
  */
@@ -320,6 +343,7 @@ export interface ToolInfo {
 }
 
 /**
+ * @stability experimental
  * @since 0.1.0
  * @category models
  */
@@ -329,6 +353,7 @@ export interface Discovery {
 }
 
 /**
+ * @stability experimental
  * @since 0.1.0
  * @category models
  */
@@ -448,6 +473,7 @@ const validate = (options: Options) => {
  * Builds a toolkit over the pool's servers. Nothing is listed yet: servers are listed when a turn first
  * resolves `toolkit` (or `discover`). The toolkit's watchers and listings live in the current `Scope`.
  *
+ * @stability experimental
  * @since 0.1.0
  * @category constructors
  */
