@@ -138,6 +138,14 @@ describe("mcp-pool (in-process)", () => {
       const run = yield* cli(["doctor", good])
       assert.strictEqual(run.code, 0, run.out + run.err)
       assert.include(run.out, "1 of 1 server reachable")
+      // --json: the same reports, machine-readable on stdout (progress stays on stderr).
+      const asJson = yield* cli(["doctor", good, "--json"])
+      assert.strictEqual(asJson.code, 0, asJson.out + asJson.err)
+      const [report, ...others] = JSON.parse(asJson.out) as Array<ServerReport>
+      assert.deepStrictEqual(others, [])
+      assert.include(report, { server: "notebook", reachable: true, revision: "2025-11-25", tools: 8 })
+      assert.isAbove(report!.connectMillis, 0)
+      assert.include(asJson.err, "[1/1] notebook: reachable")
 
       // A process that never speaks MCP: unreachable within the bound, not after 30 seconds.
       const silent = yield* writeConfig(dir, "silent.json", {

@@ -523,8 +523,12 @@ const doctorCommand = Command.make("doctor", {
     Argument.withDescription("The config file (default: .mcp.json, else .cursor/mcp.json, else .vscode/mcp.json)"),
     Argument.optional
   ),
-  timeout: timeoutFlag
-}, ({ file, timeout }) =>
+  timeout: timeoutFlag,
+  json: Flag.Boolean("json").pipe(
+    Flag.withDescription("Print the reports as a JSON array (one object per server) instead of a table"),
+    Flag.withDefault(false)
+  )
+}, ({ file, json, timeout }) =>
   Effect.gen(function*() {
     const { path, servers } = yield* loadConfig(file)
     const total = Object.keys(servers).length
@@ -533,13 +537,14 @@ const doctorCommand = Command.make("doctor", {
       timeout,
       onReport: (report, done, all) => Console.error(progressLine(report, done, all))
     }).pipe(Effect.catchTag("ConfigError", (error) => Effect.andThen(Console.error(error.message), exitWith(2))))
-    yield* Console.log(renderDoctor(reports))
+    yield* Console.log(json ? JSON.stringify(reports, undefined, 2) : renderDoctor(reports))
     if (reports.some((report) => !report.reachable)) return yield* exitWith(1)
   })).pipe(
     Command.withShortDescription("Check every server of a config file"),
     Command.withDescription(
       "Connect to every server of a config file and report, per server: reachable or not, protocol revision, " +
-        "tool count, connect time. Exit code 0 when all are reachable, 1 otherwise, 2 for a bad config file."
+        "tool count, connect time (--json: as JSON). Exit code 0 when all are reachable, 1 otherwise, 2 for a bad " +
+        "config file."
     )
   )
 
