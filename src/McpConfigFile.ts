@@ -45,9 +45,33 @@
  *
  * @since 0.1.0
  */
-import { Config, ConfigProvider, Effect, FileSystem, Option, Redacted } from "effect"
+import {
+  Config,
+  ConfigProvider,
+  Context,
+  Effect,
+  FileSystem,
+  Option,
+  Predicate,
+  Redacted,
+  Schema,
+  SchemaIssue,
+  SchemaTransformation
+} from "effect"
 import * as NodePath from "node:path"
-import { isProtocol, isRecord, protocolProblem, show, urlProblem } from "./internal/options.ts"
+import {
+  byName,
+  child,
+  configDecoder,
+  expected,
+  guarded,
+  isRecord,
+  optionalField,
+  reject,
+  select,
+  show
+} from "./internal/configSchema.ts"
+import { ProtocolInput, urlProblem } from "./internal/options.ts"
 import { ConfigError, ConfigIssue } from "./McpPoolError.ts"
 import * as McpServerConfig from "./McpServerConfig.ts"
 
@@ -102,14 +126,6 @@ export interface McpConfigFile {
 
 // --- decoding ---
 
-/** `a.b` for plain keys, `a["my.key"]` otherwise, so every path reads back unambiguously. */
-const child = (path: string, key: string | number): string =>
-  typeof key === "number"
-    ? `${path}[${key}]`
-    : /^[A-Za-z_$][\w$-]*$/.test(key)
-    ? `${path}.${key}`
-    : `${path}[${JSON.stringify(key)}]`
-
 const variableName = /^[A-Za-z_][A-Za-z0-9_]*$/
 const placeholder = /\$\{([^}]*)\}/g
 
@@ -121,176 +137,159 @@ interface EnvFile {
   readonly file: string
 }
 
-class Decoder {
-  readonly issues: Array<ConfigIssue> = []
-  readonly envFiles = new Map<string, EnvFile>()
+/** What decoding a document depends on beyond the document: the schema is built once, this per call. */
+class Interpolation extends Context.Service<Interpolation, {
   readonly env: Readonly<Record<string, string | undefined>>
   readonly variables: Readonly<Record<string, string>>
-
   /** Only `load` reads env files; `decode` and `decodeText` report them, with every other problem. */
   readonly readsEnvFiles: boolean
+}>()("effect-mcp-pool/McpConfigFile/Interpolation") {}
 
-  constructor(options: Variables, readsEnvFiles: boolean) {
-    this.env = options.env ?? process.env
-    this.variables = options.variables ?? {}
-    this.readsEnvFiles = readsEnvFiles
-  }
-
-  add(path: string, message: string): void {
-    this.issues.push(new ConfigIssue({ path, message }))
-  }
-
-  /** Replaces every `${…}`, reporting each variable that cannot be resolved. */
-  interpolate(path: string, text: string): string {
-    return text.replace(placeholder, (match, inner: string) => {
-      const fromEnvOnly = inner.startsWith("env:")
-      const body = fromEnvOnly ? inner.slice(4) : inner
-      const separator = body.indexOf(":-")
-      const name = separator === -1 ? body : body.slice(0, separator)
-      if (inner.startsWith("input:")) {
-        this.add(path, `${match}: prompted inputs are VS Code's; set an environment variable and use \${env:NAME}`)
-        return ""
-      }
-      if (!variableName.test(name)) {
-        this.add(path, `${match}: expected \${env:NAME}, \${NAME} or \${NAME:-default}`)
-        return ""
-      }
-      const value = (fromEnvOnly ? undefined : this.variables[name]) ?? this.env[name]
-      if (value !== undefined) return value
-      if (separator !== -1) return body.slice(separator + 2)
-      this.add(path, `environment variable ${name} is not set`)
+/** Replaces every `${…}`, with a problem for each variable that cannot be resolved. */
+const interpolate = (
+  text: string,
+  { env, variables }: Interpolation["Service"]
+): { readonly text: string; readonly problems: ReadonlyArray<string> } => {
+  const problems: Array<string> = []
+  const replaced = text.replace(placeholder, (match, inner: string) => {
+    const fromEnvOnly = inner.startsWith("env:")
+    const body = fromEnvOnly ? inner.slice(4) : inner
+    const separator = body.indexOf(":-")
+    const name = separator === -1 ? body : body.slice(0, separator)
+    if (inner.startsWith("input:")) {
+      problems.push(`${match}: prompted inputs are VS Code's; set an environment variable and use \${env:NAME}`)
       return ""
-    })
-  }
-
-  string(path: string, value: unknown, what: string): string | undefined {
-    if (typeof value === "string") return this.interpolate(path, value)
-    this.add(path, `expected ${what}, got ${show(value)}`)
-    return undefined
-  }
-
-  /** An object of strings (env, headers): every value interpolated, then Redacted. */
-  secrets(path: string, value: unknown): Record<string, Redacted.Redacted<string>> {
-    const out: Record<string, Redacted.Redacted<string>> = {}
-    if (value === undefined) return out
-    if (!isRecord(value)) {
-      this.add(path, `expected an object of strings, got ${show(value)}`)
-      return out
     }
-    for (const [name, raw] of Object.entries(value)) {
-      const text = this.string(child(path, name), raw, "a string")
-      if (text !== undefined) out[name] = Redacted.make(text, { label: name })
+    if (!variableName.test(name)) {
+      problems.push(`${match}: expected \${env:NAME}, \${NAME} or \${NAME:-default}`)
+      return ""
     }
-    return out
-  }
-
-  stdio(path: string, entry: Record<string, unknown>): McpServerConfig.Stdio | undefined {
-    const command = entry.command === undefined && entry.type === undefined
-      ? undefined // reported by the caller, naming `url` too
-      : this.string(child(path, "command"), entry.command, "a command (a non-empty string)")
-    if (command !== undefined && command.trim() === "") this.add(child(path, "command"), "expected a non-empty command")
-    const args: Array<string> = []
-    if (Array.isArray(entry.args)) {
-      entry.args.forEach((arg: unknown, i) => {
-        const text = this.string(child(child(path, "args"), i), arg, "a string")
-        if (text !== undefined) args.push(text)
-      })
-    } else if (entry.args !== undefined) {
-      this.add(child(path, "args"), `expected an array of strings, got ${show(entry.args)}`)
-    }
-    const env = this.secrets(child(path, "env"), entry.env)
-    const cwd = entry.cwd === undefined ? undefined : this.string(child(path, "cwd"), entry.cwd, "a directory path")
-    if (entry.envFile !== undefined) {
-      const file = this.string(child(path, "envFile"), entry.envFile, "a file path")
-      if (!this.readsEnvFiles) {
-        this.add(child(path, "envFile"), "an envFile is read by McpConfigFile.load (from a file), not by decode")
-      } else if (file !== undefined) {
-        this.envFiles.set(path, { path: child(path, "envFile"), file })
-      }
-    }
-    const protocol = this.protocol(path, entry.protocol)
-    if (command === undefined || command.trim() === "") return undefined
-    return McpServerConfig.stdio({ command, args, env, cwd, protocol })
-  }
-
-  /** `protocol`: the MCP revision (see `McpServerConfig.Protocol`); absent means "auto". */
-  protocol(path: string, value: unknown): McpServerConfig.Protocol {
-    if (value === undefined) return "auto"
-    if (isProtocol(value)) return value
-    this.add(child(path, "protocol"), protocolProblem(value))
-    return "auto"
-  }
-
-  remote(path: string, entry: Record<string, unknown>, type: string | undefined): McpServerConfig.Http | undefined {
-    const url = this.string(child(path, "url"), entry.url, "an http(s) URL")
-    // Never quoted, as written or interpolated: a URL may carry a token.
-    const problem = url === undefined ? undefined : urlProblem(url)
-    if (problem !== undefined) this.add(child(path, "url"), problem)
-    const headers = this.secrets(child(path, "headers"), entry.headers)
-    const protocol = this.protocol(path, entry.protocol)
-    if (type === "sse" && protocol === "2026-07-28") {
-      this.add(child(path, "protocol"), "2026-07-28 has no SSE transport: use type \"http\"")
-    }
-    if (url === undefined || problem !== undefined) return undefined
-    return type === "sse"
-      ? McpServerConfig.sse({ url, headers, protocol })
-      : McpServerConfig.http({ url, headers, fallbackToSse: type === undefined, protocol })
-  }
-
-  server(path: string, entry: unknown): McpServerConfig.McpServerConfig | "disabled" | undefined {
-    if (!isRecord(entry)) {
-      this.add(path, `expected a server (an object with \`command\` or \`url\`), got ${show(entry)}`)
-      return undefined
-    }
-    if (entry.disabled !== undefined && typeof entry.disabled !== "boolean") {
-      this.add(child(path, "disabled"), `expected true or false, got ${show(entry.disabled)}`)
-    }
-    if (entry.disabled === true) return "disabled"
-    const type = entry.type
-    if (type !== undefined && (typeof type !== "string" || (type !== "stdio" && !remoteTypes.has(type)))) {
-      this.add(child(path, "type"), `expected "stdio", "http" or "sse", got ${show(type)}`)
-      return undefined
-    }
-    if (type === undefined && entry.command !== undefined && entry.url !== undefined) {
-      this.add(path, "has both `command` and `url`: keep one, or say which with `type`")
-      return undefined
-    }
-    if (type === "stdio" || (type === undefined && entry.url === undefined)) {
-      // Without a type, a missing command may as well be a missing url: say both.
-      if (type === undefined && entry.command === undefined) {
-        this.add(child(path, "command"), "expected `command` (a local server) or `url` (a remote server)")
-      }
-      return this.stdio(path, entry)
-    }
-    return this.remote(path, entry, type)
-  }
+    const value = (fromEnvOnly ? undefined : variables[name]) ?? env[name]
+    if (value !== undefined) return value
+    if (separator !== -1) return body.slice(separator + 2)
+    problems.push(`environment variable ${name} is not set`)
+    return ""
+  })
+  return { text: replaced, problems }
 }
 
-interface Located {
-  readonly format: Format
-  readonly path: string
-  readonly servers: unknown
-}
+const interpolation = SchemaTransformation.transformEffect<string, string, Interpolation>({
+  decode: (text) =>
+    Effect.flatMap(Interpolation, (context) => {
+      const { problems, text: replaced } = interpolate(text, context)
+      const [first, ...rest] = problems.map((problem) => reject(problem))
+      return first === undefined
+        ? Effect.succeed(replaced)
+        : Effect.fail(rest.length === 0 ? first : new SchemaIssue.Composite(Schema.String.ast, [first, ...rest]))
+    }),
+  encode: Effect.succeed
+})
 
-const locate = (decoder: Decoder, input: unknown): Located | undefined => {
-  const expected = "expected an object with `mcpServers` (Claude Desktop, Cursor, …) or `servers` (VS Code)"
-  if (!isRecord(input)) {
-    decoder.add("(root)", `${expected}, got ${show(input)}`)
-    return undefined
+// The message for a required field that is absent (a key annotation, so it goes on the field's final schema).
+const withMissing = <S extends Schema.Top>(schema: S, messageMissingKey: string): S["Rebuild"] =>
+  schema.annotateKey({ messageMissingKey })
+
+/** A string, `${…}` replaced; anything else is `expected <what>, got <the value>`. */
+const interpolated = (what: string) =>
+  withMissing(
+    expected(Predicate.isString, what).pipe(Schema.decodeTo(Schema.String, interpolation)),
+    `expected ${what}, got undefined`
+  )
+
+/** An object of strings (env, headers): every value interpolated; `toSecrets` makes them Redacted. */
+const Secrets = optionalField(byName(interpolated("a string"), { what: "an object of strings" }))
+
+const toSecrets = (
+  entries: ReadonlyArray<readonly [string, string]> | undefined
+): Record<string, Redacted.Redacted<string>> =>
+  Object.fromEntries((entries ?? []).map(([name, text]) => [name, Redacted.make(text, { label: name })]))
+
+const EnvFileInput = interpolated("a file path").pipe(Schema.decodeTo(
+  Schema.String,
+  SchemaTransformation.transformEffect<string, string, Interpolation>({
+    decode: (file) =>
+      Effect.flatMap(Interpolation, ({ readsEnvFiles }) =>
+        readsEnvFiles
+          ? Effect.succeed(file)
+          : Effect.fail(reject("an envFile is read by McpConfigFile.load (from a file), not by decode"))),
+    encode: Effect.succeed
+  })
+))
+
+/** Fields every entry may have; `disabled: true` entries are not decoded further. */
+const entryFields = { disabled: optionalField(expected(Predicate.isBoolean, "true or false")) }
+
+const stdioEntry = (missingCommand: string) =>
+  Schema.Struct({
+    ...entryFields,
+    command: withMissing(
+      interpolated("a command (a non-empty string)").check(
+        Schema.makeFilter((command) => command.trim() === "" ? "expected a non-empty command" : undefined)
+      ),
+      missingCommand
+    ),
+    args: optionalField(guarded(Schema.Array(interpolated("a string")), Array.isArray, "an array of strings")),
+    env: Secrets,
+    cwd: optionalField(interpolated("a directory path")),
+    envFile: optionalField(EnvFileInput),
+    protocol: optionalField(ProtocolInput)
+  })
+
+const RemoteEntry = Schema.Struct({
+  ...entryFields,
+  type: Schema.optionalKey(Schema.String),
+  // Never quoted, as written or interpolated: a URL may carry a token.
+  url: interpolated("an http(s) URL").check(Schema.makeFilter((url) => urlProblem(url))),
+  headers: Secrets,
+  protocol: optionalField(ProtocolInput)
+}).check(Schema.makeFilter((entry) =>
+  entry.type === "sse" && entry.protocol === "2026-07-28"
+    ? { path: ["protocol"], issue: "2026-07-28 has no SSE transport: use type \"http\"" }
+    : undefined
+))
+
+const Entry = select({
+  disabled: Schema.Struct({}),
+  stdio: stdioEntry("expected a command (a non-empty string), got undefined"),
+  // Without a type, a missing command may as well be a missing url: say both.
+  local: stdioEntry("expected `command` (a local server) or `url` (a remote server)"),
+  remote: RemoteEntry
+}, (entry) => {
+  if (!isRecord(entry)) return reject(`expected a server (an object with \`command\` or \`url\`), got ${show(entry)}`)
+  if (entry.disabled === true) return "disabled"
+  const type = entry.type
+  if (type !== undefined && (typeof type !== "string" || (type !== "stdio" && !remoteTypes.has(type)))) {
+    return reject(`expected "stdio", "http" or "sse", got ${show(type)}`, ["type"])
   }
-  if (input.mcpServers !== undefined && input.servers !== undefined) {
-    decoder.add("(root)", "has both `mcpServers` and `servers`: keep one")
-    return undefined
+  if (type === undefined && entry.command !== undefined && entry.url !== undefined) {
+    return reject("has both `command` and `url`: keep one, or say which with `type`")
   }
-  if (input.mcpServers !== undefined) return { format: "mcpServers", path: "mcpServers", servers: input.mcpServers }
-  if (input.servers !== undefined) return { format: "servers", path: "servers", servers: input.servers }
+  return type === "stdio" ? "stdio" : type === undefined && entry.url === undefined ? "local" : "remote"
+})
+
+const Servers = byName(Entry, {
+  what: "an object of servers by name",
+  nameProblem: (name) => name.trim() === "" ? "a server name is empty" : undefined
+})
+
+const rootExpected = "expected an object with `mcpServers` (Claude Desktop, Cursor, …) or `servers` (VS Code)"
+
+const Document = select({
+  mcpServers: Schema.Struct({ mcpServers: Servers }),
+  servers: Schema.Struct({ servers: Servers }),
   // VS Code's settings.json keeps the same shape under "mcp".
-  if (isRecord(input.mcp) && input.mcp.servers !== undefined) {
-    return { format: "servers", path: "mcp.servers", servers: input.mcp.servers }
+  settings: Schema.Struct({ mcp: Schema.Struct({ servers: Servers }) })
+}, (input) => {
+  if (!isRecord(input)) return reject(`${rootExpected}, got ${show(input)}`)
+  if (input.mcpServers !== undefined && input.servers !== undefined) {
+    return reject("has both `mcpServers` and `servers`: keep one")
   }
-  decoder.add("(root)", expected)
-  return undefined
-}
+  if (input.mcpServers !== undefined) return "mcpServers"
+  if (input.servers !== undefined) return "servers"
+  return isRecord(input.mcp) && input.mcp.servers !== undefined ? "settings" : reject(rootExpected)
+})
+
+const decodeWithSchema = configDecoder(Document, "(root)")
 
 /** A decoded document, with the env files its stdio servers name (by server name), for `load` to read. */
 interface Decoded {
@@ -298,36 +297,64 @@ interface Decoded {
   readonly envFiles: ReadonlyMap<string, EnvFile>
 }
 
+const toServer = (entry: typeof Entry.Type): McpServerConfig.McpServerConfig | undefined => {
+  switch (entry.kind) {
+    case "disabled":
+      return undefined
+    case "stdio":
+    case "local": {
+      const { args, command, cwd, env, protocol } = entry.value
+      return McpServerConfig.stdio({
+        command,
+        args: args ?? [],
+        env: toSecrets(env),
+        cwd,
+        protocol: protocol ?? "auto"
+      })
+    }
+    case "remote": {
+      const { headers, protocol = "auto", type, url } = entry.value
+      return type === "sse"
+        ? McpServerConfig.sse({ url, headers: toSecrets(headers), protocol })
+        : McpServerConfig.http({ url, headers: toSecrets(headers), fallbackToSse: type === undefined, protocol })
+    }
+  }
+}
+
 const decodeDocument = (
   input: unknown,
   options: DecodeOptions,
   readsEnvFiles: boolean
 ): Effect.Effect<Decoded, ConfigError> =>
-  Effect.suspend(() => {
-    const decoder = new Decoder(options, readsEnvFiles)
-    const servers: Record<string, McpServerConfig.McpServerConfig> = {}
-    const envFiles = new Map<string, EnvFile>()
-    const disabled: Array<string> = []
-    const located = locate(decoder, input)
-    if (located !== undefined) {
-      if (!isRecord(located.servers)) {
-        decoder.add(located.path, `expected an object of servers by name, got ${show(located.servers)}`)
-      } else {
-        for (const [name, entry] of Object.entries(located.servers)) {
-          if (name.trim() === "") decoder.add(located.path, "a server name is empty")
-          const path = child(located.path, name)
-          const server = decoder.server(path, entry)
-          if (server === "disabled") disabled.push(name)
-          else if (server !== undefined) servers[name] = server
-          const envFile = decoder.envFiles.get(path)
-          if (envFile !== undefined && server !== "disabled") envFiles.set(name, envFile)
+  decodeWithSchema(input, options.source).pipe(
+    Effect.provideService(Interpolation, {
+      env: options.env ?? process.env,
+      variables: options.variables ?? {},
+      readsEnvFiles
+    }),
+    Effect.map((document) => {
+      const [format, path, entries] = document.kind === "mcpServers"
+        ? ["mcpServers", "mcpServers", document.value.mcpServers] as const
+        : document.kind === "servers"
+        ? ["servers", "servers", document.value.servers] as const
+        : ["servers", "mcp.servers", document.value.mcp.servers] as const
+      const servers: Record<string, McpServerConfig.McpServerConfig> = {}
+      const envFiles = new Map<string, EnvFile>()
+      const disabled: Array<string> = []
+      for (const [name, entry] of entries) {
+        const server = toServer(entry)
+        if (server === undefined) {
+          disabled.push(name)
+          continue
+        }
+        servers[name] = server
+        if ((entry.kind === "stdio" || entry.kind === "local") && entry.value.envFile !== undefined) {
+          envFiles.set(name, { path: child(child(path, name), "envFile"), file: entry.value.envFile })
         }
       }
-    }
-    return decoder.issues.length > 0 || located === undefined
-      ? Effect.fail(new ConfigError({ source: options.source, issues: decoder.issues }))
-      : Effect.succeed({ file: { source: options.source, format: located.format, servers, disabled }, envFiles })
-  })
+      return { file: { source: options.source, format, servers, disabled }, envFiles }
+    })
+  )
 
 /**
  * Decodes a parsed file (either format) into server configs by name, skipping disabled servers.

@@ -1,11 +1,30 @@
 /**
- * Validates and normalises the pool options once, reporting every problem at once with the path of each
- * bad field. Configs may come from untyped sources (JSON, JavaScript callers), so nothing is assumed.
+ * Decodes and normalises the pool options once with effect's Schema, reporting every problem at once with
+ * the path of each bad field. Configs may come from untyped sources (JSON, JavaScript callers), so nothing
+ * is assumed.
  */
 import type { Implementation } from "@modelcontextprotocol/sdk/types.js"
-import { Duration, Effect, Option, Predicate, Redacted } from "effect"
-import { ConfigError, ConfigIssue } from "../McpPoolError.ts"
+import { Duration, Effect, Option, Predicate, Redacted, Result, Schema, SchemaParser } from "effect"
+import type { ConfigError } from "../McpPoolError.ts"
 import type { McpServerConfig, Protocol, ServerOptions } from "../McpServerConfig.ts"
+import {
+  AnyFunction,
+  byName,
+  configDecoder,
+  expected,
+  guarded,
+  isFunction,
+  isRecord,
+  objectOf,
+  optionalField,
+  parsed,
+  reject,
+  select,
+  show,
+  toConfigIssues
+} from "./configSchema.ts"
+
+export { isRecord, show } from "./configSchema.ts"
 
 export interface PoolOptions extends ServerOptions {
   readonly servers: Readonly<Record<string, McpServerConfig>>
@@ -52,74 +71,10 @@ export const maxTimerMillis = 2_147_483_647
 
 const protocols: ReadonlyArray<unknown> = ["auto", "2025-11-25", "2026-07-28"] satisfies ReadonlyArray<Protocol>
 
-export const isProtocol = (value: unknown): value is Protocol => protocols.includes(value)
+const isProtocol = (value: unknown): value is Protocol => protocols.includes(value)
 
-/** What is wrong with a `protocol` value that is not one. */
-export const protocolProblem = (value: unknown): string =>
-  `expected "auto", "2025-11-25" or "2026-07-28", got ${show(value)}`
-
-class Issues {
-  readonly list: Array<ConfigIssue> = []
-  add(path: string, message: string): void {
-    this.list.push(new ConfigIssue({ path, message }))
-  }
-  duration(path: string, value: unknown, fallback: Duration.Input): Duration.Duration {
-    if (value === undefined) return Duration.fromInputUnsafe(fallback)
-    const parsed = decodeDuration(value)
-    if (parsed === undefined) {
-      this.add(
-        path,
-        `expected a non-negative duration such as "30 seconds" or a number of milliseconds, got ${show(value)}`
-      )
-      return Duration.fromInputUnsafe(fallback)
-    }
-    return parsed
-  }
-  /**
-   * A grace before a signal: it must end, within what a Node timer can wait (a longer delay fires at
-   * once). Unset is left to the config's constructor.
-   */
-  grace(path: string, value: unknown): void {
-    const parsed = value === undefined ? undefined : decodeDuration(value)
-    if (parsed === undefined) {
-      this.duration(path, value, 0) // reports the invalid input, if any
-    } else if (!(Duration.toMillis(parsed) <= maxTimerMillis)) {
-      this.add(path, `expected a finite duration of at most 24 days, got ${show(value)}`)
-    }
-  }
-  optionalDuration(path: string, value: unknown): Duration.Duration | undefined {
-    return value === undefined ? undefined : this.duration(path, value, 0)
-  }
-  protocol(path: string, value: unknown, fallback: Protocol): Protocol {
-    if (value === undefined) return fallback
-    if (!isProtocol(value)) {
-      this.add(path, protocolProblem(value))
-      return fallback
-    }
-    return value
-  }
-  optionalPositiveInteger(path: string, value: unknown): number | undefined {
-    if (value === undefined) return undefined
-    if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 1) {
-      this.add(path, `expected a whole number >= 1, got ${show(value)}`)
-    }
-    return value as number
-  }
-}
-
-/**
- * A short rendering of a bad value for an error message. Strings are quoted (cut at 40 characters): never
- * pass one that may hold a secret (a URL, a header or env value).
- */
-export const show = (value: unknown): string => {
-  if (typeof value === "string") return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)
-  if (typeof value === "function") return "a function"
-  if (Array.isArray(value)) return "an array"
-  if (value === null) return "null"
-  return typeof value === "object" ? "an object" : String(value)
-}
-
-export const isRecord = (u: unknown): u is Record<string, unknown> => Predicate.isObject(u) && !Array.isArray(u)
+/** `protocol`: the MCP revision (see `McpServerConfig.Protocol`). */
+export const ProtocolInput = expected(isProtocol, `"auto", "2025-11-25" or "2026-07-28"`)
 
 const durationFields = [
   "weeks",
@@ -164,22 +119,48 @@ export const decodeDuration = (value: unknown): Duration.Duration | undefined =>
   return Option.isSome(parsed) && !Duration.isNegative(parsed.value) ? parsed.value : undefined
 }
 
-/** Problems of a stdio `args` value, each with the index it concerns (none for the value as a whole). */
-const argsIssues = (args: unknown): Array<{ readonly index?: number; readonly message: string }> =>
-  Array.isArray(args)
-    ? args.flatMap((arg: unknown, index) =>
-      typeof arg === "string" ? [] : [{ index, message: `expected a string, got ${show(arg)}` }]
+/** A `Duration.Input` field, parsed once into a Duration; `problem` says what is wrong with a bad value. */
+export const durationInput = (problem: (value: unknown) => string) =>
+  parsed((u) => {
+    const duration = decodeDuration(u)
+    return duration === undefined ? Result.fail(problem(u)) : Result.succeed(duration)
+  })
+
+const DurationInput = durationInput((value) =>
+  `expected a non-negative duration such as "30 seconds" or a number of milliseconds, got ${show(value)}`
+)
+
+/**
+ * A grace before a signal: it must end, within what a Node timer can wait (a longer delay fires at
+ * once). Unset is left to the config's constructor.
+ */
+const Grace = parsed((u) => {
+  const duration = decodeDuration(u)
+  if (duration === undefined) {
+    return Result.fail(
+      `expected a non-negative duration such as "30 seconds" or a number of milliseconds, got ${show(u)}`
     )
-    : [{ message: `expected an array of strings, got ${show(args)}` }]
+  }
+  return Duration.toMillis(duration) <= maxTimerMillis
+    ? Result.succeed(duration)
+    : Result.fail(`expected a finite duration of at most 24 days, got ${show(u)}`)
+})
+
+const isWholeNumber = (u: unknown): u is number => typeof u === "number" && Number.isSafeInteger(u) && u >= 1
+
+const StringArray = Schema.Array(expected(Predicate.isString, "a string"))
+
+// Wrapped in a struct so that an element's issue reads `args[1]`.
+const decodeArgs = SchemaParser.decodeUnknownResult(
+  Schema.Struct({ args: guarded(StringArray, Array.isArray, "an array of strings") })
+)
 
 /** What is wrong with a stdio server's resolved `args` (the first problem), or `undefined`. */
 export const checkArgs = (args: unknown): string | undefined => {
-  const [first] = argsIssues(args)
-  return first === undefined
-    ? undefined
-    : first.index === undefined
-    ? first.message
-    : `args[${first.index}]: ${first.message}`
+  const result = decodeArgs({ args })
+  if (Result.isSuccess(result)) return undefined
+  const [first] = toConfigIssues(result.failure, "args")
+  return first === undefined ? undefined : first.path === "args" ? first.message : `${first.path}: ${first.message}`
 }
 
 /**
@@ -197,195 +178,180 @@ export const urlProblem = (url: string): string | undefined => {
   return undefined
 }
 
-const validateServer = (issues: Issues, path: string, config: unknown): void => {
-  if (!isRecord(config)) {
-    issues.add(path, `expected a server config (McpServerConfig.stdio/http/sse/inMemory/custom), got ${show(config)}`)
-    return
-  }
-  switch (config._tag) {
-    case "Stdio": {
-      if (typeof config.command !== "string" || config.command.trim() === "") {
-        issues.add(`${path}.command`, `expected a non-empty command, got ${show(config.command)}`)
-      }
-      if (typeof config.args === "function") {
-        // checked when it is called, at connect time
-      } else if (Array.isArray(config.args)) {
-        for (const { index, message } of argsIssues(config.args)) issues.add(`${path}.args[${index}]`, message)
-      } else {
-        issues.add(`${path}.args`, `expected an array of strings or a function of the scope, got ${show(config.args)}`)
-      }
-      if (isRecord(config.env)) {
-        for (const [name, value] of Object.entries(config.env)) {
-          if (name === "" || name.includes("=")) issues.add(`${path}.env`, `invalid variable name ${show(name)}`)
-          if (typeof value !== "string" && !Redacted.isRedacted(value)) {
-            issues.add(`${path}.env.${name}`, `expected a string or a Redacted string, got ${show(value)}`)
-          }
-        }
-      } else if (typeof config.env !== "function") {
-        issues.add(`${path}.env`, `expected an object of strings or a function of the scope, got ${show(config.env)}`)
-      }
-      if (config.cwd !== undefined && typeof config.cwd !== "string" && typeof config.cwd !== "function") {
-        issues.add(`${path}.cwd`, `expected a directory path or a function of the scope, got ${show(config.cwd)}`)
-      }
-      if (typeof config.inheritEnv !== "boolean") {
-        issues.add(`${path}.inheritEnv`, `expected true or false, got ${show(config.inheritEnv)}`)
-      }
-      if (!["ignore", "inherit", "log"].includes(config.stderr as string)) {
-        issues.add(`${path}.stderr`, `expected "ignore", "inherit" or "log", got ${show(config.stderr)}`)
-      }
-      issues.grace(`${path}.stdinGrace`, config.stdinGrace)
-      issues.grace(`${path}.terminateGrace`, config.terminateGrace)
-      return
-    }
-    case "InMemory":
-      if (typeof config.makeServer !== "function") {
-        issues.add(`${path}.makeServer`, `expected a function returning an McpServer, got ${show(config.makeServer)}`)
-      }
-      if (config.protocol === "2026-07-28") {
-        issues.add(
-          `${path}.protocol`,
-          "an in-memory server is an SDK 1.32 server, which speaks 2025-11-25 only; serve a 2026-07-28 server over stdio or HTTP"
-        )
-      }
-      return
-    case "Http": {
-      if (typeof config.url === "string") {
-        const problem = urlProblem(config.url)
-        if (problem !== undefined) issues.add(`${path}.url`, problem)
-      } else if (typeof config.url !== "function") {
-        issues.add(`${path}.url`, `expected a URL or a function of the scope, got ${show(config.url)}`)
-      }
-      if (isRecord(config.headers)) {
-        for (const [name, value] of Object.entries(config.headers)) {
-          if (typeof value !== "string" && !Redacted.isRedacted(value)) {
-            issues.add(`${path}.headers.${name}`, `expected a string or a Redacted string, got ${show(value)}`)
-          }
-        }
-      } else if (typeof config.headers !== "function") {
-        issues.add(
-          `${path}.headers`,
-          `expected an object of strings or a function of the scope, got ${show(config.headers)}`
-        )
-      }
-      if (!["streamable-http", "sse", "auto"].includes(config.transport as string)) {
-        issues.add(`${path}.transport`, `expected "streamable-http", "sse" or "auto", got ${show(config.transport)}`)
-      }
-      if (
-        config.authProvider !== undefined && typeof config.authProvider !== "function" &&
-        !Predicate.isObject(config.authProvider)
-      ) {
-        issues.add(
-          `${path}.authProvider`,
-          `expected an OAuthClientProvider or a function of the scope giving one, got ${show(config.authProvider)}`
-        )
-      }
-      if (config.transport === "sse" && config.protocol === "2026-07-28") {
-        issues.add(`${path}.protocol`, "2026-07-28 has no SSE transport: use McpServerConfig.http")
-      }
-      return
-    }
-    case "Custom":
-      if (typeof config.connect !== "function") {
-        issues.add(
-          `${path}.connect`,
-          `expected a function returning an Effect of a Transport, got ${show(config.connect)}`
-        )
-      }
-      return
-    default:
-      issues.add(`${path}._tag`, `unknown server kind ${show(config._tag)}; build configs with McpServerConfig.*`)
-  }
+// --- the schemas ---
+
+/** The lifecycle fields every server config has; unset ones take the pool's defaults. */
+const policyFields = {
+  connectTimeout: optionalField(DurationInput),
+  callTimeout: optionalField(DurationInput),
+  idleTimeToLive: optionalField(DurationInput),
+  maxLifetime: optionalField(DurationInput),
+  pingAfterIdle: optionalField(DurationInput),
+  maxConcurrentCalls: optionalField(expected(isWholeNumber, "a whole number >= 1")),
+  protocol: optionalField(ProtocolInput)
 }
+
+const StringOrRedacted = expected(
+  (u): u is string | Redacted.Redacted<string> => typeof u === "string" || Redacted.isRedacted(u),
+  "a string or a Redacted string"
+)
+
+/** `entries` (an object), or a function of the scope that gives them at connect time. */
+const entriesOrFunction = <S extends Schema.Constraint>(entries: S) =>
+  select({ function: AnyFunction, entries }, (u) => isFunction(u) ? "function" : "entries")
+
+const Stdio = Schema.Struct({
+  command: expected(
+    (u): u is string => typeof u === "string" && u.trim() !== "",
+    "a non-empty command"
+  ),
+  args: entriesOrFunction(guarded(StringArray, Array.isArray, "an array of strings or a function of the scope")),
+  env: entriesOrFunction(byName(StringOrRedacted, {
+    what: "an object of strings or a function of the scope",
+    nameProblem: (name) => name === "" || name.includes("=") ? `invalid variable name ${show(name)}` : undefined
+  })),
+  cwd: optionalField(expected(
+    (u): u is string | ((scope: string) => string) => typeof u === "string" || isFunction(u),
+    "a directory path or a function of the scope"
+  )),
+  inheritEnv: expected(Predicate.isBoolean, "true or false"),
+  stderr: expected(
+    (u): u is "ignore" | "inherit" | "log" => u === "ignore" || u === "inherit" || u === "log",
+    `"ignore", "inherit" or "log"`
+  ),
+  stdinGrace: optionalField(Grace),
+  terminateGrace: optionalField(Grace),
+  ...policyFields
+})
+
+const InMemory = Schema.Struct({
+  makeServer: expected(isFunction, "a function returning an McpServer"),
+  ...policyFields,
+  protocol: optionalField(parsed((u) =>
+    u === "2026-07-28"
+      ? Result.fail(
+        "an in-memory server is an SDK 1.32 server, which speaks 2025-11-25 only; serve a 2026-07-28 server over stdio or HTTP"
+      )
+      : isProtocol(u)
+      ? Result.succeed(u)
+      : Result.fail(`expected "auto", "2025-11-25" or "2026-07-28", got ${show(u)}`)
+  ))
+})
+
+const Http = Schema.Struct({
+  // Never quoted: a URL may carry a token.
+  url: parsed<string | ((scope: string) => unknown)>(
+    (u) => {
+      if (isFunction(u)) return Result.succeed(u as (scope: string) => unknown)
+      if (typeof u !== "string") return Result.fail(`expected a URL or a function of the scope, got ${show(u)}`)
+      const problem = urlProblem(u)
+      return problem === undefined ? Result.succeed(u) : Result.fail(problem)
+    },
+    "expected a URL or a function of the scope, got undefined"
+  ),
+  headers: entriesOrFunction(byName(StringOrRedacted, { what: "an object of strings or a function of the scope" })),
+  transport: expected(
+    (u): u is "streamable-http" | "sse" | "auto" => u === "streamable-http" || u === "sse" || u === "auto",
+    `"streamable-http", "sse" or "auto"`
+  ),
+  authProvider: optionalField(expected(
+    (u): u is object => isFunction(u) || Predicate.isObject(u),
+    "an OAuthClientProvider or a function of the scope giving one"
+  )),
+  ...policyFields
+}).check(Schema.makeFilter((config) =>
+  config.transport === "sse" && config.protocol === "2026-07-28"
+    ? { path: ["protocol"], issue: "2026-07-28 has no SSE transport: use McpServerConfig.http" }
+    : undefined
+))
+
+const Custom = Schema.Struct({
+  connect: expected(isFunction, "a function returning an Effect of a Transport"),
+  ...policyFields
+})
+
+const serverKinds = { Stdio, InMemory, Http, Custom }
+
+const Server = select(serverKinds, (u) => {
+  if (!isRecord(u)) {
+    return reject(`expected a server config (McpServerConfig.stdio/http/sse/inMemory/custom), got ${show(u)}`)
+  }
+  return typeof u._tag === "string" && Object.hasOwn(serverKinds, u._tag)
+    ? u._tag as keyof typeof serverKinds
+    : reject(`unknown server kind ${show(u._tag)}; build configs with McpServerConfig.*`, ["_tag"])
+})
+
+const Servers = byName(Server, {
+  what: "an object of server configs",
+  nameProblem: (name) => name.trim() === "" ? "a server name is empty" : undefined
+})
+
+const Options = objectOf(
+  Schema.Struct({
+    // The pool's own lifecycle settings are every server's defaults.
+    ...policyFields,
+    servers: Servers,
+    capacity: optionalField(expected(isWholeNumber, "a whole number of sessions >= 1")),
+    traceToolCalls: optionalField(expected(Predicate.isBoolean, "true or false")),
+    clientInfo: optionalField(objectOf(
+      Schema.Struct({ name: expected((u): u is string => typeof u === "string" && u !== "", "a non-empty string") }),
+      "an object with a `name` and a `version`"
+    )),
+    closeTimeout: optionalField(DurationInput)
+  }),
+  "an object with `servers`"
+)
+
+const decodeOptions = configDecoder(Options, "(options)")
+
+// `reload` gives the servers alone; wrapped, their paths read as in the pool's options.
+const decodeServers = configDecoder(Schema.Struct({ servers: Servers }), "(servers)")
 
 /** The pool-wide lifecycle settings: every server's default. */
 export type PolicyDefaults = Omit<ServerPolicy, "config">
 
-const resolvePolicy = (
-  issues: Issues,
-  path: string,
-  config: McpServerConfig,
-  defaults: PolicyDefaults
-): ServerPolicy => {
-  const duration = (key: "connectTimeout" | "callTimeout") =>
-    config[key] === undefined ? defaults[key] : issues.duration(`${path}.${key}`, config[key], defaults[key])
-  const optional = (key: "idleTimeToLive" | "maxLifetime" | "pingAfterIdle") =>
-    config[key] === undefined ? defaults[key] : issues.optionalDuration(`${path}.${key}`, config[key])
-  return {
-    config,
-    connectTimeout: duration("connectTimeout"),
-    callTimeout: duration("callTimeout"),
-    idleTimeToLive: optional("idleTimeToLive"),
-    maxLifetime: optional("maxLifetime"),
-    pingAfterIdle: optional("pingAfterIdle"),
-    maxConcurrentCalls: config.maxConcurrentCalls === undefined
-      ? defaults.maxConcurrentCalls
-      : issues.optionalPositiveInteger(`${path}.maxConcurrentCalls`, config.maxConcurrentCalls),
-    protocol: issues.protocol(`${path}.protocol`, config.protocol, defaults.protocol)
-  }
+const defaultDurations = {
+  connectTimeout: Duration.fromInputUnsafe(defaultSettings.connectTimeout),
+  callTimeout: Duration.fromInputUnsafe(defaultSettings.callTimeout),
+  closeTimeout: Duration.fromInputUnsafe(defaultSettings.closeTimeout)
 }
 
-const collectServers = (
-  issues: Issues,
-  servers: unknown,
+/** Each server's policy: its own settings, else the pool's defaults. */
+const resolvePolicies = (
+  servers: typeof Servers.Type,
   defaults: PolicyDefaults
-): Map<string, ServerPolicy> => {
-  const resolved = new Map<string, ServerPolicy>()
-  if (!isRecord(servers)) {
-    issues.add("servers", `expected an object of server configs, got ${show(servers)}`)
-    return resolved
-  }
-  for (const [name, config] of Object.entries(servers)) {
-    const path = `servers.${name}`
-    if (name.trim() === "") issues.add("servers", "a server name is empty")
-    validateServer(issues, path, config)
-    if (isRecord(config)) {
-      resolved.set(name, resolvePolicy(issues, path, config as unknown as McpServerConfig, defaults))
-    }
-  }
-  return resolved
-}
-
-const fail = (source: string, issues: Issues) => Effect.fail(new ConfigError({ source, issues: issues.list }))
+): Map<string, ServerPolicy> =>
+  new Map(servers.map(([name, { input, value }]) => [name, {
+    // The config as given: its functions, effects and Redacted values are the caller's.
+    config: input as McpServerConfig,
+    connectTimeout: value.connectTimeout ?? defaults.connectTimeout,
+    callTimeout: value.callTimeout ?? defaults.callTimeout,
+    idleTimeToLive: value.idleTimeToLive ?? defaults.idleTimeToLive,
+    maxLifetime: value.maxLifetime ?? defaults.maxLifetime,
+    pingAfterIdle: value.pingAfterIdle ?? defaults.pingAfterIdle,
+    maxConcurrentCalls: value.maxConcurrentCalls ?? defaults.maxConcurrentCalls,
+    protocol: value.protocol ?? defaults.protocol
+  }]))
 
 export const resolveOptions = (options: PoolOptions, source: string): Effect.Effect<ResolvedOptions, ConfigError> =>
-  Effect.suspend(() => {
-    const issues = new Issues()
-    if (!isRecord(options)) {
-      issues.add("(options)", `expected an object with \`servers\`, got ${show(options)}`)
-      return fail(source, issues)
-    }
+  Effect.map(decodeOptions(options, source), (decoded) => {
     const defaults: PolicyDefaults = {
-      connectTimeout: issues.duration("connectTimeout", options.connectTimeout, defaultSettings.connectTimeout),
-      callTimeout: issues.duration("callTimeout", options.callTimeout, defaultSettings.callTimeout),
-      idleTimeToLive: issues.optionalDuration("idleTimeToLive", options.idleTimeToLive),
-      maxLifetime: issues.optionalDuration("maxLifetime", options.maxLifetime),
-      pingAfterIdle: issues.optionalDuration("pingAfterIdle", options.pingAfterIdle),
-      maxConcurrentCalls: issues.optionalPositiveInteger("maxConcurrentCalls", options.maxConcurrentCalls),
-      protocol: issues.protocol("protocol", options.protocol, "auto")
+      connectTimeout: decoded.connectTimeout ?? defaultDurations.connectTimeout,
+      callTimeout: decoded.callTimeout ?? defaultDurations.callTimeout,
+      idleTimeToLive: decoded.idleTimeToLive,
+      maxLifetime: decoded.maxLifetime,
+      pingAfterIdle: decoded.pingAfterIdle,
+      maxConcurrentCalls: decoded.maxConcurrentCalls,
+      protocol: decoded.protocol ?? "auto"
     }
-    const servers = collectServers(issues, options.servers, defaults)
-    const capacity = options.capacity ?? defaultSettings.capacity
-    if (!Number.isSafeInteger(capacity) || capacity < 1) {
-      issues.add("capacity", `expected a whole number of sessions >= 1, got ${show(capacity)}`)
-    }
-    if (options.traceToolCalls !== undefined && typeof options.traceToolCalls !== "boolean") {
-      issues.add("traceToolCalls", `expected true or false, got ${show(options.traceToolCalls)}`)
-    }
-    if (
-      options.clientInfo !== undefined &&
-      (typeof options.clientInfo.name !== "string" || options.clientInfo.name === "")
-    ) {
-      issues.add("clientInfo.name", `expected a non-empty string, got ${show(options.clientInfo.name)}`)
-    }
-    const resolved: ResolvedOptions = {
-      servers,
-      capacity,
-      closeTimeout: issues.duration("closeTimeout", options.closeTimeout, defaultSettings.closeTimeout),
+    return {
+      servers: resolvePolicies(decoded.servers, defaults),
+      capacity: decoded.capacity ?? defaultSettings.capacity,
+      closeTimeout: decoded.closeTimeout ?? defaultDurations.closeTimeout,
       clientInfo: options.clientInfo ?? defaultSettings.clientInfo,
-      traceToolCalls: options.traceToolCalls === true,
+      traceToolCalls: decoded.traceToolCalls === true,
       defaults
     }
-    return issues.list.length === 0 ? Effect.succeed(resolved) : fail(source, issues)
   })
 
 /** The servers given to `reload`, resolved with the pool's defaults. */
@@ -394,11 +360,7 @@ export const resolveServers = (
   defaults: PolicyDefaults,
   source: string
 ): Effect.Effect<ReadonlyMap<string, ServerPolicy>, ConfigError> =>
-  Effect.suspend(() => {
-    const issues = new Issues()
-    const resolved = collectServers(issues, servers, defaults)
-    return issues.list.length === 0 ? Effect.succeed(resolved) : fail(source, issues)
-  })
+  Effect.map(decodeServers({ servers }, source), (decoded) => resolvePolicies(decoded.servers, defaults))
 
 const isPlainRecord = (u: unknown): u is Record<string, unknown> =>
   isRecord(u) && (Object.getPrototypeOf(u) === Object.prototype || Object.getPrototypeOf(u) === null)
