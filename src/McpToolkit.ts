@@ -78,6 +78,7 @@ import {
   FiberSet,
   Option,
   PubSub,
+  Result,
   Schema,
   Stream
 } from "effect"
@@ -85,12 +86,24 @@ import {
 import type { AiError, Prompt, Tool, Toolkit } from "effect/ai"
 import type * as JsonSchema from "effect/JsonSchema"
 import type * as Scope from "effect/Scope"
+import {
+  configDecoder,
+  expected,
+  expectedWithMessage,
+  objectOf,
+  optionalField,
+  parsed,
+  reject,
+  select,
+  show,
+  uniqueList
+} from "./internal/configSchema.ts"
+import { durationInput } from "./internal/options.ts"
 import { isSessionCurrent } from "./internal/pool.ts"
 import * as internal from "./internal/toolkit.ts"
 import {
   CallTimeout,
   ConfigError,
-  ConfigIssue,
   ConnectError,
   ConnectTimeout,
   McpProtocolError,
@@ -419,55 +432,70 @@ interface Built {
   readonly skipped: ReadonlyArray<ToolSkipped>
 }
 
-const validate = (options: Options) => {
-  const issues: Array<ConfigIssue> = []
-  const add = (path: string, message: string) => issues.push(new ConfigIssue({ path, message }))
-  const entries: Array<ServerEntry> = []
-  const seen = new Set<string>()
-  const servers: ReadonlyArray<string | ServerOptions> = Array.isArray(options.servers) ? options.servers : []
-  if (servers.length === 0) add("servers", "expected at least one server")
-  for (const [i, item] of servers.entries()) {
-    const path = `servers[${i}]`
-    const spec: ServerOptions = typeof item === "string" ? { server: item } : item
-    if (typeof spec.server !== "string" || spec.server === "") {
-      add(typeof item === "string" ? path : `${path}.server`, "expected a server name")
-      continue
-    }
-    if (seen.has(spec.server)) {
-      add(path, `server "${spec.server}" is listed twice`)
-      continue
-    }
-    seen.add(spec.server)
-    if (spec.prefix !== undefined && !internal.isValidPrefix(spec.prefix)) {
-      add(`${path}.prefix`, `expected letters, digits, "_" or "-", got "${spec.prefix}"`)
-    }
-    entries.push({
-      server: spec.server,
-      prefix: spec.prefix ?? (options.prefixToolNames === true ? `${spec.server}_` : ""),
-      filter: spec.filter,
-      generation: 0,
-      listed: undefined,
-      failure: undefined,
-      inflight: undefined
-    })
-  }
-  let retryAfter = Duration.fromInputUnsafe(DEFAULT_RETRY_AFTER)
-  if (options.retryDiscoveryAfter !== undefined) {
-    const parsed = Duration.fromInput(options.retryDiscoveryAfter)
-    if (Option.isNone(parsed) || Duration.isNegative(parsed.value)) {
-      add("retryDiscoveryAfter", "expected a non-negative duration")
-    } else retryAfter = parsed.value
-  }
-  if (
-    options.discoveryScope !== undefined &&
-    (typeof options.discoveryScope !== "string" || options.discoveryScope === "")
-  ) {
-    add("discoveryScope", "expected a non-empty scope key")
-  }
-  return issues.length > 0
-    ? Effect.fail(new ConfigError({ source: "McpToolkit options", issues }))
-    : Effect.succeed({ entries, retryAfterMillis: Duration.toMillis(retryAfter) })
-}
+const ServerName = expectedWithMessage((u): u is string => typeof u === "string" && u !== "", "expected a server name")
+
+const ServerItem = select({
+  name: ServerName,
+  options: Schema.Struct({
+    server: ServerName,
+    prefix: optionalField(parsed<string>((u) =>
+      typeof u === "string" && internal.isValidPrefix(u)
+        ? Result.succeed(u)
+        : Result.fail(`expected letters, digits, "_" or "-", got ${show(u)}`)
+    )),
+    filter: optionalField(expected(
+      (u): u is (tool: ToolDefinition) => boolean => typeof u === "function",
+      "a function of the tool definition"
+    ))
+  })
+}, (u) =>
+  typeof u === "string"
+    ? "name"
+    : internal.isRecord(u)
+    ? "options"
+    : reject(`expected a server name or server options ({ server, prefix?, filter? }), got ${show(u)}`))
+
+const decodeOptions = configDecoder(
+  objectOf(
+    Schema.Struct({
+      servers: uniqueList(ServerItem, {
+        what: "a list of server names or server options",
+        empty: "expected at least one server",
+        nameOf: (u) => {
+          const name = internal.isRecord(u) ? u.server : u
+          return typeof name === "string" && name !== "" ? name : undefined
+        },
+        repeated: (name) => `server "${name}" is listed twice`
+      }),
+      prefixToolNames: optionalField(expected((u): u is boolean => typeof u === "boolean", "true or false")),
+      retryDiscoveryAfter: optionalField(durationInput(() => "expected a non-negative duration")),
+      discoveryScope: optionalField(
+        expectedWithMessage((u): u is string => typeof u === "string" && u !== "", "expected a non-empty scope key")
+      )
+    }),
+    "an object with `servers`"
+  ),
+  "(options)"
+)
+
+const defaultRetryAfter = Duration.fromInputUnsafe(DEFAULT_RETRY_AFTER)
+
+const validate = (options: Options) =>
+  Effect.map(decodeOptions(options, "McpToolkit options"), (decoded) => ({
+    entries: decoded.servers.map((item): ServerEntry => {
+      const spec: ServerOptions = item.kind === "name" ? { server: item.value } : item.value
+      return {
+        server: spec.server,
+        prefix: spec.prefix ?? (decoded.prefixToolNames === true ? `${spec.server}_` : ""),
+        filter: spec.filter,
+        generation: 0,
+        listed: undefined,
+        failure: undefined,
+        inflight: undefined
+      }
+    }),
+    retryAfterMillis: Duration.toMillis(decoded.retryDiscoveryAfter ?? defaultRetryAfter)
+  }))
 
 /**
  * Builds a toolkit over the pool's servers. Nothing is listed yet: servers are listed when a turn first
