@@ -65,7 +65,7 @@ import { McpScope } from "../McpScope.ts"
 import type { CallToolParams, McpSession, RequestOptions } from "../McpSession.ts"
 import type { CloseReason, McpSessionPoolShape, SessionInfo } from "../McpSessionPool.ts"
 import type { Verdicts } from "./negotiate.ts"
-import { type ResolvedOptions, resolveServers, samePolicy, type ServerPolicy } from "./options.ts"
+import { maxTimerMillis, type ResolvedOptions, resolveServers, samePolicy, type ServerPolicy } from "./options.ts"
 import { type ResolvedHandlers, resolveHandlers } from "./serverRequests.ts"
 import { openSession, type SessionHandle, withTraceContext } from "./session.ts"
 
@@ -127,6 +127,8 @@ interface Entry {
   readonly requestedBy: Tracer.AnySpan | undefined
   /** Set while the expiry fiber waits for the last lease to end (the idle clock does not run while leased). */
   idleWake: Deferred.Deferred<void> | undefined
+  /** The context its fibers run with, once built (`contextOf`). */
+  context: Context.Context<never> | undefined
 }
 
 type EntryState = Connecting | Ready | Closing
@@ -373,7 +375,8 @@ const attachNew = (
     closeSignal: Deferred.makeUnsafe(),
     owner: undefined,
     requestedBy,
-    idleWake: undefined
+    idleWake: undefined,
+    context: undefined
   }
   let scopes = state.byServer.get(server)
   if (scopes === undefined) state.byServer.set(server, scopes = new Map())
@@ -391,23 +394,29 @@ const attachNew = (
 // =============================================================================
 
 /**
- * Runs `effect` in a fiber of its own with exactly the layer's context (not merged with a caller's), its
- * logs annotated with the entry's key: one context built up front rather than an `annotateLogs` per fiber.
+ * The context an entry's fibers run with: exactly the layer's (not merged with a caller's), its logs
+ * annotated with the entry's key. Built once per entry, for all of its fibers (owner, connect, pings).
  */
+const contextOf = (pool: Pool, entry: Entry): Context.Context<never> => {
+  if (entry.context !== undefined) return entry.context
+  const annotations = Context.get(pool.ownerContext, References.CurrentLogAnnotations)
+  return entry.context = Context.add(pool.ownerContext, References.CurrentLogAnnotations, {
+    ...annotations,
+    "mcp.server": entry.server,
+    "mcp.scope": entry.scope
+  })
+}
+
+/** Runs `effect` in a fiber of its own with the entry's context ({@link contextOf}). */
 const forkForEntry = <A, E>(
   pool: Pool,
   entry: Entry,
   effect: Effect.Effect<A, E>,
   options?: { readonly uninterruptible: boolean }
-) => {
-  const annotations = Context.get(pool.ownerContext, References.CurrentLogAnnotations)
-  const context = Context.add(pool.ownerContext, References.CurrentLogAnnotations, {
-    ...annotations,
-    "mcp.server": entry.server,
-    "mcp.scope": entry.scope
-  })
-  return Effect.runForkWith(context)(effect, options)
-}
+) => Effect.runForkWith(contextOf(pool, entry))(effect, options)
+
+/** The `Clock` a fiber has when nobody provided one (a Reference's default, made once). */
+const defaultClock = Context.get(Context.empty(), Clock.Clock)
 
 /** Spawn or dial plus initialize, in the session's scope. Unbounded here: `awaitConnected` bounds it. */
 const connect = (pool: Pool, entry: Entry, sessionScope: Scope.Scope) =>
@@ -459,7 +468,7 @@ const connectedOf = (entry: Entry, exit: Exit.Exit<SessionHandle, McpGetError>):
 /**
  * Owner, connect phase. The connect runs in a fiber of its own (`attempt`) and the owner waits for the
  * first of: its end, the close signal, the connect timeout — all three complete the entry's `decided`
- * (the attempt through an observer, the timeout from a timer fiber, the signal through `signalClose`), so
+ * (the attempt through an observer, the timeout from a timer, the signal through `signalClose`), so
  * the owner waits on one Deferred. Waiting is all the owner does, so user code stuck in an uninterruptible
  * step (a custom connect's `acquireRelease` whose promise never settles) cannot hold the bound: the
  * attempt is interrupted without waiting for it (`timeout` and `raceFirst` would wait), and what it opened
@@ -474,25 +483,31 @@ const awaitConnected = (
     if (!Deferred.isDoneUnsafe(decided)) Deferred.doneUnsafe(decided, Exit.succeed(connectedOf(entry, exit)))
   })
   const { connectTimeout } = entry.policy
-  const timeout = Effect.andThen(
-    Effect.sleep(connectTimeout),
-    // Built only if the timeout wins: an error captures a stack, which costs more than the rest of a get.
-    Effect.sync(() => {
-      const error = new ConnectTimeout({
-        server: entry.server,
-        scope: entry.scope,
-        timeoutMillis: Duration.toMillis(connectTimeout)
-      })
-      Deferred.doneUnsafe(decided, Exit.succeed<Connected>({ _tag: "Failed", error }))
-    })
+  const timeoutMillis = Duration.toMillis(connectTimeout)
+  // Built only if the timeout wins: an error captures a stack, which costs more than the rest of a get.
+  const timedOut = () => {
+    if (Deferred.isDoneUnsafe(decided)) return
+    const error = new ConnectTimeout({ server: entry.server, scope: entry.scope, timeoutMillis })
+    Deferred.doneUnsafe(decided, Exit.succeed<Connected>({ _tag: "Failed", error }))
+  }
+  const wait = Deferred.await(decided).pipe(
+    Effect.interruptible,
+    Effect.catchCause((): Effect.Effect<Connected> => Effect.succeed({ _tag: "Abandoned", reason: "pool-closed" }))
   )
-  return Effect.flatMap(Effect.forkChild(timeout, { startImmediately: true }), (timer) =>
-    Deferred.await(decided).pipe(
-      Effect.interruptible,
-      Effect.catchCause((): Effect.Effect<Connected> => Effect.succeed({ _tag: "Abandoned", reason: "pool-closed" })),
+  return Effect.clockWith((clock) => {
+    if (timeoutMillis === Infinity) return wait
+    // On the default clock, a plain timer: what its `sleep` would set, without a fiber to run it in.
+    if (clock === defaultClock && timeoutMillis <= maxTimerMillis) {
+      const timer = setTimeout(timedOut, timeoutMillis)
       // The owner is uninterruptible and the cause is caught: this runs whatever decided.
-      Effect.tap(() => Effect.sync(() => timer.interruptUnsafe()))
-    ))
+      return Effect.tap(wait, () => Effect.sync(() => clearTimeout(timer)))
+    }
+    // Another clock (a TestClock): its own sleep, in a timer fiber.
+    return Effect.flatMap(
+      Effect.forkChild(Effect.andThen(clock.sleep(connectTimeout), Effect.sync(timedOut)), { startImmediately: true }),
+      (timer) => Effect.tap(wait, () => Effect.sync(() => timer.interruptUnsafe()))
+    )
+  })
 }
 
 /** Owner: Connecting → Ready. A connect that beat closeAll by a hair must not hand out a closed pool's session. */
