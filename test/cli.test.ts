@@ -145,6 +145,7 @@ describe("mcp-pool (in-process)", () => {
       assert.deepStrictEqual(others, [])
       assert.include(report, { server: "notebook", reachable: true, revision: "2025-11-25", tools: 8 })
       assert.isAbove(report!.connectMillis, 0)
+      assert.strictEqual(report!.error, null) // present, as null: every object has every field
       assert.include(asJson.err, "[1/1] notebook: reachable")
 
       // A process that never speaks MCP: unreachable within the bound, not after 30 seconds.

@@ -537,7 +537,10 @@ const doctorCommand = Command.make("doctor", {
       timeout,
       onReport: (report, done, all) => Console.error(progressLine(report, done, all))
     }).pipe(Effect.catchTag("ConfigError", (error) => Effect.andThen(Console.error(error.message), exitWith(2))))
-    yield* Console.log(json ? JSON.stringify(reports, undefined, 2) : renderDoctor(reports))
+    // Every field in every object (null when unknown), so consumers need no "absent" case.
+    yield* Console.log(
+      json ? JSON.stringify(reports, (_key, value) => value === undefined ? null : value, 2) : renderDoctor(reports)
+    )
     if (reports.some((report) => !report.reachable)) return yield* exitWith(1)
   })).pipe(
     Command.withShortDescription("Check every server of a config file"),
