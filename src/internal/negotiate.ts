@@ -11,7 +11,10 @@
  * - Over stdio the probe runs on the session's own process: the process the probe asked is the one that
  *   serves (no sibling process). A server that exits on the probe costs one more spawn, once per config.
  * - The verdict is kept per server config (by identity: a reloaded or re-read config is asked again), once a
- *   connect in that revision succeeded, so later sessions connect without a probe. A verdict that proves
+ *   connect in that revision succeeded, so later sessions connect without a probe. Connects of a local
+ *   server that start while another one asks (a burst of cold sessions) open their own process and take
+ *   the answer that one gets, as a verdict, rather than ask too; an answer that says nothing about the
+ *   revision (no answer, an unknown one) sends each to ask its own process. A verdict that proves
  *   wrong is corrected once, never in a loop: a 2025-era one whose `initialize` is refused with -32022
  *   naming 2026-07-28 is re-probed at once on a fresh connection; a 2026-07-28 one whose first request
  *   gets an answer of the other era is dropped with its session, and the next connect asks again.
@@ -43,6 +46,11 @@ export interface Discovery {
 export type Verdict =
   | { readonly _tag: "Legacy" }
   | { readonly _tag: "Modern"; readonly discovery: Discovery }
+  /**
+   * No verdict yet, and a connect of a local server (stdio, custom) is asking: connects that start
+   * meanwhile wait for its answer rather than ask too (`undefined` if it got none). Removed once answered.
+   */
+  | { readonly _tag: "Probing"; readonly answer: Promise<ProbeOutcome | undefined> }
 
 /** Verdicts per server config, for one pool. */
 export type Verdicts = WeakMap<McpServerConfig, Verdict>

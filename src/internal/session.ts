@@ -73,6 +73,7 @@ import {
   refusalOffersModern,
   supportedVersions,
   unsupportedProtocolVersion,
+  type Verdict,
   type Verdicts
 } from "./negotiate.ts"
 import { checkArgs, decodeDuration, maxTimerMillis, type ServerPolicy, show } from "./options.ts"
@@ -559,7 +560,8 @@ type ProbeMode = "first" | "patient"
 const probeAndConnect = (
   options: OpenSessionOptions,
   wiring: ClientWiring,
-  mode: ProbeMode = "first"
+  mode: ProbeMode = "first",
+  share = true
 ): Effect.Effect<Connected, ConnectError | ConnectTimeout, Scope.Scope> =>
   Effect.gen(function*() {
     const { policy: { config, protocol }, scope, server } = options
@@ -569,6 +571,29 @@ const probeAndConnect = (
     // local process, or a custom transport, may be a 2025-era server that ignores, exits on, or cannot
     // carry a request before `initialize`: each is a verdict, as before the probe existed.
     const remote = config._tag === "Http"
+    const shared = share && !remote && mode === "first"
+    const asking = shared ? options.verdicts.get(config) : undefined
+    if (asking?._tag === "Probing") {
+      const connected = yield* connectOnAnswer(
+        options,
+        wiring,
+        opened,
+        abandon,
+        yield* Effect.promise(() => asking.answer)
+      )
+      if (connected !== undefined) return connected
+    }
+    // The first to ask for this config: connects that start meanwhile wait for this answer.
+    let answered: ((outcome: ProbeOutcome | undefined) => void) | undefined
+    if (shared && options.verdicts.get(config) === undefined) {
+      let resolve: (outcome: ProbeOutcome | undefined) => void = () => undefined
+      const marker: Verdict = { _tag: "Probing", answer: new Promise((r) => (resolve = r)) }
+      options.verdicts.set(config, marker)
+      answered = (outcome) => {
+        if (options.verdicts.get(config) === marker) options.verdicts.delete(config)
+        resolve(outcome)
+      }
+    }
     const connectMillis = Duration.toMillis(options.policy.connectTimeout)
     const outcome: ProbeOutcome = yield* Effect.tryPromise({
       try: (signal) =>
@@ -581,7 +606,15 @@ const probeAndConnect = (
           signal
         }),
       catch: (cause) => new ConnectError({ server, scope, reason: `could not start: ${errorText(cause)}`, cause })
-    })
+    }).pipe(
+      (probing) =>
+        answered === undefined
+          ? probing
+          : Effect.onExit(
+            probing,
+            (exit) => Effect.sync(() => answered!(Exit.isSuccess(exit) ? exit.value : undefined))
+          )
+    )
     const asked = `server/discover: ${describeOutcome(outcome)}`
     if (outcome._tag === "Modern") {
       const connected = yield* connectModern(options, opened, outcome.discovery, wiring)
@@ -634,6 +667,45 @@ const probeAndConnect = (
     if (connected.wire.sdk.revision === legacyRevision) options.verdicts.set(config, { _tag: "Legacy" })
     return connected
   })
+
+/**
+ * A local server's connect on the answer another connect of the same config got to its probe (see
+ * negotiate.ts), on this connect's own, unprobed transport: 2026-07-28 as on a cached verdict; `initialize`
+ * where that connect goes on to `initialize` (its server answered as a 2025-era one, ignored the probe,
+ * exited on it, or could not carry it), re-asked on a fresh transport if refused for 2026-07-28 — patiently
+ * after silence, as that connect would. `undefined` when the answer says nothing (none, or only later
+ * revisions): this connect asks its own transport.
+ */
+const connectOnAnswer = (
+  options: OpenSessionOptions,
+  wiring: ClientWiring,
+  opened: OpenedTransport,
+  abandon: Effect.Effect<void>,
+  answer: ProbeOutcome | undefined
+): Effect.Effect<Connected | undefined, ConnectError | ConnectTimeout, Scope.Scope> => {
+  const { config, protocol } = options.policy
+  if (answer?._tag === "Modern") {
+    return Effect.map(connectModern(options, opened, answer.discovery, wiring), (connected) => {
+      options.verdicts.set(config, { _tag: "Modern", discovery: answer.discovery })
+      return { ...connected, fromVerdict: true }
+    })
+  }
+  if (answer === undefined || answer._tag === "OtherModern" || protocol === modernRevision) {
+    return Effect.succeed(undefined)
+  }
+  return connectLegacy(options, opened, wiring).pipe(
+    Effect.catchIf(
+      refusedForModern,
+      () =>
+        Effect.andThen(abandon, probeAndConnect(options, wiring, answer._tag === "Silent" ? "patient" : "first", false))
+    ),
+    Effect.tap((connected) =>
+      Effect.sync(() => {
+        if (connected.wire.sdk.revision === legacyRevision) options.verdicts.set(config, { _tag: "Legacy" })
+      })
+    )
+  )
+}
 
 /** Transport plus SDK client in the revision the config asks for or the server speaks. */
 const connectInRevision = (
@@ -766,9 +838,8 @@ export const openSession = (
       if (hub !== undefined) return Effect.succeed(hub)
       return Effect.map(PubSub.sliding<ServerNotification>(1024), (created) => (hub = created))
     })
-    const notifications = Stream.unwrap(
-      Effect.map(hubNow, (current) => current === undefined ? Stream.empty : Stream.fromPubSub(current))
-    )
+    /** Built on first read: most sessions are never asked for their notifications. */
+    let notifications: Stream.Stream<ServerNotification> | undefined
 
     const connected = yield* connectInRevision(options, wiring)
     const { transport, wire } = connected
@@ -996,7 +1067,11 @@ export const openSession = (
       serverInfo: wire.serverInfo ?? { name: server, version: "unknown" },
       serverCapabilities: wire.serverCapabilities,
       instructions: wire.instructions,
-      notifications,
+      get notifications() {
+        return notifications ??= Stream.unwrap(
+          Effect.map(hubNow, (current) => current === undefined ? Stream.empty : Stream.fromPubSub(current))
+        )
+      },
       sdk: wire.sdk,
       listTools: (params, requestOptions) => request("tools/list", (o) => wire.listTools(params, o), requestOptions),
       callTool: (params, requestOptions) =>
