@@ -23,7 +23,7 @@ import {
   Scheduler,
   Scope,
   Stream,
-  type Tracer
+  Tracer
 } from "effect"
 import { TestClock } from "effect/testing"
 import { mkdtempSync, readFileSync, rmSync } from "node:fs"
@@ -245,8 +245,61 @@ describe("edges: owners run in the pool's context", () => {
       assert.isUndefined(observed.annotation, "the owner saw the caller's log annotations")
       assert.isFalse(observed.parentIsCaller, "the connect span is a child of the caller's span")
       assert.isTrue(observed.linkedToCaller, "the connect span is not linked to the caller's span")
+    }).pipe(Effect.withTracer(recordingTracer())))
+
+  it.live("without a tracing backend (Effect's native tracer) neither get nor connect makes a span", () =>
+    Effect.gen(function*() {
+      const spanInConnect = yield* Deferred.make<Option.Option<Tracer.AnySpan>>()
+      const pool = yield* McpSessionPool.make({
+        servers: {
+          mem: McpServerConfig.custom(() =>
+            Effect.gen(function*() {
+              yield* Deferred.succeed(spanInConnect, yield* Effect.option(Effect.currentParentSpan))
+              const [client, server] = InMemoryTransport.createLinkedPair()
+              yield* Effect.promise(() => makeNotebookServer().connect(server))
+              return client as Transport
+            })
+          )
+        }
+      })
+      yield* Effect.scoped(pool.get({ server: "mem", scope: "thread-1" }))
+      const span = yield* Deferred.await(spanInConnect).pipe(within("5 seconds", "the connect never ran"))
+      assert.isTrue(Option.isNone(span), "the connect ran in a span nobody could see")
     }))
+
+  it.live("with a tracing backend, a cold get makes a McpSessionPool.get span and a linked McpSession.connect span", () => {
+    const tracer = recordingTracer()
+    return Effect.gen(function*() {
+      const probe = yield* makeProbe()
+      const pool = yield* McpSessionPool.make({ servers: { notebook: probe.config } })
+      yield* Effect.scoped(pool.get({ server: "notebook", scope: "thread-1" }))
+      yield* Effect.scoped(pool.get({ server: "notebook", scope: "thread-1" })) // a hit: no span
+      const names = tracer.spans.map((span) => span.name)
+      assert.deepStrictEqual(names.filter((name) => name.startsWith("Mcp")), [
+        "McpSessionPool.get",
+        "McpSession.connect"
+      ])
+      const [get, connect] = tracer.spans
+      assert.isTrue(connect!.links.some((link) => link.span === get), "the connect span is not linked to the get")
+      assert.strictEqual(connect!.attributes.get("mcp.method.name"), "initialize")
+    }).pipe(Effect.withTracer(tracer))
+  })
 })
+
+/** A tracer that keeps the spans it made (in order of creation): a backend, unlike Effect's native one. */
+const recordingTracer = () => {
+  const spans: Array<Tracer.NativeSpan> = []
+  return Object.assign(
+    Tracer.make({
+      span: (options) => {
+        const span = new Tracer.NativeSpan(options)
+        spans.push(span)
+        return span
+      }
+    }),
+    { spans }
+  )
+}
 
 /** An in-memory notebook server whose client pings are held until the test releases them. */
 const heldPings = Effect.gen(function*() {

@@ -67,7 +67,7 @@ import type { CloseReason, McpSessionPoolShape, SessionInfo } from "../McpSessio
 import type { Verdicts } from "./negotiate.ts"
 import { maxTimerMillis, type ResolvedOptions, resolveServers, samePolicy, type ServerPolicy } from "./options.ts"
 import { type ResolvedHandlers, resolveHandlers } from "./serverRequests.ts"
-import { openSession, type SessionHandle, withTraceContext } from "./session.ts"
+import { openSession, type SessionHandle, tracingEnabled, withTraceContext } from "./session.ts"
 
 // =============================================================================
 // Records
@@ -435,11 +435,17 @@ const connect = (pool: Pool, entry: Entry, sessionScope: Scope.Scope) =>
     }
   }).pipe(
     Scope.provide(sessionScope),
-    // No stack trace: it would point here, not at the caller, and capturing one costs more than the span.
-    Effect.withSpan("McpSession.connect", {
-      attributes: { "mcp.server": entry.server, "mcp.scope": entry.scope },
-      links: entry.requestedBy === undefined ? [] : [{ span: entry.requestedBy, attributes: {} }]
-    }, { captureStackTrace: false })
+    (opening) =>
+      Effect.withFiber((fiber) =>
+        tracingEnabled(fiber)
+          // No stack trace: it would point here, not at the caller, and capturing one costs more than the span.
+          ? Effect.withSpan(opening, "McpSession.connect", {
+            attributes: { "mcp.server": entry.server, "mcp.scope": entry.scope },
+            links: entry.requestedBy === undefined ? [] : [{ span: entry.requestedBy, attributes: {} }],
+            captureStackTrace: false
+          })
+          : opening
+      )
   )
 
 type Connected =
@@ -881,18 +887,21 @@ const get = (pool: Pool, server: string, scope?: string): Effect.Effect<McpSessi
     // Hit: no span (it would cost more than the lease); the full path has one.
     const hit = leaseReadyUnsafe(pool, fiber, server, scope)
     if (hit !== undefined) return Effect.as(Effect.addFinalizer(() => releaseLease(pool, hit)), sessionOf(hit))
-    // The span is not made the current one (`withSpan` would): nothing in the wait opens spans or logs,
-    // and the connect span links to it explicitly. One context change, not two: the stack frame, so that a
-    // failed get still reads "at McpSessionPool.get".
-    return Effect.useSpan(
-      "McpSessionPool.get",
-      { attributes: { "mcp.server": server, "mcp.scope": scopeOf(fiber, scope) ?? "" } },
-      (span) =>
-        Effect.flatMap(
-          acquireSession(pool, server, scope, span),
-          ([entry, session]) => Effect.as(Effect.addFinalizer(() => releaseLease(pool, entry)), session)
-        ).pipe(Effect.updateService(References.CurrentStackFrame, getStackFrame))
-    )
+    // The stack frame, so that a failed get still reads "at McpSessionPool.get".
+    const leased = (span: Tracer.AnySpan | undefined) =>
+      Effect.flatMap(
+        acquireSession(pool, server, scope, span),
+        ([entry, session]) => Effect.as(Effect.addFinalizer(() => releaseLease(pool, entry)), session)
+      ).pipe(Effect.updateService(References.CurrentStackFrame, getStackFrame))
+    // No tracing backend: no span (nobody would see it). Else one, not made the current one (`withSpan`
+    // would): nothing in the wait opens spans or logs, and the connect span links to it explicitly.
+    return tracingEnabled(fiber)
+      ? Effect.useSpan(
+        "McpSessionPool.get",
+        { attributes: { "mcp.server": server, "mcp.scope": scopeOf(fiber, scope) ?? "" } },
+        leased
+      )
+      : leased(undefined)
   }))
 
 const use = <A, E, R>(

@@ -775,6 +775,13 @@ const threadStateOf = (config: McpServerConfig, connected: Connected): ThreadSta
 const traceIds = /^[0-9a-f]{32}-[0-9a-f]{16}$/
 
 /**
+ * Whether a tracing backend is installed. With Effect's own `nativeTracer` a span is seen by nobody, so the
+ * connect path makes none (the Tracer module's advice): two spans were an eighth of a cold get's CPU.
+ */
+export const tracingEnabled = (fiber: Fiber.Fiber<unknown, unknown>): boolean =>
+  fiber.getRef(Tracer.Tracer) !== Tracer.nativeTracer
+
+/**
  * The call's params with the current span's W3C `traceparent` in `_meta` (SEP-414), unless there is no
  * span or the caller set one. The copy is made only then: a call without a span is sent as given.
  */
@@ -1128,16 +1135,18 @@ export const openSession = (
     const rootsChanged = Effect.promise(() =>
       terminated === undefined ? wire.sendRootsListChanged().catch(() => undefined) : Promise.resolve()
     )
-    // The connect span (the pool's), in OpenTelemetry's terms for MCP.
-    yield* Effect.annotateCurrentSpan({
-      "mcp.method.name": wire.sdk.revision === legacyRevision ? "initialize" : "server/discover",
-      "mcp.protocol.version": wire.protocolVersion,
-      "network.transport": options.policy.config._tag === "Stdio"
-        ? "pipe"
-        : options.policy.config._tag === "Http"
-        ? "tcp"
-        : "inproc",
-      ...(transport.sessionId === undefined ? {} : { "mcp.session.id": transport.sessionId })
-    })
+    // The connect span (the pool's), in OpenTelemetry's terms for MCP; none without a tracing backend.
+    if (tracingEnabled(yield* Effect.fiber)) {
+      yield* Effect.annotateCurrentSpan({
+        "mcp.method.name": wire.sdk.revision === legacyRevision ? "initialize" : "server/discover",
+        "mcp.protocol.version": wire.protocolVersion,
+        "network.transport": options.policy.config._tag === "Stdio"
+          ? "pipe"
+          : options.policy.config._tag === "Http"
+          ? "tcp"
+          : "inproc",
+        ...(transport.sessionId === undefined ? {} : { "mcp.session.id": transport.sessionId })
+      })
+    }
     return { session, startCallTool, lost, terminate, rootsChanged } satisfies SessionHandle
   })
