@@ -147,6 +147,46 @@ describe("both MCP revisions over stdio, one config", () => {
     60_000
   )
 
+  it.live(
+    "concurrent first sessions of one config ask once: the others take that answer on their own processes",
+    () =>
+      Effect.gen(function*() {
+        const scopes = ["a", "b", "c", "d"]
+        const modernSpawns = spawnLog()
+        const requests = join(modernSpawns.dir, "..", `requests-${process.pid}-${Date.now()}-burst`)
+        const exitSpawns = spawnLog()
+        const pool = yield* makePool({
+          modern: node(modernServer, {
+            MODERN_FIXTURE_SPAWN_DIR: modernSpawns.dir,
+            MODERN_FIXTURE_REQUEST_LOG: requests
+          }),
+          exits: node(legacyServer, { LEGACY_QUIRK: "exit", MODERN_FIXTURE_SPAWN_DIR: exitSpawns.dir })
+        })
+        // Every session of both servers asked for at once, before any verdict exists.
+        const eras = yield* Effect.forEach(
+          [...scopes.map((scope) => ["modern", scope]), ...scopes.map((scope) => ["exits", scope])],
+          ([server, scope]) => Effect.map(call(pool, server!, scope!, "counter_increment"), () => server),
+          { concurrency: "unbounded" }
+        )
+        assert.lengthOf(eras, 8)
+        const rows = yield* pool.snapshot
+        assert.deepStrictEqual(
+          rows.map((row) => `${row.server} ${row.scope} ${row.protocolVersion}`).sort(),
+          [
+            ...scopes.map((scope) => `exits ${scope} 2025-11-25`),
+            ...scopes.map((scope) => `modern ${scope} 2026-07-28`)
+          ]
+        )
+        // One server/discover for the four modern sessions, each on its own process.
+        const methods = readFileSync(requests, "utf8").trim().split("\n")
+        assert.strictEqual(methods.filter((method) => method === "server/discover").length, 1)
+        assert.strictEqual(modernSpawns.count(), 4)
+        // Only the process that was asked exited: one more spawn in all, not one per session.
+        assert.strictEqual(exitSpawns.count(), 5)
+      }),
+    60_000
+  )
+
   it.live("a 2025-era server that ignores the probe is reached after the probe's bound", () =>
     Effect.gen(function*() {
       const spawns = spawnLog()

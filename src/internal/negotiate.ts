@@ -48,7 +48,8 @@ export type Verdict =
   | { readonly _tag: "Modern"; readonly discovery: Discovery }
   /**
    * No verdict yet, and a connect of a local server (stdio, custom) is asking: connects that start
-   * meanwhile wait for its answer rather than ask too (`undefined` if it got none). Removed once answered.
+   * meanwhile (or after its answer, until a verdict replaces it) take its answer rather than ask too
+   * (`undefined` if it got none). Removed if that connect ends without a verdict.
    */
   | { readonly _tag: "Probing"; readonly answer: Promise<ProbeOutcome | undefined> }
 

@@ -562,9 +562,16 @@ const probeAndConnect = (
   wiring: ClientWiring,
   mode: ProbeMode = "first",
   share = true
-): Effect.Effect<Connected, ConnectError | ConnectTimeout, Scope.Scope> =>
-  Effect.gen(function*() {
-    const { policy: { config, protocol }, scope, server } = options
+): Effect.Effect<Connected, ConnectError | ConnectTimeout, Scope.Scope> => {
+  const { policy: { config, protocol }, scope, server } = options
+  // Set while this connect is the one asking for its config: it stays, answered, until a verdict replaces
+  // it (this connect, or one on its answer, connected), so connects that start late take the answer too;
+  // removed when this connect ends without one (a failed connect is not cached).
+  let marker: Verdict | undefined
+  const clearMarker = Effect.sync(() => {
+    if (marker !== undefined && options.verdicts.get(config) === marker) options.verdicts.delete(config)
+  })
+  return Effect.gen(function*() {
     const fail = (reason: string, cause?: unknown) => Effect.fail(new ConnectError({ server, scope, reason, cause }))
     const { abandon, opened } = yield* openAttempt(options, "modern")
     // Over HTTP a deployed server answers: silence, a closed connection or a failed send is an outage. A
@@ -586,13 +593,8 @@ const probeAndConnect = (
     // The first to ask for this config: connects that start meanwhile wait for this answer.
     let answered: ((outcome: ProbeOutcome | undefined) => void) | undefined
     if (shared && options.verdicts.get(config) === undefined) {
-      let resolve: (outcome: ProbeOutcome | undefined) => void = () => undefined
-      const marker: Verdict = { _tag: "Probing", answer: new Promise((r) => (resolve = r)) }
+      marker = { _tag: "Probing", answer: new Promise((resolve) => (answered = resolve)) }
       options.verdicts.set(config, marker)
-      answered = (outcome) => {
-        if (options.verdicts.get(config) === marker) options.verdicts.delete(config)
-        resolve(outcome)
-      }
     }
     const connectMillis = Duration.toMillis(options.policy.connectTimeout)
     const outcome: ProbeOutcome = yield* Effect.tryPromise({
@@ -666,7 +668,8 @@ const probeAndConnect = (
     )
     if (connected.wire.sdk.revision === legacyRevision) options.verdicts.set(config, { _tag: "Legacy" })
     return connected
-  })
+  }).pipe(Effect.onExit(() => clearMarker))
+}
 
 /**
  * A local server's connect on the answer another connect of the same config got to its probe (see
