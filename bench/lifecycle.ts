@@ -47,11 +47,16 @@ const timed = async (run: () => Promise<unknown>) => {
   return { wall: performance.now() - wall, cpu: L.cpuMillis() - cpu }
 }
 
-/** `n` raw SDK clients connected at once to their own echo transports; closed after timing. */
-const rawConnects = (n: number, wrap: boolean) => {
+/**
+ * `n` raw SDK clients connected at once to their own echo transports; closed after timing. `lazy`: with the
+ * lazy JSON-schema validator the pool's sessions use, instead of the SDK's default (Ajv, built per client).
+ */
+const rawConnects = (n: number, wrap: boolean, lazy = false) => {
   let clients: Array<Client> = []
   const connect = async () => {
-    const client = new Client(L.clientInfo)
+    const client = lazy
+      ? new Client(L.clientInfo, { jsonSchemaValidator: L.lazyValidator() })
+      : new Client(L.clientInfo)
     await client.connect(L.makeEchoTransport())
     return client
   }
@@ -104,6 +109,7 @@ const poolDistinct = (n: number) => {
 const distinctVariants = [
   "raw SDK connects (Promise.all)",
   "raw SDK connects, each in an Effect fiber",
+  "raw SDK connects, lazy validator (Promise.all)",
   "pool.get"
 ] as const
 type DistinctVariant = (typeof distinctVariants)[number]
@@ -115,7 +121,7 @@ type DistinctVariant = (typeof distinctVariants)[number]
  */
 const distinctBursts = async () => {
   const sizes = [1_000, 10_000] as const
-  const rounds = 3
+  const rounds = 5
   const wall = new Map<string, Array<number>>()
   const cpu = new Map<string, Array<number>>()
   const closes: Array<number> = []
@@ -134,7 +140,11 @@ const distinctBursts = async () => {
           const closeMillis = await p.close()
           if (n === 10_000 && round >= 0) closes.push(closeMillis)
         } else {
-          const r = rawConnects(n, variant !== "raw SDK connects (Promise.all)")
+          const r = rawConnects(
+            n,
+            variant === "raw SDK connects, each in an Effect fiber",
+            variant === "raw SDK connects, lazy validator (Promise.all)"
+          )
           time = await timed(r.run)
           await r.close()
         }
@@ -252,8 +262,12 @@ export const burst = async (): Promise<Section> => {
         "(`Promise.all`) to the same in-memory transport (bench/lib.ts `makeEchoTransport`, which answers " +
         "`initialize` itself, so that connects cost the clients, not a server), and beside those raw connects " +
         "each in an Effect fiber with a `Scope` (`Effect.forEach` + `Effect.scoped(Effect.tryPromise(...))`): " +
-        "the least any Effect API pays. 3 variants × 2 sizes per round in rotating " +
-        "order, each burst after a forced GC; one warm-up round at 1,000, then 3 rounds; ratios are medians " +
+        "the least any Effect API pays. A fourth variant gives the raw `Client`s the lazy JSON-schema validator " +
+        "the pool's sessions use (bench/lib.ts `lazyValidator`): most of a default raw connect's CPU is the SDK " +
+        "building its Ajv validator, which a pool session never pays, so that row shows the SDK's own connect " +
+        "work bare and the pool's machinery per connect (fibers, scopes, entry, session wrapper) is the " +
+        "difference to it. 4 variants × 2 sizes per round in rotating " +
+        "order, each burst after a forced GC; one warm-up round at 1,000, then 5 rounds; ratios are medians " +
         "over rounds of the ratio within a round. Everything runs in this process, so the targets use its CPU " +
         "time (other processes on a shared machine inflate the wall clock, not it); wall ratios are shown " +
         "beside them. Opening the pool and closing the sessions are not timed " +
@@ -270,15 +284,31 @@ export const burst = async (): Promise<Section> => {
         value: c.vsRaw.median,
         spread: `${L.fmt(c.vsRaw.lo, 2)}–${L.fmt(c.vsRaw.hi, 2)}; wall ${L.fmt(d.wall.vsRaw.median, 2)}×`,
         floor: `${L.fmt(c.floorVsRaw.median, 2)}× (the raw connects, each in an Effect fiber with a Scope)`,
-        why: `CPU per get: ${L.fmt(c.perGet("pool.get", 10_000), 0)} µs vs ${
-          L.fmt(c.perGet("raw SDK connects (Promise.all)", 10_000), 0)
-        } µs for a raw connect; the Effect fiber and Scope account for ${
-          L.fmt(
-            c.perGet("raw SDK connects, each in an Effect fiber", 10_000) -
-              c.perGet("raw SDK connects (Promise.all)", 10_000),
-            0
-          )
-        } µs of the difference, the pool's own bookkeeping (entry, owner fiber, lease) for the rest.`
+        why:
+          `CPU per get: ${L.fmt(c.perGet("pool.get", 10_000), 0)} µs vs ${
+            L.fmt(c.perGet("raw SDK connects (Promise.all)", 10_000), 0)
+          } µs for a raw connect; the Effect fiber and Scope account for ${
+            L.fmt(
+              c.perGet("raw SDK connects, each in an Effect fiber", 10_000) -
+                c.perGet("raw SDK connects (Promise.all)", 10_000),
+              0
+            )
+          } µs of the difference, the pool's own bookkeeping (entry, owner fiber, lease) for the rest. A raw ` +
+          `connect with the pool's lazy validator takes ${
+            L.fmt(c.perGet("raw SDK connects, lazy validator (Promise.all)", 10_000), 0)
+          } µs (the SDK's own connect work, without building Ajv as a default one does): the pool's machinery ` +
+          `per connect is ${
+            L.fmt(
+              c.perGet("pool.get", 10_000) - c.perGet("raw SDK connects, lazy validator (Promise.all)", 10_000),
+              0
+            )
+          } µs, the default client's Ajv build ${
+            L.fmt(
+              c.perGet("raw SDK connects (Promise.all)", 10_000) -
+                c.perGet("raw SDK connects, lazy validator (Promise.all)", 10_000),
+              0
+            )
+          } µs.`
       },
       {
         name: "cold `get` of a distinct key: CPU per get at 10,000 at once ÷ at 1,000",
