@@ -32,6 +32,8 @@ const lazy = {
   "SDK SSE client": "/@modelcontextprotocol/sdk/dist/esm/client/sse.js",
   "SDK OAuth client": "/@modelcontextprotocol/sdk/dist/esm/client/auth.js",
   "SDK servers": "/@modelcontextprotocol/sdk/dist/esm/server/",
+  "SDK stdio client": "/@modelcontextprotocol/sdk/dist/esm/client/stdio.js",
+  "cross-spawn": "/node_modules/cross-spawn/",
   eventsource: "/node_modules/eventsource/",
   "pkce-challenge": "/node_modules/pkce-challenge/"
 } as const
@@ -76,6 +78,19 @@ const snapshot = Effect.gen(function*() {
 results.fromFile = await Effect.runPromise(snapshot.pipe(Effect.provide(fromFile)))
 phase("fromFile")
 
+// A stdio server: the SDK's stdio client module loads at the first spawn.
+const stdio = McpSessionPool.layer({
+  servers: { notebook: McpServerConfig.stdio({ command: process.execPath, args: [process.argv[3]] }) }
+})
+results.stdio = await Effect.runPromise(
+  Effect.gen(function*() {
+    const pool = yield* McpSessionPool.McpSessionPool
+    const result = yield* pool.callTool({ server: "notebook", scope: "s", name: "counter_increment" })
+    return result.content[0].text
+  }).pipe(Effect.provide(stdio))
+)
+phase("stdio")
+
 const { McpServer } = await import("@modelcontextprotocol/sdk/server/mcp.js")
 phase("server")
 const makeServer = () => {
@@ -97,11 +112,15 @@ process.stdout.write(JSON.stringify({ phases, results }))
 `
 
 interface ChildReport {
-  readonly phases: Record<"baseline" | "root" | "remote" | "fromFile" | "server" | "toolkit", ReadonlyArray<string>>
+  readonly phases: Record<
+    "baseline" | "root" | "remote" | "fromFile" | "stdio" | "server" | "toolkit",
+    ReadonlyArray<string>
+  >
   readonly results: {
     readonly exported: ReadonlyArray<string>
     readonly remote: string
     readonly fromFile: number
+    readonly stdio: string
     readonly toolkit: { readonly tools: ReadonlyArray<string>; readonly offered: ReadonlyArray<string> }
   }
 }
@@ -110,7 +129,7 @@ const runChild = (configPath: string) =>
   Effect.callback<ChildReport, Error>((resume) => {
     const proc = execFile(
       process.execPath,
-      ["--input-type=module", "--no-warnings", "-e", child, rootModule, configPath],
+      ["--input-type=module", "--no-warnings", "-e", child, rootModule, configPath, notebookPath],
       { cwd: projectRoot, timeout: 60_000, maxBuffer: 64 * 1024 * 1024 },
       (error, stdout, stderr) => {
         if (error !== null) resume(Effect.fail(new Error(`the probe failed: ${error.message}\n${stderr}`)))
@@ -167,6 +186,11 @@ describe("import cost", () => {
       assert.strictEqual(results.fromFile, 0)
       assert.lengthOf(matching(phases.fromFile, "/@effect/platform-node/dist/NodeFileSystem.js"), 1)
       assert.deepStrictEqual(matching(phases.fromFile, lazy["effect/ai"]), [])
+
+      // The first spawn loads the SDK's stdio client (and cross-spawn) for its default environment.
+      assert.strictEqual(results.stdio, "1")
+      assert.lengthOf(matching(phases.stdio, lazy["SDK stdio client"]), 1)
+      assert.isNotEmpty(matching(phases.stdio, lazy["cross-spawn"]))
 
       // `McpToolkit.make` loads `effect/ai` (the SDK server before it did not), and the toolkit works.
       assert.deepStrictEqual(matching(phases.server, lazy["effect/ai"]), [])

@@ -14,7 +14,6 @@
  *
  * @internal
  */
-import { getDefaultEnvironment } from "@modelcontextprotocol/sdk/client/stdio.js"
 import { ReadBuffer, serializeMessage } from "@modelcontextprotocol/sdk/shared/stdio.js"
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js"
 import type { JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js"
@@ -351,10 +350,20 @@ const isPipeGone = (error: unknown): boolean => {
     code === "ERR_STREAM_PREMATURE_CLOSE" || code === "ERR_STREAM_WRITE_AFTER_END"
 }
 
+/**
+ * The SDK's stdio client module, for its `getDefaultEnvironment`: imported at the first spawn, as it brings
+ * `cross-spawn` and its dependencies, which the package root (and an app without stdio servers) need not load.
+ */
+let sdkStdio: Promise<typeof import("@modelcontextprotocol/sdk/client/stdio.js")> | undefined
+const loadSdkStdio = () => sdkStdio ??= import("@modelcontextprotocol/sdk/client/stdio.js")
+
 /** The child's environment, secrets unwrapped: only the child ever sees their values. */
-const childEnvironment = (options: StdioProcessOptions): Record<string, string> => {
+const childEnvironment = (
+  options: StdioProcessOptions,
+  defaultEnvironment: () => Record<string, string>
+): Record<string, string> => {
   const env: Record<string, string> = {}
-  const base = options.inheritEnv ? process.env : getDefaultEnvironment()
+  const base = options.inheritEnv ? process.env : defaultEnvironment()
   for (const [name, value] of Object.entries(base)) {
     if (value !== undefined) env[name] = value
   }
@@ -512,7 +521,8 @@ export const spawnStdio = (options: StdioProcessOptions): Effect.Effect<StdioCon
   // Uninterruptible so that nothing runs between the spawn and the registration of its finalizer.
   Effect.uninterruptible(Effect.gen(function*() {
     const scope = yield* Effect.scope
-    const env = childEnvironment(options)
+    const { getDefaultEnvironment } = yield* Effect.promise(loadSdkStdio)
+    const env = childEnvironment(options, getDefaultEnvironment)
     const invalid = invalidInput(options, env)
     if (invalid !== undefined) return yield* Effect.fail(new SpawnError(invalid))
 
