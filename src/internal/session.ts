@@ -63,6 +63,7 @@ import type { McpSessionError } from "../McpPoolError.ts"
 import { type McpServerConfig, resolvePerScope } from "../McpServerConfig.ts"
 import type { CallToolParams, McpSession, RequestOptions, SdkClient, ThreadState } from "../McpSession.ts"
 import { callTool } from "./callToolResult.ts"
+import { show } from "./configSchema.ts"
 import {
   describeOutcome,
   type Discovery,
@@ -76,7 +77,7 @@ import {
   type Verdict,
   type Verdicts
 } from "./negotiate.ts"
-import { checkArgs, decodeDuration, maxTimerMillis, type ServerPolicy, show } from "./options.ts"
+import { checkArgs, decodeDuration, maxTimerMillis, type ServerPolicy } from "./options.ts"
 import { openRemote, RemoteTransportError } from "./remote.ts"
 import {
   HandlerRuns,
@@ -568,7 +569,10 @@ const probeAndConnect = (
   // it (this connect, or one on its answer, connected), so connects that start late take the answer too;
   // removed when this connect ends without one (a failed connect is not cached).
   let marker: Verdict | undefined
+  let answered: ((outcome: ProbeOutcome | undefined) => void) | undefined
   const clearMarker = Effect.sync(() => {
+    // Interrupted before the probe began, its waiters still hear (nothing): a second resolve is a no-op.
+    answered?.(undefined)
     if (marker !== undefined && options.verdicts.get(config) === marker) options.verdicts.delete(config)
   })
   return Effect.gen(function*() {
@@ -579,19 +583,18 @@ const probeAndConnect = (
     // carry a request before `initialize`: each is a verdict, as before the probe existed.
     const remote = config._tag === "Http"
     const shared = share && !remote && mode === "first"
-    const asking = shared ? options.verdicts.get(config) : undefined
-    if (asking?._tag === "Probing") {
-      const connected = yield* connectOnAnswer(
-        options,
-        wiring,
-        opened,
-        abandon,
-        yield* Effect.promise(() => asking.answer)
-      )
+    // Read again now that the transport is open: another connect may have asked, or decided, meanwhile.
+    const known = shared ? options.verdicts.get(config) : undefined
+    if (known !== undefined) {
+      const answer = known._tag === "Probing"
+        ? yield* Effect.promise(() => known.answer)
+        : known._tag === "Modern"
+        ? { _tag: "Modern" as const, discovery: known.discovery }
+        : { _tag: "LegacyEvidence" as const, answer: "a cached verdict" }
+      const connected = yield* connectOnAnswer(options, wiring, opened, abandon, answer)
       if (connected !== undefined) return connected
     }
     // The first to ask for this config: connects that start meanwhile wait for this answer.
-    let answered: ((outcome: ProbeOutcome | undefined) => void) | undefined
     if (shared && options.verdicts.get(config) === undefined) {
       marker = { _tag: "Probing", answer: new Promise((resolve) => (answered = resolve)) }
       options.verdicts.set(config, marker)
@@ -742,7 +745,8 @@ const connectInRevision = (
       const { abandon, opened } = yield* openAttempt(options, "legacy")
       return yield* connectLegacy(options, opened, wiring).pipe(
         Effect.catchIf(refusedForModern, () => {
-          options.verdicts.delete(config)
+          // Only the verdict read here: another connect may have started asking meanwhile.
+          if (options.verdicts.get(config) === known) options.verdicts.delete(config)
           return Effect.andThen(abandon, probeAndConnect(options, wiring))
         })
       )
@@ -905,7 +909,10 @@ export const openSession = (
       const failure = sdkFailure(cause)
       if (unconfirmed && answersOfTheOtherEra(failure)) {
         unconfirmed = false
-        options.verdicts.delete(options.policy.config)
+        // The 2026-07-28 verdict this session came from; not a connect's ask begun meanwhile.
+        if (options.verdicts.get(options.policy.config)?._tag === "Modern") {
+          options.verdicts.delete(options.policy.config)
+        }
         lostReason = `the server no longer speaks ${modernRevision}, the revision it was found to speak (${
           failure._tag === "Rpc" ? rpcMessage(failure) : failure._tag === "Other" ? failure.message : failure._tag
         }); the next connect asks it again`
