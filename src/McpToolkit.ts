@@ -90,6 +90,7 @@ import {
   configDecoder,
   expected,
   expectedWithMessage,
+  isRecord,
   objectOf,
   optionalField,
   parsed,
@@ -451,7 +452,7 @@ const ServerItem = select({
 }, (u) =>
   typeof u === "string"
     ? "name"
-    : internal.isRecord(u)
+    : isRecord(u)
     ? "options"
     : reject(`expected a server name or server options ({ server, prefix?, filter? }), got ${show(u)}`))
 
@@ -462,7 +463,7 @@ const decodeOptions = configDecoder(
         what: "a list of server names or server options",
         empty: "expected at least one server",
         nameOf: (u) => {
-          const name = internal.isRecord(u) ? u.server : u
+          const name = isRecord(u) ? u.server : u
           return typeof name === "string" && name !== "" ? name : undefined
         },
         repeated: (name) => `server "${name}" is listed twice`
@@ -653,7 +654,7 @@ export const make = (
     const callTool =
       (entry: ServerEntry, tool: string, name: string) =>
       (params: unknown): Effect.Effect<ToolResult, ToolFailure | AiError.AiErrorReason> => {
-        if (params !== undefined && !internal.isRecord(params)) {
+        if (params !== undefined && !isRecord(params)) {
           return Effect.fail(
             new ai.AiError.ToolParameterValidationError({ toolName: name, description: "expected a JSON object" })
           )

@@ -79,6 +79,9 @@ export const orUndefined = <S extends Schema.Constraint>(schema: S) =>
 /** An optional field: absent or `undefined` is unset. */
 export const optionalField = <S extends Schema.Constraint>(schema: S) => Schema.optionalKey(orUndefined(schema))
 
+/** What a required field that is absent reads: as if it were given `undefined`. */
+const missing = (what: string) => ({ messageMissingKey: `expected ${what}, got undefined` })
+
 // --- combinators ---
 
 type Members = Readonly<Record<string, Schema.Constraint>>
@@ -94,10 +97,12 @@ export type Selected<M extends Members> = {
  */
 export const select = <const M extends Members>(
   members: M,
-  choose: (u: unknown) => keyof M | SchemaIssue.Issue
+  choose: (u: unknown) => keyof M | SchemaIssue.Issue,
+  /** What the value should be, for the message when a required one is absent. */
+  what?: string
 ) => {
   const kinds = Object.keys(members) as Array<keyof M & string>
-  return Schema.declareConstructor<Selected<M>, unknown>()(kinds.map((kind) => members[kind]!), (codecs) => {
+  const schema = Schema.declareConstructor<Selected<M>, unknown>()(kinds.map((kind) => members[kind]!), (codecs) => {
     const decoders = new Map(kinds.map((kind, i) => [kind, SchemaParser.decodeUnknownEffect(codecs[i]!)]))
     return (u, _ast, options) => {
       const kind = choose(u)
@@ -108,14 +113,15 @@ export const select = <const M extends Members>(
       )
     }
   })
+  return what === undefined ? schema : schema.annotateKey(missing(what))
 }
 
-/** `schema` for values `is` accepts; anything else is `expected <what>, got <the value>`. */
+/** `schema` for values `is` accepts; anything else (absent too) is `expected <what>, got <the value>`. */
 export const guarded = <S extends Schema.Constraint>(schema: S, is: (u: unknown) => boolean, what: string) =>
   Schema.declareConstructor<S["Type"], unknown>()([schema], ([codec]) => {
     const decode = SchemaParser.decodeUnknownEffect(codec)
     return (u, _ast, options) => is(u) ? decode(u, options) : Effect.fail(reject(`expected ${what}, got ${show(u)}`))
-  }, { expected: what })
+  }, { expected: what }).annotateKey(missing(what))
 
 /** A struct of `fields` for objects; anything else is `expected <what>, got <the value>`. */
 export const objectOf = <S extends Schema.Constraint>(schema: S, what: string) => guarded(schema, isRecord, what)
@@ -172,7 +178,7 @@ export const byName = <S extends Schema.Constraint>(
         parseOptions
       ) as Effect.Effect<Array<readonly [string, S["Type"]]>, SchemaIssue.Issue>
     }
-  })
+  }).annotateKey(missing(options.what))
 
 /**
  * A non-empty list whose elements name distinct things (`nameOf`): a repeated name is reported at the

@@ -24,8 +24,6 @@ import {
   toConfigIssues
 } from "./configSchema.ts"
 
-export { isRecord, show } from "./configSchema.ts"
-
 export interface PoolOptions extends ServerOptions {
   readonly servers: Readonly<Record<string, McpServerConfig>>
   readonly capacity?: number | undefined
@@ -197,19 +195,25 @@ const StringOrRedacted = expected(
 )
 
 /** `entries` (an object), or a function of the scope that gives them at connect time. */
-const entriesOrFunction = <S extends Schema.Constraint>(entries: S) =>
-  select({ function: AnyFunction, entries }, (u) => isFunction(u) ? "function" : "entries")
+const entriesOrFunction = <S extends Schema.Constraint>(entries: S, what: string) =>
+  select({ function: AnyFunction, entries }, (u) => isFunction(u) ? "function" : "entries", what)
 
 const Stdio = Schema.Struct({
   command: expected(
     (u): u is string => typeof u === "string" && u.trim() !== "",
     "a non-empty command"
   ),
-  args: entriesOrFunction(guarded(StringArray, Array.isArray, "an array of strings or a function of the scope")),
-  env: entriesOrFunction(byName(StringOrRedacted, {
-    what: "an object of strings or a function of the scope",
-    nameProblem: (name) => name === "" || name.includes("=") ? `invalid variable name ${show(name)}` : undefined
-  })),
+  args: entriesOrFunction(
+    guarded(StringArray, Array.isArray, "an array of strings or a function of the scope"),
+    "an array of strings or a function of the scope"
+  ),
+  env: entriesOrFunction(
+    byName(StringOrRedacted, {
+      what: "an object of strings or a function of the scope",
+      nameProblem: (name) => name === "" || name.includes("=") ? `invalid variable name ${show(name)}` : undefined
+    }),
+    "an object of strings or a function of the scope"
+  ),
   cwd: optionalField(expected(
     (u): u is string | ((scope: string) => string) => typeof u === "string" || isFunction(u),
     "a directory path or a function of the scope"
@@ -249,7 +253,10 @@ const Http = Schema.Struct({
     },
     "expected a URL or a function of the scope, got undefined"
   ),
-  headers: entriesOrFunction(byName(StringOrRedacted, { what: "an object of strings or a function of the scope" })),
+  headers: entriesOrFunction(
+    byName(StringOrRedacted, { what: "an object of strings or a function of the scope" }),
+    "an object of strings or a function of the scope"
+  ),
   transport: expected(
     (u): u is "streamable-http" | "sse" | "auto" => u === "streamable-http" || u === "sse" || u === "auto",
     `"streamable-http", "sse" or "auto"`

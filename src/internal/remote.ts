@@ -33,9 +33,10 @@ import { ErrorCode, type JSONRPCMessage, type MessageExtraInfo } from "@modelcon
 import { Cause, Effect, Exit, Predicate, Redacted, type Scope } from "effect"
 import { ConnectError } from "../McpPoolError.ts"
 import { type Headers as HeaderValues, type Http, resolvePerScope } from "../McpServerConfig.ts"
+import { show } from "./configSchema.ts"
 import { httpStatus } from "./httpStatus.ts"
 import { supportedVersions, unsupportedProtocolVersion } from "./negotiate.ts"
-import { show, urlProblem } from "./options.ts"
+import { urlProblem } from "./options.ts"
 import { TransportLost } from "./transportLost.ts"
 
 // The SDK's HTTP client transports (with eventsource, pkce-challenge and the OAuth client) are imported

@@ -9,6 +9,7 @@
  */
 import type { ContentBlock, Tool as McpToolDefinition } from "@modelcontextprotocol/sdk/types.js"
 import type { Prompt } from "effect/ai"
+import { isRecord } from "./configSchema.ts"
 
 /** What providers accept as a function name (OpenAI's rule, the strictest common one). */
 const VALID_NAME = /^[a-zA-Z0-9_-]{1,64}$/
@@ -26,9 +27,6 @@ export const isValidPrefix = (prefix: string): boolean => /^[a-zA-Z0-9_-]*$/.tes
 
 /** Tools that need task-augmented execution (MCP tasks) cannot be called with a plain `tools/call`. */
 export const requiresTasks = (tool: McpToolDefinition): boolean => tool.execution?.taskSupport === "required"
-
-export const isRecord = (u: unknown): u is Record<string, unknown> =>
-  typeof u === "object" && u !== null && !Array.isArray(u)
 
 export const isContentBlock = (u: unknown): u is ContentBlock => isRecord(u) && typeof u.type === "string"
 

@@ -55,7 +55,11 @@ describe("configSchema", () => {
     Effect.gen(function*() {
       const error = yield* Effect.flip(McpConfigFile.decode({
         servers: {
-          a: { type: "http", url: "ftp://host/?token=url-secret-1", headers: { H: "Bearer ${env:NOPE}", N: 1 } },
+          a: {
+            type: "http",
+            url: "ftp://host/?token=url-secret-1",
+            headers: { H: "Bearer ${env:TOKEN}${env:NOPE}", N: 1 }
+          },
           b: { command: "x", args: ["ok", {}], env: { K: "${input:key}" }, cwd: 5 },
           "c.d": { url: "https://user:pw-secret-2@host/mcp" }
         }
@@ -73,6 +77,23 @@ describe("configSchema", () => {
         assert.notInclude(error.message, secret)
         assert.notInclude(JSON.stringify(error), secret)
       }
+    }))
+
+  it.effect("an absent required field reads like one given undefined, naming what it should be", () =>
+    Effect.gen(function*() {
+      assert.deepStrictEqual(lines(yield* Effect.flip(resolveOptions(untyped({}), "t"))), [
+        "servers: expected an object of server configs, got undefined"
+      ])
+      const error = yield* Effect.flip(resolveOptions(
+        untyped({ servers: { a: { _tag: "Stdio", command: "x" }, b: { _tag: "Http", url: "http://h" } } }),
+        "t"
+      ))
+      assert.includeMembers(lines(error), [
+        "servers.a.args: expected an array of strings or a function of the scope, got undefined",
+        "servers.a.env: expected an object of strings or a function of the scope, got undefined",
+        "servers.b.headers: expected an object of strings or a function of the scope, got undefined"
+      ])
+      assert.notInclude(error.message, "is required")
     }))
 
   it.effect("toolkit options: a duplicate, a bad prefix and bad fields are all reported in list order", () =>
