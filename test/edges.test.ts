@@ -262,9 +262,26 @@ describe("edges: owners run in the pool's context", () => {
           )
         }
       })
+      // Every span the native tracer makes, named (it is the tracer in use here).
+      const made: Array<string> = []
+      const nativeTracer = Tracer.nativeTracer as { span: Tracer.Tracer["span"] }
+      const nativeSpan = nativeTracer.span
+      yield* Effect.acquireRelease(
+        Effect.sync(() => {
+          nativeTracer.span = (options) => {
+            made.push(options.name)
+            return nativeSpan.call(Tracer.nativeTracer, options)
+          }
+        }),
+        () => Effect.sync(() => (nativeTracer.span = nativeSpan))
+      )
       yield* Effect.scoped(pool.get({ server: "mem", scope: "thread-1" }))
       const span = yield* Deferred.await(spanInConnect).pipe(within("5 seconds", "the connect never ran"))
       assert.isTrue(Option.isNone(span), "the connect ran in a span nobody could see")
+      assert.deepStrictEqual(made.filter((name) => name.startsWith("Mcp")), [])
+      // The spy sees spans: one made in the test's own code is counted.
+      yield* Effect.withSpan(Effect.void, "McpTest.spy")
+      assert.deepStrictEqual(made.filter((name) => name.startsWith("Mcp")), ["McpTest.spy"])
     }))
 
   it.live("with a tracing backend, a cold get makes a McpSessionPool.get span and a linked McpSession.connect span", () => {
