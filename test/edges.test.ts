@@ -451,6 +451,45 @@ describe("edges: failed connects", () => {
       const pid = Number(readFileSync(pidFile, "utf8").trim())
       assert.isFalse(isRunning(pid), `pid ${pid} still ran when ConnectTimeout was returned`)
     }))
+
+  it.live("a connect waiting on another's revision probe is released when that connect is cancelled", () =>
+    Effect.gen(function*() {
+      const probeHeld = yield* Deferred.make<void>()
+      const waiterOpened = yield* Deferred.make<void>()
+      let discovers = 0
+      const pool = yield* McpSessionPool.make({
+        servers: {
+          // A 2025-era SDK server in this process; thread a's transport never delivers its probe.
+          s: McpServerConfig.custom((scope) =>
+            Effect.gen(function*() {
+              const [client, server] = InMemoryTransport.createLinkedPair()
+              yield* Effect.promise(() => makeNotebookServer().connect(server))
+              const send = client.send.bind(client)
+              client.send = (message: JSONRPCMessage, options) => {
+                if ("method" in message && message.method === "server/discover") {
+                  discovers++
+                  if (scope === "a") return Deferred.doneUnsafe(probeHeld, Exit.void), Promise.resolve()
+                }
+                return send(message, options)
+              }
+              if (scope === "b") Deferred.doneUnsafe(waiterOpened, Exit.void)
+              return client as Transport
+            })
+          )
+        },
+        connectTimeout: "20 seconds"
+      })
+      const asker = yield* Effect.forkChild(Effect.scoped(pool.get({ server: "s", scope: "a" })))
+      yield* Deferred.await(probeHeld).pipe(within("5 seconds", "thread a's probe"))
+      const waiter = yield* Effect.forkChild(Effect.scoped(pool.get({ server: "s", scope: "b" })))
+      yield* Deferred.await(waiterOpened).pipe(within("5 seconds", "thread b's transport"))
+      // Thread a's only waiter leaves: its connect (and its probe) is cancelled.
+      yield* Fiber.interrupt(asker)
+      const session = yield* Fiber.join(waiter).pipe(within("10 seconds", "thread b, waiting on a's answer"))
+      assert.strictEqual(session.revision, "2025-11-25")
+      assert.strictEqual(discovers, 2) // b asked its own server once a's question was gone
+      assert.deepStrictEqual((yield* pool.snapshot).map((row) => row.scope), ["b"])
+    }))
 })
 
 describe("edges: messages", () => {
