@@ -546,10 +546,12 @@ const openAttempt = (options: OpenSessionOptions, remoteMode: "legacy" | "modern
   })
 
 /**
- * `first`: a connect's own question, bounded for a local server by the probe's bound; `patient`: asked again,
- * as long as the connect may take, after a local server's silence led to an `initialize` it refused.
+ * `first`: a connect's own question, bounded for a local server by the probe's bound, whose answer connects
+ * of the same config that start meanwhile share; `own`: the same, not shared (asked again by a connect whose
+ * shared answer led to a refused `initialize`); `patient`: asked again, as long as the connect may take,
+ * after a local server's silence led to an `initialize` it refused.
  */
-type ProbeMode = "first" | "patient"
+type ProbeMode = "first" | "own" | "patient"
 
 /**
  * Asks the server which revision it speaks (`server/discover` on a fresh connection) and connects in the
@@ -561,8 +563,7 @@ type ProbeMode = "first" | "patient"
 const probeAndConnect = (
   options: OpenSessionOptions,
   wiring: ClientWiring,
-  mode: ProbeMode = "first",
-  share = true
+  mode: ProbeMode = "first"
 ): Effect.Effect<Connected, ConnectError | ConnectTimeout, Scope.Scope> => {
   const { policy: { config, protocol }, scope, server } = options
   // Set while this connect is the one asking for its config: it stays, answered, until a verdict replaces
@@ -582,7 +583,7 @@ const probeAndConnect = (
     // local process, or a custom transport, may be a 2025-era server that ignores, exits on, or cannot
     // carry a request before `initialize`: each is a verdict, as before the probe existed.
     const remote = config._tag === "Http"
-    const shared = share && !remote && mode === "first"
+    const shared = !remote && mode === "first"
     // Read again now that the transport is open: another connect may have asked, or decided, meanwhile.
     const known = shared ? options.verdicts.get(config) : undefined
     if (known !== undefined) {
@@ -658,7 +659,7 @@ const probeAndConnect = (
     }
     const connected = yield* connectLegacy(options, legacy, wiring).pipe(
       Effect.catchIf(
-        (error) => mode === "first" && outcome._tag === "Silent" && refusedForModern(error),
+        (error) => mode !== "patient" && outcome._tag === "Silent" && refusedForModern(error),
         () => Effect.andThen(abandon, probeAndConnect(options, wiring, "patient"))
       ),
       Effect.mapError((error) => {
@@ -702,8 +703,7 @@ const connectOnAnswer = (
   return connectLegacy(options, opened, wiring).pipe(
     Effect.catchIf(
       refusedForModern,
-      () =>
-        Effect.andThen(abandon, probeAndConnect(options, wiring, answer._tag === "Silent" ? "patient" : "first", false))
+      () => Effect.andThen(abandon, probeAndConnect(options, wiring, answer._tag === "Silent" ? "patient" : "own"))
     ),
     Effect.tap((connected) =>
       Effect.sync(() => {
