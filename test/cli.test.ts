@@ -112,6 +112,7 @@ describe("mcp-pool (in-process)", () => {
       })
       assert.deepInclude(byName.missing, { reachable: false, revision: undefined, tools: undefined })
       assert.include(byName.missing?.error, "command not found")
+      assert.notInclude(byName.missing?.error, "scope") // the doctor's own scope is no concern of the user's
       for (const report of reports) assert.isAbove(report.connectMillis, 0, report.server)
       // Progress: each server as its check ends.
       assert.sameMembers(finished.map((line) => line.split(" ")[1]), ["notebook", "missing", "modern"])

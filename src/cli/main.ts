@@ -199,6 +199,9 @@ export interface DoctorOptions {
 
 const doctorScope = "mcp-pool-doctor"
 
+/** An error's message without the doctor's own scope: it is no scope of the user's, so it says nothing. */
+const doctorText = (message: string): string => message.replace(` for scope "${doctorScope}"`, "")
+
 /**
  * Connects to every server at once (one pool, each check bounded by `timeout`) and reports each, in the
  * order of `servers`. Every session is closed (its process gone) when it returns.
@@ -249,9 +252,14 @@ export const doctor = (
           }),
           onSome: (got) =>
             got._tag === "Failure"
-              ? { ...base, reachable: false, tools: undefined, error: got.failure.message }
+              ? { ...base, reachable: false, tools: undefined, error: doctorText(got.failure.message) }
               : got.success._tag === "Failure"
-              ? { ...base, reachable: true, tools: undefined, error: `tools/list: ${renderError(got.success.failure)}` }
+              ? {
+                ...base,
+                reachable: true,
+                tools: undefined,
+                error: doctorText(`tools/list: ${renderError(got.success.failure)}`)
+              }
               : { ...base, reachable: true, tools: got.success.success.length, error: undefined }
         })
         done++
