@@ -70,7 +70,7 @@ export const expectedWithMessage = <T>(is: (u: unknown) => u is T, message: stri
 export const AnyFunction = Schema.declare(isFunction)
 
 /** `schema`, or `undefined` (which the public option types allow wherever a field is optional). */
-export const orUndefined = <S extends Schema.Constraint>(schema: S) =>
+const orUndefined = <S extends Schema.Constraint>(schema: S) =>
   Schema.declareConstructor<S["Type"] | undefined, unknown>()([schema], ([codec]) => {
     const decode = SchemaParser.decodeUnknownEffect(codec)
     return (u, _ast, options) => u === undefined ? Effect.succeed(undefined) : decode(u, options)
