@@ -620,75 +620,110 @@ const warnNotClosed = (pool: Pool, entry: Entry) =>
 /**
  * The owner: runs uninterruptibly; only its waits can be interrupted (by the owners scope closing). User
  * code (connect, transport close) runs in fibers the owner forks, so the owner always reaches its end.
+ * Phases: `awaitConnected`, then `serveConnected` (publish, serve, close) or `closeUnconnected`, each
+ * ending in `ownerDone`. Each phase is a function of its own, so that a session being served does not keep
+ * what only its connect needed (the attempt fiber, `decided`) alive.
  */
 const runOwner = (pool: Pool, entry: Entry): Effect.Effect<void> =>
-  Effect.gen(function*() {
-    const sessionScope = yield* Scope.make()
-    const connectStarted = yield* Clock.currentTimeMillis
+  Effect.withFiber((owner) => {
+    const clock = owner.getRef(Clock.Clock)
+    const sessionScope = Scope.makeUnsafe()
+    const connectStarted = clock.currentTimeMillisUnsafe()
     const { decided, ready } = entry.state as Connecting
     const attempt = forkForEntry(pool, entry, connect(pool, entry, sessionScope))
-    const outcome = yield* awaitConnected(entry, decided, attempt)
-    // Woken by a signal, maybe inside whatever completed it (a transition sending the close signal; the
-    // attempt's own exit, inside the waiter's get that is still leasing): act from a turn of its own (see
-    // the header). Acting at once on a Connected outcome left evicted sessions waiting to close under churn.
-    yield* Effect.yieldNow
-
-    let reason: CloseReason
-    if (outcome._tag === "Connected") {
-      const { handle } = outcome
-      const now = yield* Clock.currentTimeMillis
-      yield* Metric.update(sessionsCreated, 1)
-      yield* Metric.update(connectDuration, Duration.millis(now - connectStarted))
-      yield* Effect.logDebug("MCP session ready")
-      publishReady(pool, entry, ready, handle, now)
-      reason = yield* serve(pool, entry)
-      yield* Effect.yieldNow
-      // Detached already, by `detachLost`.
-      if (reason === "lost") yield* Effect.logWarning("MCP session lost: its transport closed")
-      entry.state = { _tag: "Closing", reason }
-      const closeBy = (yield* Clock.currentTimeMillis) + Duration.toMillis(pool.options.closeTimeout)
-      const terminated = reason === "pool-closed"
-        ? new PoolClosed({ server: entry.server, scope: entry.scope })
-        : new SessionLost({ server: entry.server, scope: entry.scope, reason: `the session was closed (${reason})` })
-      const closing = yield* startClosing(sessionScope, handle.terminate(terminated), Exit.void)
-      if (!(yield* awaitUntil(closing, closeBy))) {
-        yield* warnNotClosed(pool, entry)
-      }
-    } else {
-      attempt.interruptUnsafe()
-      const failure: McpGetError = outcome._tag === "Failed"
-        ? outcome.error
-        : new PoolClosed({ server: entry.server, scope: entry.scope })
-      reason = outcome._tag === "Abandoned" ? outcome.reason : "failed"
-      if (reason === "failed") {
-        yield* Metric.update(connectFailures, 1)
-        yield* Effect.logDebug("MCP connect failed", failure.message)
-      }
-      // Detached at once: the next `get` must try again, never see this failure cached.
-      const state = stateOf(pool)
-      if (state._tag === "Open") detach(state, entry, reason)
-      entry.state = { _tag: "Closing", reason }
-      // A session that never served has nothing to flush: the failure exit tells the transport to kill at
-      // once. Its waiters hear of the failure once what it opened is gone, or after failureNoticeMillis.
-      // One deadline for the whole close: closeAll's bound is closeTimeout + 1 s.
-      const now = yield* Clock.currentTimeMillis
-      const closeBy = now + Duration.toMillis(pool.options.closeTimeout)
-      const closing = yield* startClosing(sessionScope, Effect.void, Exit.fail(failure))
-      const closedInTime = yield* awaitUntil(closing, Math.min(closeBy, now + failureNoticeMillis))
-      Deferred.doneUnsafe(ready, Exit.fail(failure))
-      if (!closedInTime && !(yield* awaitUntil(closing, closeBy))) {
-        yield* warnNotClosed(pool, entry)
-      }
-      // The interrupted attempt may be stuck where it cannot be interrupted: say so rather than hide it.
-      if (!(yield* awaitUntil(attempt, closeBy))) {
-        yield* Effect.logWarning(
-          `${describe(entry)}: its connect did not stop within ${
-            Duration.format(pool.options.closeTimeout)
-          } of being abandoned (stuck in an uninterruptible step?); what it opens later is released at once`
+    return awaitConnected(entry, decided, attempt).pipe(
+      // Woken by a signal, maybe inside whatever completed it (a transition sending the close signal; the
+      // attempt's own exit, inside the waiter's get that is still leasing): act from a turn of its own (see
+      // the header). Acting at once on a Connected outcome left evicted sessions waiting to close under churn.
+      Effect.tap(Effect.yieldNow),
+      Effect.flatMap((outcome) => {
+        if (outcome._tag !== "Connected") return closeUnconnected(pool, entry, ready, sessionScope, attempt, outcome)
+        const now = clock.currentTimeMillisUnsafe()
+        // The metrics' own update, without an Effect each: this runs once per connect of a burst.
+        sessionsCreated.updateUnsafe(1, owner.context)
+        connectDuration.updateUnsafe(Duration.millis(now - connectStarted), owner.context)
+        return Effect.andThen(
+          Effect.logDebug("MCP session ready"),
+          serveConnected(pool, entry, ready, sessionScope, outcome.handle)
         )
-      }
-    }
+      })
+    )
+  })
 
+/** Owner: Connecting → Ready → Closing → done, for a connected session. */
+const serveConnected = (
+  pool: Pool,
+  entry: Entry,
+  ready: Deferred.Deferred<McpSession, McpGetError>,
+  sessionScope: Scope.Closeable,
+  handle: SessionHandle
+): Effect.Effect<void> =>
+  Effect.gen(function*() {
+    publishReady(pool, entry, ready, handle, yield* Clock.currentTimeMillis)
+    const reason = yield* serve(pool, entry)
+    yield* Effect.yieldNow
+    // Detached already, by `detachLost`.
+    if (reason === "lost") yield* Effect.logWarning("MCP session lost: its transport closed")
+    entry.state = { _tag: "Closing", reason }
+    const closeBy = (yield* Clock.currentTimeMillis) + Duration.toMillis(pool.options.closeTimeout)
+    const terminated = reason === "pool-closed"
+      ? new PoolClosed({ server: entry.server, scope: entry.scope })
+      : new SessionLost({ server: entry.server, scope: entry.scope, reason: `the session was closed (${reason})` })
+    const closing = yield* startClosing(sessionScope, handle.terminate(terminated), Exit.void)
+    if (!(yield* awaitUntil(closing, closeBy))) {
+      yield* warnNotClosed(pool, entry)
+    }
+    yield* ownerDone(pool, entry, reason)
+  })
+
+/** Owner: Connecting → Closing → done, for a connect that failed or was abandoned. */
+const closeUnconnected = (
+  pool: Pool,
+  entry: Entry,
+  ready: Deferred.Deferred<McpSession, McpGetError>,
+  sessionScope: Scope.Closeable,
+  attempt: Fiber.Fiber<SessionHandle, McpGetError>,
+  outcome: Exclude<Connected, { readonly _tag: "Connected" }>
+): Effect.Effect<void> =>
+  Effect.gen(function*() {
+    attempt.interruptUnsafe()
+    const failure: McpGetError = outcome._tag === "Failed"
+      ? outcome.error
+      : new PoolClosed({ server: entry.server, scope: entry.scope })
+    const reason: CloseReason = outcome._tag === "Abandoned" ? outcome.reason : "failed"
+    if (reason === "failed") {
+      yield* Metric.update(connectFailures, 1)
+      yield* Effect.logDebug("MCP connect failed", failure.message)
+    }
+    // Detached at once: the next `get` must try again, never see this failure cached.
+    const state = stateOf(pool)
+    if (state._tag === "Open") detach(state, entry, reason)
+    entry.state = { _tag: "Closing", reason }
+    // A session that never served has nothing to flush: the failure exit tells the transport to kill at
+    // once. Its waiters hear of the failure once what it opened is gone, or after failureNoticeMillis.
+    // One deadline for the whole close: closeAll's bound is closeTimeout + 1 s.
+    const now = yield* Clock.currentTimeMillis
+    const closeBy = now + Duration.toMillis(pool.options.closeTimeout)
+    const closing = yield* startClosing(sessionScope, Effect.void, Exit.fail(failure))
+    const closedInTime = yield* awaitUntil(closing, Math.min(closeBy, now + failureNoticeMillis))
+    Deferred.doneUnsafe(ready, Exit.fail(failure))
+    if (!closedInTime && !(yield* awaitUntil(closing, closeBy))) {
+      yield* warnNotClosed(pool, entry)
+    }
+    // The interrupted attempt may be stuck where it cannot be interrupted: say so rather than hide it.
+    if (!(yield* awaitUntil(attempt, closeBy))) {
+      yield* Effect.logWarning(
+        `${describe(entry)}: its connect did not stop within ${
+          Duration.format(pool.options.closeTimeout)
+        } of being abandoned (stuck in an uninterruptible step?); what it opens later is released at once`
+      )
+    }
+    yield* ownerDone(pool, entry, reason)
+  })
+
+/** Owner, last: the close counted and logged, the entry no longer live. */
+const ownerDone = (pool: Pool, entry: Entry, reason: CloseReason): Effect.Effect<void> =>
+  Effect.gen(function*() {
     yield* Metric.update(Metric.withAttributes(sessionsClosed, { reason }), 1)
     yield* Effect.logDebug(`MCP session closed (${reason})`)
     const state = stateOf(pool)
@@ -876,9 +911,11 @@ const leaseReadyUnsafe = (
 
 const sessionOf = (entry: Entry): McpSession => (entry.state as Ready).session
 
+const noStack = () => undefined
+
 const getStackFrame = (parent: References.StackFrame | undefined): References.StackFrame => ({
   name: "McpSessionPool.get",
-  stack: () => undefined,
+  stack: noStack,
   parent
 })
 

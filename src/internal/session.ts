@@ -537,12 +537,14 @@ const refusedForModern = (error: ConnectError | ConnectTimeout): boolean => {
  * then, killing what it started, rather than with the session hours later.
  */
 const openAttempt = (options: OpenSessionOptions, remoteMode: "legacy" | "modern") =>
-  Effect.gen(function*() {
-    const attemptScope = yield* Scope.fork(yield* Effect.scope)
-    const opened = yield* Scope.provide(openTransport(options, remoteMode), attemptScope)
-    // A failure exit: a stdio server given up on is killed at once, not asked to finish.
-    const abandon = Scope.close(attemptScope, Exit.fail("abandoned"))
-    return { opened, abandon }
+  Effect.flatMap(Effect.scope, (sessionScope) => {
+    const attemptScope = Scope.forkUnsafe(sessionScope)
+    return Effect.map(Scope.provide(openTransport(options, remoteMode), attemptScope), (opened) => ({
+      opened,
+      // A failure exit: a stdio server given up on is killed at once, not asked to finish. Built only if
+      // used: most connects keep their first transport.
+      abandon: Effect.suspend(() => Scope.close(attemptScope, Exit.fail("abandoned")))
+    }))
   })
 
 /**
@@ -564,6 +566,44 @@ const probeAndConnect = (
   options: OpenSessionOptions,
   wiring: ClientWiring,
   mode: ProbeMode = "first"
+): Effect.Effect<Connected, ConnectError | ConnectTimeout, Scope.Scope> =>
+  Effect.flatMap(openAttempt(options, "modern"), ({ abandon, opened }) => {
+    const { config } = options.policy
+    // Read again now that the transport is open: another connect may have asked, or decided, meanwhile.
+    const known = sharesAnswers(config, mode) ? options.verdicts.get(config) : undefined
+    if (known === undefined) return askAndConnect(options, wiring, mode, opened, abandon)
+    const answer: Effect.Effect<ProbeOutcome | undefined> = known._tag === "Probing"
+      ? Effect.promise(() => known.answer)
+      : Effect.succeed(
+        known._tag === "Modern"
+          ? { _tag: "Modern", discovery: known.discovery }
+          : { _tag: "LegacyEvidence", answer: "a cached verdict" }
+      )
+    return Effect.flatMap(
+      answer,
+      (outcome) =>
+        Effect.flatMap(
+          connectOnAnswer(options, wiring, opened, abandon, outcome),
+          (connected) =>
+            connected === undefined ? askAndConnect(options, wiring, mode, opened, abandon) : Effect.succeed(connected)
+        )
+    )
+  })
+
+/**
+ * Over HTTP a deployed server answers: silence, a closed connection or a failed send is an outage. A local
+ * process, or a custom transport, may be a 2025-era server that ignores, exits on, or cannot carry a request
+ * before `initialize`: each is a verdict, as before the probe existed; a first question's answer is shared.
+ */
+const sharesAnswers = (config: McpServerConfig, mode: ProbeMode): boolean => config._tag !== "Http" && mode === "first"
+
+/** `probeAndConnect`'s own question, on its opened transport, and the connect its answer leads to. */
+const askAndConnect = (
+  options: OpenSessionOptions,
+  wiring: ClientWiring,
+  mode: ProbeMode,
+  opened: OpenedTransport,
+  abandon: Effect.Effect<void>
 ): Effect.Effect<Connected, ConnectError | ConnectTimeout, Scope.Scope> => {
   const { policy: { config, protocol }, scope, server } = options
   // Set while this connect is the one asking for its config: it stays, answered, until a verdict replaces
@@ -578,25 +618,9 @@ const probeAndConnect = (
   })
   return Effect.gen(function*() {
     const fail = (reason: string, cause?: unknown) => Effect.fail(new ConnectError({ server, scope, reason, cause }))
-    const { abandon, opened } = yield* openAttempt(options, "modern")
-    // Over HTTP a deployed server answers: silence, a closed connection or a failed send is an outage. A
-    // local process, or a custom transport, may be a 2025-era server that ignores, exits on, or cannot
-    // carry a request before `initialize`: each is a verdict, as before the probe existed.
     const remote = config._tag === "Http"
-    const shared = !remote && mode === "first"
-    // Read again now that the transport is open: another connect may have asked, or decided, meanwhile.
-    const known = shared ? options.verdicts.get(config) : undefined
-    if (known !== undefined) {
-      const answer = known._tag === "Probing"
-        ? yield* Effect.promise(() => known.answer)
-        : known._tag === "Modern"
-        ? { _tag: "Modern" as const, discovery: known.discovery }
-        : { _tag: "LegacyEvidence" as const, answer: "a cached verdict" }
-      const connected = yield* connectOnAnswer(options, wiring, opened, abandon, answer)
-      if (connected !== undefined) return connected
-    }
     // The first to ask for this config: connects that start meanwhile wait for this answer.
-    if (shared && options.verdicts.get(config) === undefined) {
+    if (sharesAnswers(config, mode) && options.verdicts.get(config) === undefined) {
       marker = { _tag: "Probing", answer: new Promise((resolve) => (answered = resolve)) }
       options.verdicts.set(config, marker)
     }
@@ -718,40 +742,46 @@ const connectInRevision = (
   options: OpenSessionOptions,
   wiring: ClientWiring
 ): Effect.Effect<Connected, ConnectError | ConnectTimeout, Scope.Scope> =>
-  Effect.gen(function*() {
+  Effect.suspend(() => {
     const { policy: { config, protocol }, scope, server } = options
     const legacyOnly = config._tag === "InMemory" || (config._tag === "Http" && config.transport === "sse")
     if (legacyOnly || protocol === legacyRevision) {
-      return yield* connectLegacy(options, (yield* openAttempt(options, "legacy")).opened, wiring).pipe(
-        Effect.mapError((error) => {
-          if (protocol !== legacyRevision || error._tag !== "ConnectError") return error
-          const failure = sdkFailure(error.cause)
-          const offered = failure._tag === "Rpc" ? supportedVersions(failure.data) : undefined
-          return offered === undefined ? error : new ConnectError({
-            server,
-            scope,
-            reason: `the server refuses the pinned revision ${legacyRevision}: it supports only ${offered.join(", ")}`,
-            cause: error.cause
+      return Effect.flatMap(openAttempt(options, "legacy"), ({ opened }) => connectLegacy(options, opened, wiring))
+        .pipe(
+          Effect.mapError((error) => {
+            if (protocol !== legacyRevision || error._tag !== "ConnectError") return error
+            const failure = sdkFailure(error.cause)
+            const offered = failure._tag === "Rpc" ? supportedVersions(failure.data) : undefined
+            return offered === undefined ? error : new ConnectError({
+              server,
+              scope,
+              reason: `the server refuses the pinned revision ${legacyRevision}: it supports only ${
+                offered.join(", ")
+              }`,
+              cause: error.cause
+            })
           })
-        })
-      )
+        )
     }
     const known = options.verdicts.get(config)
     if (known?._tag === "Modern") {
-      const { opened } = yield* openAttempt(options, "modern")
-      return { ...(yield* connectModern(options, opened, known.discovery, wiring)), fromVerdict: true }
+      return Effect.flatMap(openAttempt(options, "modern"), ({ opened }) =>
+        Effect.map(
+          connectModern(options, opened, known.discovery, wiring),
+          (connected): Connected => ({ ...connected, fromVerdict: true })
+        ))
     }
     if (known?._tag === "Legacy") {
-      const { abandon, opened } = yield* openAttempt(options, "legacy")
-      return yield* connectLegacy(options, opened, wiring).pipe(
-        Effect.catchIf(refusedForModern, () => {
-          // Only the verdict read here: another connect may have started asking meanwhile.
-          if (options.verdicts.get(config) === known) options.verdicts.delete(config)
-          return Effect.andThen(abandon, probeAndConnect(options, wiring))
-        })
-      )
+      return Effect.flatMap(openAttempt(options, "legacy"), ({ abandon, opened }) =>
+        connectLegacy(options, opened, wiring).pipe(
+          Effect.catchIf(refusedForModern, () => {
+            // Only the verdict read here: another connect may have started asking meanwhile.
+            if (options.verdicts.get(config) === known) options.verdicts.delete(config)
+            return Effect.andThen(abandon, probeAndConnect(options, wiring))
+          })
+        ))
     }
-    return yield* probeAndConnect(options, wiring)
+    return probeAndConnect(options, wiring)
   })
 
 /**
