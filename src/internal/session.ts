@@ -270,56 +270,119 @@ interface Wire {
 /** A page request without a cursor is sent without params, as the SDK's own list helpers do. */
 const page = (params: Cursor) => params?.cursor === undefined ? {} : { cursor: params.cursor }
 
-const legacyWire = (client: Client, protocolVersion: string): Wire => ({
-  sdk: { revision: "2025-11-25", client },
-  protocolVersion,
-  serverInfo: client.getServerVersion(),
-  serverCapabilities: client.getServerCapabilities() ?? {},
-  instructions: client.getInstructions(),
+/**
+ * The 1.32 SDK's client as a `Wire`. A class: its methods live on the prototype, not in 13 closures per
+ * session (a pool holds thousands).
+ */
+class LegacyWire implements Wire {
+  readonly sdk: SdkClient
+  readonly serverInfo: Implementation | undefined
+  readonly serverCapabilities: ServerCapabilities
+  readonly instructions: string | undefined
+  readonly protocolVersion: string
+  readonly #client: Client
+  constructor(client: Client, protocolVersion: string) {
+    this.#client = client
+    this.protocolVersion = protocolVersion
+    this.sdk = { revision: "2025-11-25", client }
+    this.serverInfo = client.getServerVersion()
+    this.serverCapabilities = client.getServerCapabilities() ?? {}
+    this.instructions = client.getInstructions()
+  }
   // The SDK's own callTool, with callToolResult.ts's decoder in place of zod's CallToolResultSchema.
-  callTool: (params, options) => callTool(client, params, options),
-  listTools: (params, options) => client.listTools(page(params), options),
-  listResources: (params, options) => client.listResources(page(params), options),
-  readResource: (params, options) => client.readResource(params, options),
-  listPrompts: (params, options) => client.listPrompts(page(params), options),
-  getPrompt: (params, options) => client.getPrompt(params, options),
-  ping: (options) => client.ping(options),
-  sendRootsListChanged: () => client.sendRootsListChanged(),
-  subscribe: async (uri, options) => {
-    await client.subscribeResource({ uri }, options)
-    return () => client.unsubscribeResource({ uri })
-  },
-  setLoggingLevel: (level, options) => client.setLoggingLevel(level, options)
-})
+  callTool(params: CallToolParams, options: SdkRequestOptions) {
+    return callTool(this.#client, params, options)
+  }
+  listTools(params: Cursor, options: SdkRequestOptions) {
+    return this.#client.listTools(page(params), options)
+  }
+  listResources(params: Cursor, options: SdkRequestOptions) {
+    return this.#client.listResources(page(params), options)
+  }
+  readResource(params: { readonly uri: string }, options: SdkRequestOptions) {
+    return this.#client.readResource(params, options)
+  }
+  listPrompts(params: Cursor, options: SdkRequestOptions) {
+    return this.#client.listPrompts(page(params), options)
+  }
+  getPrompt(
+    params: { readonly name: string; readonly arguments?: Record<string, string> | undefined },
+    options: SdkRequestOptions
+  ) {
+    return this.#client.getPrompt(params, options)
+  }
+  ping(options: SdkRequestOptions) {
+    return this.#client.ping(options)
+  }
+  sendRootsListChanged() {
+    return this.#client.sendRootsListChanged()
+  }
+  async subscribe(uri: string, options: SdkRequestOptions) {
+    await this.#client.subscribeResource({ uri }, options)
+    return () => this.#client.unsubscribeResource({ uri })
+  }
+  setLoggingLevel(level: LoggingLevel, options: SdkRequestOptions) {
+    return this.#client.setLoggingLevel(level, options)
+  }
+}
 
 /**
- * SDK v2's results are the same JSON shapes as the 1.32 SDK's types the session exposes, declared by
- * another package (with 2026-era fields such as `ttlMs` and `resultType` passed through): one cast each.
+ * SDK v2's client as a `Wire`. Its results are the same JSON shapes as the 1.32 SDK's types the session
+ * exposes, declared by another package (with 2026-era fields such as `ttlMs` and `resultType` passed
+ * through): one cast each.
  */
-const modernWire = (client: ModernClient): Wire => ({
-  sdk: { revision: "2026-07-28", client },
-  protocolVersion: client.getNegotiatedProtocolVersion() ?? modernRevision,
-  serverInfo: client.getServerVersion(),
-  serverCapabilities: (client.getServerCapabilities() ?? {}) as ServerCapabilities,
-  instructions: client.getInstructions(),
-  callTool: (params, options) => client.callTool(params, options) as Promise<CallToolResult>,
-  listTools: (params, options) => client.listTools(page(params), options) as Promise<ListToolsResult>,
-  listResources: (params, options) => client.listResources(page(params), options) as Promise<ListResourcesResult>,
-  readResource: (params, options) => client.readResource(params, options) as Promise<ReadResourceResult>,
-  listPrompts: (params, options) => client.listPrompts(page(params), options) as Promise<ListPromptsResult>,
-  getPrompt: (params, options) => client.getPrompt(params, options) as Promise<GetPromptResult>,
+class ModernWire implements Wire {
+  readonly sdk: SdkClient
+  readonly protocolVersion: string
+  readonly serverInfo: Implementation | undefined
+  readonly serverCapabilities: ServerCapabilities
+  readonly instructions: string | undefined
+  // Removed in 2026-07-28: a level travels in each request's `_meta` instead.
+  readonly setLoggingLevel = undefined
+  readonly #client: ModernClient
+  constructor(client: ModernClient) {
+    this.#client = client
+    this.sdk = { revision: "2026-07-28", client }
+    this.protocolVersion = client.getNegotiatedProtocolVersion() ?? modernRevision
+    this.serverInfo = client.getServerVersion()
+    this.serverCapabilities = (client.getServerCapabilities() ?? {}) as ServerCapabilities
+    this.instructions = client.getInstructions()
+  }
+  callTool(params: CallToolParams, options: SdkRequestOptions) {
+    return this.#client.callTool(params, options) as Promise<CallToolResult>
+  }
+  listTools(params: Cursor, options: SdkRequestOptions) {
+    return this.#client.listTools(page(params), options) as Promise<ListToolsResult>
+  }
+  listResources(params: Cursor, options: SdkRequestOptions) {
+    return this.#client.listResources(page(params), options) as Promise<ListResourcesResult>
+  }
+  readResource(params: { readonly uri: string }, options: SdkRequestOptions) {
+    return this.#client.readResource(params, options) as Promise<ReadResourceResult>
+  }
+  listPrompts(params: Cursor, options: SdkRequestOptions) {
+    return this.#client.listPrompts(page(params), options) as Promise<ListPromptsResult>
+  }
+  getPrompt(
+    params: { readonly name: string; readonly arguments?: Record<string, string> | undefined },
+    options: SdkRequestOptions
+  ) {
+    return this.#client.getPrompt(params, options) as Promise<GetPromptResult>
+  }
   // 2026-07-28 has no `ping` (SDK v2 refuses to send one); `server/discover` is what every server answers.
-  ping: (options) => client.discover(options),
-  sendRootsListChanged: () => client.sendRootsListChanged(),
+  ping(options: SdkRequestOptions) {
+    return this.#client.discover(options)
+  }
+  sendRootsListChanged() {
+    return this.#client.sendRootsListChanged()
+  }
   // 2026-07-28 replaces resources/subscribe with a `subscriptions/listen` stream; its notifications reach
   // the same handlers as 2025-era ones (the session's hub).
-  subscribe: async (uri, options) => {
-    const subscription = await client.listen({ resourceSubscriptions: [uri] }, options)
+  async subscribe(uri: string, options: SdkRequestOptions) {
+    const subscription = await this.#client.listen({ resourceSubscriptions: [uri] }, options)
     return () => subscription.close()
-  },
-  // Removed in 2026-07-28: a level travels in each request's `_meta` instead.
-  setLoggingLevel: undefined
-})
+  }
+}
 
 // SDK v2 (with its own zod schemas) is loaded by the first 2026-07-28 session, not with the package.
 let ModernClientClass: typeof ModernClient | undefined
@@ -475,7 +538,10 @@ const connectLegacy = (
       setProtocolVersion?.call(transport, version)
     }
     return Effect.tryPromise({
-      try: (signal) => client.connect(transport, { signal, timeout: sdkTimeout(backstopMillis) }),
+      // No abort signal: a client must not cancel `initialize` (the spec says so). An abandoned connect
+      // closes its transport instead (the session scope), which fails the request; no signal also spares
+      // every connect an AbortController and its listener.
+      try: () => client.connect(transport, { timeout: sdkTimeout(backstopMillis) }),
       catch: connectFailure(options, backstopMillis)
     }).pipe(
       Effect.ensuring(Effect.sync(() => {
@@ -483,7 +549,7 @@ const connectLegacy = (
       })),
       Effect.map(() => {
         adopt()
-        return { wire: legacyWire(client, agreed), transport, pid: opened.pid }
+        return { wire: new LegacyWire(client, agreed), transport, pid: opened.pid }
       })
     )
   })
@@ -521,7 +587,7 @@ const connectModern = (
       catch: connectFailure(options, backstopMillis)
     })
     adopt()
-    return { wire: modernWire(client), transport: opened.transport, pid: opened.pid }
+    return { wire: new ModernWire(client), transport: opened.transport, pid: opened.pid }
   })
 
 /** An `initialize` refused with -32022 naming 2026-07-28: a cached 2025-era verdict gone stale. */
@@ -836,6 +902,43 @@ export const withTraceContext = (params: CallToolParams, fiber: Fiber.Fiber<unkn
 // =============================================================================
 
 /**
+ * A session as its users see it: the fields and request functions `openSession` gives it, and its
+ * notification stream, made on first read. A class for that one getter: on the prototype it leaves every
+ * session a fast object, where a getter in an object literal would put each one in dictionary mode (about
+ * 1.5 KiB more per session, and slower reads of its methods on every call).
+ */
+class PooledSession implements McpSession {
+  declare readonly server: string
+  declare readonly scope: string
+  declare readonly pid: number | undefined
+  declare readonly revision: McpSession["revision"]
+  declare readonly protocolVersion: string
+  declare readonly threadState: ThreadState
+  declare readonly serverInfo: Implementation
+  declare readonly serverCapabilities: ServerCapabilities
+  declare readonly instructions: string | undefined
+  declare readonly sdk: SdkClient
+  declare readonly listTools: McpSession["listTools"]
+  declare readonly callTool: McpSession["callTool"]
+  declare readonly listResources: McpSession["listResources"]
+  declare readonly readResource: McpSession["readResource"]
+  declare readonly listPrompts: McpSession["listPrompts"]
+  declare readonly getPrompt: McpSession["getPrompt"]
+  declare readonly subscribe: McpSession["subscribe"]
+  declare readonly setLoggingLevel: McpSession["setLoggingLevel"]
+  declare readonly ping: McpSession["ping"]
+  readonly #notifications: () => Stream.Stream<ServerNotification>
+  constructor(fields: Omit<McpSession, "notifications">, notifications: () => Stream.Stream<ServerNotification>) {
+    // Always the same fields in the same order: every session shares one hidden class.
+    Object.assign(this, fields)
+    this.#notifications = notifications
+  }
+  get notifications(): Stream.Stream<ServerNotification> {
+    return this.#notifications()
+  }
+}
+
+/**
  * Opens a session in the current scope. Interrupting it (connect timeout, last waiter gone, pool closed)
  * aborts the handshake and the scope's finalizers release whatever was opened.
  */
@@ -1104,7 +1207,7 @@ export const openSession = (
       return permits === undefined ? call : permits.withPermit(call)
     }
 
-    const session: McpSession = {
+    const session = new PooledSession({
       server,
       scope,
       pid: connected.pid,
@@ -1114,11 +1217,6 @@ export const openSession = (
       serverInfo: wire.serverInfo ?? { name: server, version: "unknown" },
       serverCapabilities: wire.serverCapabilities,
       instructions: wire.instructions,
-      get notifications() {
-        return notifications ??= Stream.unwrap(
-          Effect.map(hubNow, (current) => current === undefined ? Stream.empty : Stream.fromPubSub(current))
-        )
-      },
       sdk: wire.sdk,
       listTools: (params, requestOptions) => request("tools/list", (o) => wire.listTools(params, o), requestOptions),
       callTool: (params, requestOptions) =>
@@ -1153,7 +1251,8 @@ export const openSession = (
           )
         })),
       setLoggingLevel: (level, requestOptions) => {
-        const set = wire.setLoggingLevel
+        // Bound: the wire's methods live on its prototype.
+        const set = wire.setLoggingLevel?.bind(wire)
         return set === undefined
           ? Effect.fail(
             new McpProtocolError({
@@ -1169,9 +1268,12 @@ export const openSession = (
       },
       ping: (requestOptions) =>
         Effect.asVoid(
-          request(wire.sdk.revision === "2025-11-25" ? "ping" : "server/discover", wire.ping, requestOptions)
+          request(wire.sdk.revision === "2025-11-25" ? "ping" : "server/discover", (o) => wire.ping(o), requestOptions)
         )
-    }
+    }, () =>
+      notifications ??= Stream.unwrap(
+        Effect.map(hubNow, (current) => current === undefined ? Stream.empty : Stream.fromPubSub(current))
+      ))
     const rootsChanged = Effect.promise(() =>
       terminated === undefined ? wire.sendRootsListChanged().catch(() => undefined) : Promise.resolve()
     )
