@@ -10,6 +10,7 @@ import { CallTimeout, McpProtocolError, SessionLost } from "../src/McpPoolError.
 import * as McpServerConfig from "../src/McpServerConfig.ts"
 import * as McpSessionPool from "../src/McpSessionPool.ts"
 import { firstText } from "./utils/probe.ts"
+import { within } from "./utils/within.ts"
 
 /** A pool over in-memory notebook servers that remembers each scope's server instance. */
 const makeNotebookPool = Effect.gen(function*() {
@@ -33,12 +34,13 @@ const makeNotebookPool = Effect.gen(function*() {
 const addBlockingTool = (server: McpServer) =>
   Effect.gen(function*() {
     const reached = yield* Deferred.make<void>()
-    const cancelled = yield* Deferred.make<void>()
+    // Completed with the reason the client's notifications/cancelled gave.
+    const cancelled = yield* Deferred.make<unknown>()
     server.registerTool("block", { description: "waits until cancelled" }, (extra) =>
       new Promise((resolve) => {
         Deferred.doneUnsafe(reached, Effect.void)
         extra.signal.addEventListener("abort", () => {
-          Deferred.doneUnsafe(cancelled, Effect.void)
+          Deferred.doneUnsafe(cancelled, Effect.succeed(extra.signal.reason))
           resolve({ content: [] })
         })
       }))
@@ -119,6 +121,22 @@ describe("McpSession", () => {
       // The server's handler saw its request aborted: the SDK sent notifications/cancelled.
       yield* Deferred.await(block.cancelled)
       assert.strictEqual(firstText(yield* session.callTool({ name: "counter_increment" })), "1")
+    }))
+
+  it.effect("interrupting pool.callTool on a ready session cancels it on the server, as an aborted request", () =>
+    Effect.gen(function*() {
+      const { pool, servers } = yield* makeNotebookPool
+      // Ready and idle: the call takes the pool's hit path (the session's own abort signal, not Effect's).
+      yield* Effect.scoped(pool.get({ server: "notebook", scope: "t" }))
+      const block = yield* addBlockingTool(servers.get("t")!)
+      const call = yield* Effect.forkChild(pool.callTool({ server: "notebook", scope: "t", name: "block" }))
+      yield* Deferred.await(block.reached).pipe(within("5 seconds", "the call to reach the server"))
+      yield* Fiber.interrupt(call).pipe(within("5 seconds", "the interrupted call to end"))
+      // The reason a real AbortController gives, as the SDK quotes it in notifications/cancelled.
+      const reason = yield* Deferred.await(block.cancelled).pipe(within("5 seconds", "notifications/cancelled"))
+      assert.strictEqual(reason, "AbortError: This operation was aborted")
+      const next = yield* pool.callTool({ server: "notebook", scope: "t", name: "counter_increment" })
+      assert.strictEqual(firstText(next), "1")
     }))
 
   it.live("a call that outlives its timeout fails with CallTimeout, is cancelled, and the session stays", () =>

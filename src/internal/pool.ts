@@ -979,7 +979,8 @@ const callTool = (
   requestOptions: RequestOptions | undefined
 ): Effect.Effect<CallToolResult, McpGetError | McpSessionError> =>
   Effect.withFiber((fiber) =>
-    Effect.callback<CallToolResult, McpGetError | McpSessionError>((resume, signal) => {
+    // No signal from Effect (it would make an AbortController per call): the session aborts its own request.
+    Effect.callback<CallToolResult, McpGetError | McpSessionError>((resume) => {
       // Leased here, in the registration: nothing can interrupt between taking the lease and the canceler
       // that returns it (a scheduler yield before the callback would).
       const hit = leaseReadyUnsafe(pool, fiber, server, scope, true)
@@ -995,13 +996,16 @@ const callTool = (
       }
       // Defined: leaseReadyUnsafe(…, true) leases only sessions whose calls start at once.
       const start = (hit.state as Ready).handle.startCallTool!
-      start(withTraceContext(params, fiber), requestOptions, signal, (exit) => {
+      const abort = start(withTraceContext(params, fiber), requestOptions, (exit) => {
         giveBack()
         resume(exit)
       })
       // Interrupted: the request is aborted (the SDK tells the server) and the lease comes back now, not
       // when the aborted promise settles.
-      return Effect.sync(giveBack)
+      return Effect.sync(() => {
+        abort()
+        giveBack()
+      })
     })
   )
 
