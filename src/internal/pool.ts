@@ -347,10 +347,12 @@ const releaseLease = (pool: Pool, entry: Entry) =>
  * The attached entry for (server, scope) if it can be leased at once, without waiting: ready, no idle ping
  * under way or due. Alive: a dead one is detached at its death (`detachLost`).
  */
-const readyEntry = (state: Open, server: string, scope: string, now: number): Entry | undefined => {
+const readyEntry = (state: Open, server: string, scope: string, clock: Clock.Clock): Entry | undefined => {
   const entry = state.byServer.get(server)?.get(scope)
   if (entry === undefined || entry.state._tag !== "Ready" || entry.state.probing !== undefined) return undefined
-  return isPingDue(entry, now) ? undefined : entry
+  // The clock only for a server that pings idle sessions: a hit reads it once, when it gives the lease back.
+  if (entry.policy.pingAfterIdle === undefined) return entry
+  return isPingDue(entry, clock.currentTimeMillisUnsafe()) ? undefined : entry
 }
 
 /** Registers a new entry in the indexes; its owner is forked by the caller once the state is consistent. */
@@ -903,7 +905,7 @@ const leaseReadyUnsafe = (
   if (state._tag === "Closed") return undefined
   const key = scopeOf(fiber, scope)
   if (key === undefined) return undefined
-  const entry = readyEntry(state, server, key, fiber.getRef(Clock.Clock).currentTimeMillisUnsafe())
+  const entry = readyEntry(state, server, key, fiber.getRef(Clock.Clock))
   if (entry === undefined || (direct && (entry.state as Ready).handle.startCallTool === undefined)) return undefined
   takeLease(state, entry)
   return entry

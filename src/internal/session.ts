@@ -1168,8 +1168,14 @@ export const openSession = (
      * The SDK's options for one request — its own timeout, else the server's, and what it asks about
      * progress — or the error its invalid bound is. Most requests ask nothing: they share one shape.
      */
+    /** A request that asks nothing: the session's call timeout. Made once, not per request. */
+    const unasked = {
+      timeout: defaultTimeout,
+      sdk: (signal: AbortSignal): SdkRequestOptions => ({ signal, timeout: sdkTimeout(defaultTimeout) })
+    }
     const prepare = (method: string, requestOptions: RequestOptions | undefined) => {
-      const timeout = bound(requestOptions?.timeout, defaultTimeout)
+      if (requestOptions === undefined) return unasked
+      const timeout = bound(requestOptions.timeout, defaultTimeout)
       if (timeout === undefined) return invalidBound(method, "timeout", requestOptions?.timeout)
       const onProgress = requestOptions?.onProgress
       const maxTotal = requestOptions?.maxTotalTimeout
