@@ -215,7 +215,11 @@ export const makeTinyServer = (): Server => {
  */
 export const echoCounts = { opened: 0, closed: 0 }
 
-export const makeEchoTransport = (): Transport => {
+/**
+ * `held`: `initialize` answers are pushed there (to be called later) instead of sent, so that connects can
+ * be measured while they wait for them.
+ */
+export const makeEchoTransport = (held?: Array<() => void>): Transport => {
   echoCounts.opened++
   let open = true
   const transport: Transport = {
@@ -242,7 +246,9 @@ export const makeEchoTransport = (): Transport => {
         : message.method === "tools/call"
         ? { content: [{ type: "text", text: JSON.stringify(message.params?.arguments ?? {}) }] }
         : {}
-      queueMicrotask(() => transport.onmessage?.({ jsonrpc: "2.0", id: message.id, result }))
+      const answer = () => transport.onmessage?.({ jsonrpc: "2.0", id: message.id, result })
+      if (held !== undefined && message.method === "initialize") held.push(answer)
+      else queueMicrotask(answer)
       return Promise.resolve()
     }
   }
