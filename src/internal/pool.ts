@@ -624,8 +624,8 @@ const warnNotClosed = (pool: Pool, entry: Entry) =>
 /**
  * The owner: runs uninterruptibly; only its waits can be interrupted (by the owners scope closing). User
  * code (connect, transport close) runs in fibers the owner forks, so the owner always reaches its end.
- * Phases: `awaitConnected`, then `serveConnected` (publish, serve, close) or `closeUnconnected`, each
- * ending in `ownerDone`. Each phase is a function of its own, so that a session being served does not keep
+ * Phases: `awaitConnected`, then `publishReady` and `serveConnected` (serve, close) or `closeUnconnected`,
+ * each ending in `ownerDone`. Each phase is a function of its own, so that a session being served does not keep
  * what only its connect needed (the attempt fiber, `decided`) alive.
  */
 const runOwner = (pool: Pool, entry: Entry): Effect.Effect<void> =>
@@ -648,22 +648,23 @@ const runOwner = (pool: Pool, entry: Entry): Effect.Effect<void> =>
         connectDuration.updateUnsafe(Duration.millis(now - connectStarted), owner.context)
         return Effect.andThen(
           Effect.logDebug("MCP session ready"),
-          serveConnected(pool, entry, ready, sessionScope, outcome.handle)
+          Effect.suspend(() => {
+            publishReady(pool, entry, ready, outcome.handle, clock.currentTimeMillisUnsafe())
+            return serveConnected(pool, entry, sessionScope, outcome.handle)
+          })
         )
       })
     )
   })
 
-/** Owner: Connecting → Ready → Closing → done, for a connected session. */
+/** Owner: Ready → Closing → done, for a published session. */
 const serveConnected = (
   pool: Pool,
   entry: Entry,
-  ready: Deferred.Deferred<McpSession, McpGetError>,
   sessionScope: Scope.Closeable,
   handle: SessionHandle
 ): Effect.Effect<void> =>
   Effect.gen(function*() {
-    publishReady(pool, entry, ready, handle, yield* Clock.currentTimeMillis)
     const reason = yield* serve(pool, entry)
     yield* Effect.yieldNow
     // Detached already, by `detachLost`.
