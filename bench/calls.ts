@@ -78,7 +78,7 @@ const overheadTarget = (name: string, bound: number, t: L.Timing): Target => {
     bound,
     value: t.ratio[vPool]!,
     spread: `${L.fmt(lo, 2)}–${L.fmt(hi, 2)}`,
-    floor: `${L.fmt(t.ratio[vFloor]!, 2)}× (raw SDK call in \`Effect.tryPromise\`); ${
+    floor: `${L.fmt(t.ratio[vFloor]!, 2)}× (raw SDK call in \`Effect.tryPromise\`, with its abort signal); ${
       L.fmt(t.ratio[vLease]!, 2)
     }× on a held lease`,
     why: `Medians per call, against the raw SDK call (${L.fmt(t.micros["raw SDK Client.callTool"]!, 1)} µs): ` +
@@ -87,10 +87,14 @@ const overheadTarget = (name: string, bound: number, t: L.Timing): Target => {
       `pool's transport, result decoding) ${us(vLease, vFloor)} over that; taking and returning the lease ` +
       `${us(vPool, vLease)} more.` +
       (Math.min(t.ratio[vFloor]!, t.ratio[vLease]!) > bound
-        ? ` Both steps below \`pool.callTool\` are over the bound already: the raw call run as an Effect ` +
-          `(${L.fmt(t.ratio[vFloor]!, 2)}×) and a call on a held lease (${L.fmt(t.ratio[vLease]!, 2)}×); ` +
-          "the pool already decodes results without zod (its held lease shows it); @ai-sdk/mcp gets under " +
-          "1.00× (§6) as plain promises with no fiber, no abort signal per call and lighter result checks."
+        ? ` The raw call run as an Effect (${L.fmt(t.ratio[vFloor]!, 2)}×) and a call on a held lease ` +
+          `(${L.fmt(t.ratio[vLease]!, 2)}×) are over the bound: both make an \`AbortController\` per call ` +
+          "(`Effect.tryPromise`'s signal, so that an interruption cancels the request). `pool.callTool`'s hit " +
+          "path makes none: one `Effect.callback` takes and returns the lease and aborts through the session's " +
+          "own signal, so it can come in under both; what it adds to the raw call is the fiber's suspension and " +
+          "resumption, the lease and the session's request bookkeeping (results are decoded without zod). " +
+          "@ai-sdk/mcp gets under 1.00× (§6) as plain promises with no fiber, no abort signal per call and " +
+          "lighter result checks."
         : "")
   }
 }
@@ -148,7 +152,8 @@ export const overhead = async (): Promise<Section> => {
       `its own (one in-memory instance; ${stdioInstances} stdio processes, a different one per batch, each ` +
       `warmed up with ${L.int(stdioWarmup)} calls); rounds interleave the variants in rotating order; the ` +
       "ratio is the median over rounds of (variant ÷ raw SDK) within the round. `Effect.tryPromise` around " +
-      "the raw call is the floor for any Effect API; calling the SDK client inside a pool session directly " +
+      "the raw call, its abort signal passed to the SDK, is what any Effect API that cancels that way pays " +
+      "(`pool.callTool`'s hit path aborts through a signal of its own, without an `AbortController`); calling the SDK client inside a pool session directly " +
       "measures the pool's transport (for stdio: its own, against the SDK's `StdioClientTransport`); the held " +
       "lease isolates the session wrapper from the lease taking. Each batch is timed on the wall clock and on this process's CPU time; the headline ratio " +
       "is CPU time for in-memory (everything runs in this process) and wall time for stdio (two processes per " +
