@@ -73,7 +73,43 @@ const captureWarnings = () => {
   return { warnings, layer: Logger.layer([logger]) }
 }
 
+/**
+ * A custom transport that never answers and has no finalizer of its own: only the pool (or the SDK) can
+ * close it. `sentInitialize` and `closed` say how far it got.
+ */
+const silentTransport = (sentInitialize: Deferred.Deferred<void>, closed: Deferred.Deferred<void>) =>
+  McpServerConfig.custom(() =>
+    Effect.sync((): Transport => {
+      const transport: Transport = {
+        start: () => Promise.resolve(),
+        send: (message: JSONRPCMessage) => {
+          if ("method" in message && message.method === "initialize") Deferred.doneUnsafe(sentInitialize, Effect.void)
+          return Promise.resolve()
+        },
+        close: () => {
+          Deferred.doneUnsafe(closed, Effect.void)
+          transport.onclose?.()
+          return Promise.resolve()
+        }
+      }
+      return transport
+    }), { protocol: "2025-11-25", connectTimeout: "30 seconds" })
+
 describe("edges: bounds user code cannot defeat", () => {
+  it.effect("a custom transport without a finalizer is closed as soon as its initialize times out", () =>
+    Effect.gen(function*() {
+      const sentInitialize = yield* Deferred.make<void>()
+      const closed = yield* Deferred.make<void>()
+      const pool = yield* McpSessionPool.make({ servers: { silent: silentTransport(sentInitialize, closed) } })
+      const get = yield* Effect.forkChild(Effect.flip(Effect.scoped(pool.get({ server: "silent", scope: "t" }))))
+      yield* Deferred.await(sentInitialize).pipe(within("5 seconds", "initialize to be sent"))
+      // The pool's bound runs on the TestClock; the SDK's own backstop (twice the bound, a real timer) never
+      // fires during the test, so only the pool can close the transport here.
+      yield* TestClock.adjust("31 seconds")
+      assert.instanceOf(yield* Fiber.join(get).pipe(within("5 seconds", "the ConnectTimeout")), ConnectTimeout)
+      yield* Deferred.await(closed).pipe(within("5 seconds", "the timed-out connect to close its transport"))
+    }))
+
   it.live("a custom connect stuck in an uninterruptible step still fails with ConnectTimeout at the bound", () =>
     Effect.gen(function*() {
       const started = yield* Deferred.make<void>()

@@ -585,12 +585,14 @@ const connectLegacy = (
       setProtocolVersion?.call(transport, version)
     }
     return Effect.tryPromise({
-      // No abort signal: a client must not cancel `initialize` (the spec says so). An abandoned connect
-      // closes its transport instead (the session scope), which fails the request; no signal also spares
-      // every connect an AbortController and its listener.
+      // No abort signal: a client must not cancel `initialize` (the spec says so), and none spares every
+      // connect an AbortController and its listener. An abandoned connect closes the transport instead,
+      // which fails the request: a custom transport may have no finalizer of its own, and the session
+      // scope's close of it is added only once the session is made.
       try: () => client.connect(transport, { timeout: sdkTimeout(backstopMillis) }),
       catch: connectFailure(options, backstopMillis)
     }).pipe(
+      Effect.onInterrupt(() => Effect.sync(() => void transport.close().catch(() => undefined))),
       Effect.ensuring(Effect.sync(() => {
         transport.setProtocolVersion = setProtocolVersion
       })),
@@ -859,8 +861,8 @@ const connectInRevision = (
     const { policy: { config, protocol }, scope, server } = options
     const legacyOnly = config._tag === "InMemory" || (config._tag === "Http" && config.transport === "sse")
     if (legacyOnly || protocol === legacyRevision) {
-      return Effect.flatMap(openAttempt(options, "legacy"), ({ opened }) => connectLegacy(options, opened, wiring))
-        .pipe(
+      return Effect.flatMap(openAttempt(options, "legacy"), ({ opened }) =>
+        connectLegacy(options, opened, wiring).pipe(
           Effect.mapError((error) => {
             if (protocol !== legacyRevision || error._tag !== "ConnectError") return error
             const failure = sdkFailure(error.cause)
@@ -874,7 +876,7 @@ const connectInRevision = (
               cause: error.cause
             })
           })
-        )
+        ))
     }
     const known = options.verdicts.get(config)
     if (known?._tag === "Modern") {
