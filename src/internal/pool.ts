@@ -1008,8 +1008,12 @@ const callTool = (
       // Interrupted: the request is aborted (the SDK tells the server) and the lease comes back now, not
       // when the aborted promise settles.
       return Effect.sync(() => {
-        abort()
-        giveBack()
+        // The lease comes back even if aborting throws (a custom transport's send, called by the SDK).
+        try {
+          abort()
+        } finally {
+          giveBack()
+        }
       })
     })
   )
