@@ -66,9 +66,15 @@ describe("both MCP revisions over stdio, one config", () => {
         const pidB = yield* call(pool, "modern", "b", "whoami")
         assert.notStrictEqual(pidA, pidB)
         assert.strictEqual(yield* call(pool, "modern", "a", "era"), "modern")
-        // The probe ran on the first session's own process: no sibling, then none at all.
-        assert.strictEqual(spawns.count(), 2)
-        assert.deepStrictEqual(readdirSync(spawns.dir).sort(), [pidA, pidB].sort())
+        // The probe ran on the first session's own process: no sibling, then none at all. Unless that process
+        // took longer than the probe's bound to answer (a loaded machine): then its refusal of `initialize`
+        // made the first session ask again, patiently, on a fresh process, and the first one is gone.
+        const methodsNow = () => readFileSync(requests, "utf8").trim().split("\n")
+        const slowStart = methodsNow().includes("initialize")
+        const pids = readdirSync(spawns.dir)
+        assert.strictEqual(pids.length, slowStart ? 3 : 2)
+        assert.includeMembers(pids, [pidA, pidB])
+        for (const pid of pids.filter((pid) => pid !== pidA && pid !== pidB)) yield* awaitGone(Number(pid))
 
         const session = yield* pool.get({ server: "modern", scope: "a" }).pipe(Effect.scoped)
         assert.strictEqual(session.revision, "2026-07-28")
@@ -84,10 +90,11 @@ describe("both MCP revisions over stdio, one config", () => {
         yield* pool.closeScope("a")
         yield* awaitGone(Number(pidA))
         assert.strictEqual(yield* call(pool, "modern", "a", "counter_increment"), "1")
-        assert.strictEqual(spawns.count(), 3)
-        // Asked once for the config: the two later sessions connected on the verdict, without a probe.
-        const methods = readFileSync(requests, "utf8").trim().split("\n")
-        assert.strictEqual(methods.filter((method) => method === "server/discover").length, 1)
+        assert.strictEqual(spawns.count(), slowStart ? 4 : 3)
+        // Asked once for the config (twice after a slow start): the two later sessions connected on the
+        // verdict, without a probe.
+        const methods = methodsNow()
+        assert.strictEqual(methods.filter((method) => method === "server/discover").length, slowStart ? 2 : 1)
         assert.strictEqual(methods.filter((method) => method === "tools/call").length, 7)
         yield* pool.closeAll
         assert.isFalse(isRunning(Number(pidB)))
