@@ -11,9 +11,10 @@
  *
  * - One owner fiber per entry (`runOwner`), forked uninterruptibly into the pool's owners scope with exactly
  *   the layer's context. Its phases: `awaitConnected` (the connect runs in a fiber the owner forks and can
- *   abandon at the bound), `publishReady`, `serve` (waits for the close signal, the transport's death or
- *   expiry), `closeSession` (closes the session's `Scope`, bounded). Acquire and release are driven by that
- *   one fiber — never by a caller's fiber, whoever asked and whoever was interrupted.
+ *   abandon at the bound), then `publishReady` and `serveConnected` — `serve` (waits for the close signal,
+ *   the transport's death or expiry), `startClosing` (closes the session's `Scope`, bounded) — or, for a
+ *   failed or abandoned connect, `closeUnconnected`; last `ownerDone`. Acquire and release are driven by
+ *   that one fiber — never by a caller's fiber, whoever asked and whoever was interrupted.
  * - Leases: every `get` counts one lease from the moment it asks (a waiter is a lease), so a session is
  *   never closed to make room while someone waits for it or uses it. `returnLease` gives it back, exactly
  *   once per lease.
@@ -625,8 +626,8 @@ const warnNotClosed = (pool: Pool, entry: Entry) =>
  * The owner: runs uninterruptibly; only its waits can be interrupted (by the owners scope closing). User
  * code (connect, transport close) runs in fibers the owner forks, so the owner always reaches its end.
  * Phases: `awaitConnected`, then `publishReady` and `serveConnected` (serve, close) or `closeUnconnected`,
- * each ending in `ownerDone`. Each phase is a function of its own, so that a session being served does not keep
- * what only its connect needed (the attempt fiber, `decided`) alive.
+ * each ending in `ownerDone`. Each phase is a function of its own, so that a session being served does not
+ * keep what only its connect needed (the attempt fiber, `decided`) alive.
  */
 const runOwner = (pool: Pool, entry: Entry): Effect.Effect<void> =>
   Effect.withFiber((owner) => {
