@@ -1166,15 +1166,15 @@ export const openSession = (
         }: expected a non-negative duration such as "5 seconds" or a number of milliseconds`
       })
 
-    /**
-     * The SDK's options for one request — its own timeout, else the server's, and what it asks about
-     * progress — or the error its invalid bound is. Most requests ask nothing: they share one shape.
-     */
     /** A request that asks nothing: the session's call timeout. Made once, not per request. */
     const unasked = {
       timeout: defaultTimeout,
       sdk: (signal: AbortSignal): SdkRequestOptions => ({ signal, timeout: sdkTimeout(defaultTimeout) })
     }
+    /**
+     * The SDK's options for one request — its own timeout, else the server's, and what it asks about
+     * progress — or the error its invalid bound is. Most requests ask nothing: they share one shape.
+     */
     const prepare = (method: string, requestOptions: RequestOptions | undefined) => {
       if (requestOptions === undefined) return unasked
       const timeout = bound(requestOptions.timeout, defaultTimeout)
