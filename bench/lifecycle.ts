@@ -56,18 +56,19 @@ const timed = async (run: () => Promise<unknown>) => {
 }
 
 /**
- * `n` raw SDK clients connected at once to their own echo transports; closed after timing. `lazy`: with the
- * lazy JSON-schema validator the pool's sessions use, instead of the SDK's default (Ajv, built per client).
+ * A raw SDK client connected to an echo transport of its own (`held`: see `makeEchoTransport`). `lazy`: with
+ * the lazy JSON-schema validator the pool's sessions use, instead of the SDK's default (Ajv, built per client).
  */
+const rawEchoClient = async (lazy: boolean, held?: Array<() => void>) => {
+  const client = lazy ? new Client(L.clientInfo, { jsonSchemaValidator: L.lazyValidator() }) : new Client(L.clientInfo)
+  await client.connect(L.makeEchoTransport(held))
+  return client
+}
+
+/** `n` raw SDK clients connected at once (`rawEchoClient`); closed after timing. */
 const rawConnects = (n: number, wrap: boolean, lazy = false) => {
   let clients: Array<Client> = []
-  const connect = async () => {
-    const client = lazy
-      ? new Client(L.clientInfo, { jsonSchemaValidator: L.lazyValidator() })
-      : new Client(L.clientInfo)
-    await client.connect(L.makeEchoTransport())
-    return client
-  }
+  const connect = () => rawEchoClient(lazy)
   return {
     // The Effect floor: what any Effect API pays for a burst of gets at least, a fiber and a Scope each.
     run: wrap
@@ -154,13 +155,7 @@ const heldMemory = async (n: number) => {
     return { done, close: () => opening.then((open) => open.close()) }
   })
   const raw = await measure((held) => {
-    const connecting = Promise.all(
-      range(n).map(async () => {
-        const client = new Client(L.clientInfo, { jsonSchemaValidator: L.lazyValidator() })
-        await client.connect(L.makeEchoTransport(held))
-        return client
-      })
-    )
+    const connecting = Promise.all(range(n).map(() => rawEchoClient(true, held)))
     return {
       done: connecting,
       close: () => connecting.then((clients) => Promise.all(clients.map((client) => client.close()))).then(() => {})
@@ -503,13 +498,7 @@ const randomLookups = (size: number) => {
 /** Heap per idle raw SDK `Client` connected to an echo transport (the pool's sessions beside a bare client). */
 const rawClientHeap = async (n: number) => {
   const before = L.heapUsed()
-  const clients = await Promise.all(
-    range(n).map(async () => {
-      const client = new Client(L.clientInfo)
-      await client.connect(L.makeEchoTransport())
-      return client
-    })
-  )
+  const clients = await Promise.all(range(n).map(() => rawEchoClient(false)))
   const perClient = (L.heapUsed() - before) / n
   await Promise.all(clients.map((client) => client.close()))
   return perClient

@@ -198,21 +198,21 @@ const StringOrRedacted = expected(
 const entriesOrFunction = <S extends Schema.Constraint>(entries: S, what: string) =>
   select({ function: AnyFunction, entries }, (u) => isFunction(u) ? "function" : "entries", what)
 
+const stringsOrFunction = "an array of strings or a function of the scope"
+const entriesOfStringsOrFunction = "an object of strings or a function of the scope"
+
 const Stdio = Schema.Struct({
   command: expected(
     (u): u is string => typeof u === "string" && u.trim() !== "",
     "a non-empty command"
   ),
-  args: entriesOrFunction(
-    guarded(StringArray, Array.isArray, "an array of strings or a function of the scope"),
-    "an array of strings or a function of the scope"
-  ),
+  args: entriesOrFunction(guarded(StringArray, Array.isArray, stringsOrFunction), stringsOrFunction),
   env: entriesOrFunction(
     byName(StringOrRedacted, {
-      what: "an object of strings or a function of the scope",
+      what: entriesOfStringsOrFunction,
       nameProblem: (name) => name === "" || name.includes("=") ? `invalid variable name ${show(name)}` : undefined
     }),
-    "an object of strings or a function of the scope"
+    entriesOfStringsOrFunction
   ),
   cwd: optionalField(expected(
     (u): u is string | ((scope: string) => string) => typeof u === "string" || isFunction(u),
@@ -254,8 +254,8 @@ const Http = Schema.Struct({
     "expected a URL or a function of the scope, got undefined"
   ),
   headers: entriesOrFunction(
-    byName(StringOrRedacted, { what: "an object of strings or a function of the scope" }),
-    "an object of strings or a function of the scope"
+    byName(StringOrRedacted, { what: entriesOfStringsOrFunction }),
+    entriesOfStringsOrFunction
   ),
   transport: expected(
     (u): u is "streamable-http" | "sse" | "auto" => u === "streamable-http" || u === "sse" || u === "auto",

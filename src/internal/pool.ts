@@ -901,6 +901,7 @@ const acquireSession = (
 const leaseReadyUnsafe = (
   pool: Pool,
   fiber: Fiber.Fiber<unknown, unknown>,
+  clock: Clock.Clock,
   server: string,
   scope: string | undefined,
   direct = false
@@ -909,7 +910,7 @@ const leaseReadyUnsafe = (
   if (state._tag === "Closed") return undefined
   const key = scopeOf(fiber, scope)
   if (key === undefined) return undefined
-  const entry = readyEntry(state, server, key, fiber.getRef(Clock.Clock))
+  const entry = readyEntry(state, server, key, clock)
   if (entry === undefined || (direct && (entry.state as Ready).handle.startCallTool === undefined)) return undefined
   takeLease(state, entry)
   return entry
@@ -928,7 +929,7 @@ const getStackFrame = (parent: References.StackFrame | undefined): References.St
 const get = (pool: Pool, server: string, scope?: string): Effect.Effect<McpSession, McpGetError, Scope.Scope> =>
   Effect.uninterruptible(Effect.withFiber((fiber) => {
     // Hit: no span (it would cost more than the lease); the full path has one.
-    const hit = leaseReadyUnsafe(pool, fiber, server, scope)
+    const hit = leaseReadyUnsafe(pool, fiber, fiber.getRef(Clock.Clock), server, scope)
     if (hit !== undefined) return Effect.as(Effect.addFinalizer(() => releaseLease(pool, hit)), sessionOf(hit))
     // The stack frame, so that a failed get still reads "at McpSessionPool.get".
     const leased = (span: Tracer.AnySpan | undefined) =>
@@ -955,7 +956,8 @@ const use = <A, E, R>(
 ): Effect.Effect<A, E | McpGetError, R> =>
   Effect.uninterruptibleMask((restore) =>
     Effect.withFiber((fiber) => {
-      const hit = leaseReadyUnsafe(pool, fiber, server, scope)
+      const clock = fiber.getRef(Clock.Clock)
+      const hit = leaseReadyUnsafe(pool, fiber, clock, server, scope)
       if (hit === undefined) {
         return restore(Effect.acquireUseRelease(
           acquireSession(pool, server, scope),
@@ -963,7 +965,6 @@ const use = <A, E, R>(
           ([entry]) => releaseLease(pool, entry)
         ))
       }
-      const clock = fiber.getRef(Clock.Clock)
       // Suspended: a synchronous throw in `f` must still return the lease.
       return Effect.onExit(restore(Effect.suspend(() => f(sessionOf(hit)))), () => {
         returnLease(pool, hit, clock.currentTimeMillisUnsafe())
@@ -989,11 +990,11 @@ const callTool = (
     Effect.callback<CallToolResult, McpGetError | McpSessionError>((resume) => {
       // Leased here, in the registration: nothing can interrupt between taking the lease and the canceler
       // that returns it (a scheduler yield before the callback would).
-      const hit = leaseReadyUnsafe(pool, fiber, server, scope, true)
+      const clock = fiber.getRef(Clock.Clock)
+      const hit = leaseReadyUnsafe(pool, fiber, clock, server, scope, true)
       if (hit === undefined) {
         return resume(use(pool, server, scope, (session) => session.callTool(params, requestOptions)))
       }
-      const clock = fiber.getRef(Clock.Clock)
       let leased = true
       const giveBack = () => {
         if (!leased) return

@@ -296,9 +296,6 @@ class RequestAbort implements Abortable {
   addEventListener(type: string, listener: () => void): void {
     if (type === "abort") (this.#listeners ??= []).push(listener)
   }
-  removeEventListener(type: string, listener: () => void): void {
-    if (type === "abort") this.#listeners = this.#listeners?.filter((added) => added !== listener)
-  }
   abort(): void {
     if (this.aborted) return
     this.aborted = true

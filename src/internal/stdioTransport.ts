@@ -518,150 +518,156 @@ class ProcessTransport implements Transport {
  * other ends.
  */
 export const spawnStdio = (options: StdioProcessOptions): Effect.Effect<StdioConnection, SpawnError, Scope.Scope> =>
-  Effect.flatMap(Effect.promise(loadSdkStdio), ({ getDefaultEnvironment }) =>
-    // Uninterruptible so that nothing runs between the spawn and the registration of its finalizer.
-    Effect.uninterruptible(Effect.gen(function*() {
-      const scope = yield* Effect.scope
-      const env = childEnvironment(options, getDefaultEnvironment)
-      const invalid = invalidInput(options, env)
-      if (invalid !== undefined) return yield* Effect.fail(new SpawnError(invalid))
+  Effect.flatMap(Effect.promise(loadSdkStdio), ({ getDefaultEnvironment }) => spawnWith(options, getDefaultEnvironment))
 
-      let child: ChildProcess
-      try {
-        child = spawn(options.command, options.args, {
-          cwd: options.cwd,
-          env,
-          // Its own process group, which everything below relies on. Windows has no process groups, and
-          // there `detached` would open a console window.
-          detached: process.platform !== "win32",
-          stdio: ["pipe", "pipe", options.stderr],
-          windowsHide: true
+/** `spawnStdio`, once the SDK's stdio module is loaded. */
+const spawnWith = (
+  options: StdioProcessOptions,
+  getDefaultEnvironment: () => Record<string, string>
+): Effect.Effect<StdioConnection, SpawnError, Scope.Scope> =>
+  // Uninterruptible so that nothing runs between the spawn and the registration of its finalizer.
+  Effect.uninterruptible(Effect.gen(function*() {
+    const scope = yield* Effect.scope
+    const env = childEnvironment(options, getDefaultEnvironment)
+    const invalid = invalidInput(options, env)
+    if (invalid !== undefined) return yield* Effect.fail(new SpawnError(invalid))
+
+    let child: ChildProcess
+    try {
+      child = spawn(options.command, options.args, {
+        cwd: options.cwd,
+        env,
+        // Its own process group, which everything below relies on. Windows has no process groups, and
+        // there `detached` would open a console window.
+        detached: process.platform !== "win32",
+        stdio: ["pipe", "pipe", options.stderr],
+        windowsHide: true
+      })
+    } catch (error) {
+      return yield* Effect.fail(new SpawnError(toError(error).message, { cause: error }))
+    }
+    // Every listener is attached before the first yield: Node emits on later ticks.
+    const stdin = child.stdin!
+    const stdout = child.stdout!
+    const transport = new ProcessTransport(stdin, stdout)
+    const spawnFailed = Deferred.makeUnsafe<Error>()
+    const exited = Deferred.makeUnsafe<ProcessExit>()
+    const stdoutDone = Deferred.makeUnsafe<void>()
+    let exitDrain: ReturnType<typeof setTimeout> | undefined
+
+    child.on("error", (error) => {
+      // Before a pid, the spawn failed; after one, only signalling through `child.kill` (unused) emits here.
+      if (child.pid === undefined) Deferred.doneUnsafe(spawnFailed, Exit.succeed(error))
+      else transport.fail(error)
+    })
+    stdin.on("error", (error) => isPipeGone(error) ? transport.markClosed() : transport.fail(error))
+    stdout.on("error", (error) => transport.fail(error))
+    stdout.on("close", () => {
+      clearTimeout(exitDrain)
+      Deferred.doneUnsafe(stdoutDone, Exit.void)
+      transport.markClosed()
+    })
+
+    const pid = child.pid
+    if (pid === undefined) {
+      const error = yield* Deferred.await(spawnFailed)
+      stdin.destroy()
+      stdout.destroy()
+      child.stderr?.destroy()
+      return yield* Effect.fail(new SpawnError(describeSpawnError(error, options), { cause: error }))
+    }
+
+    // Still no yield since the spawn on this path, so no event can have been missed.
+    const tree = makeProcessTree(pid)
+    // A dead leader also closes the connection, even if a surviving group member holds stdout open.
+    child.on("exit", (code, signal) => {
+      rememberGroupOfReapedLeader(tree)
+      Deferred.doneUnsafe(exited, Exit.succeed({ code, signal }))
+      if (!Deferred.isDoneUnsafe(stdoutDone)) exitDrain = setTimeout(() => transport.markClosed(), exitDrainMillis)
+    })
+    const hostExitEntry: HostExit.Tree = {
+      signal: (signal) => signalProcessTree(tree, signal),
+      isGone: () => isProcessTreeGone(tree)
+    }
+    HostExit.register(hostExitEntry)
+
+    // Fibers of ours live in a scope that the finalizer closes last, so they keep serving (reading the final
+    // output) while it waits, whatever the caller's scope finalizer strategy is.
+    const fibers = yield* Scope.make()
+
+    const awaitGone = (millis: number): Effect.Effect<boolean> =>
+      Effect.suspend(() => {
+        const deadline = Date.now() + millis
+        // The leader's exit is an event; the rest of the tree can only be polled, and new descendants only
+        // found by scanning while their parents live.
+        const poll: Effect.Effect<boolean> = Effect.suspend(() => {
+          const leaderExited = Deferred.isDoneUnsafe(exited)
+          if (leaderExited && isProcessTreeGone(tree)) return Effect.succeed(true)
+          // Descendants the leader starts meanwhile are remembered before its exit can orphan them.
+          if (!leaderExited && isRescanDue(tree)) scanProcessTree(tree)
+          const left = deadline - Date.now()
+          if (left <= 0) return Effect.succeed(false)
+          const wait = sleepNative(Math.min(leaderExited ? pollMillis : rescanMillis(), left))
+          return Effect.andThen(leaderExited ? wait : Effect.raceFirst(Deferred.await(exited), wait), poll)
         })
-      } catch (error) {
-        return yield* Effect.fail(new SpawnError(toError(error).message, { cause: error }))
-      }
-      // Every listener is attached before the first yield: Node emits on later ticks.
-      const stdin = child.stdin!
-      const stdout = child.stdout!
-      const transport = new ProcessTransport(stdin, stdout)
-      const spawnFailed = Deferred.makeUnsafe<Error>()
-      const exited = Deferred.makeUnsafe<ProcessExit>()
-      const stdoutDone = Deferred.makeUnsafe<void>()
-      let exitDrain: ReturnType<typeof setTimeout> | undefined
-
-      child.on("error", (error) => {
-        // Before a pid, the spawn failed; after one, only signalling through `child.kill` (unused) emits here.
-        if (child.pid === undefined) Deferred.doneUnsafe(spawnFailed, Exit.succeed(error))
-        else transport.fail(error)
+        return poll
       })
-      stdin.on("error", (error) => isPipeGone(error) ? transport.markClosed() : transport.fail(error))
-      stdout.on("error", (error) => transport.fail(error))
-      stdout.on("close", () => {
-        clearTimeout(exitDrain)
-        Deferred.doneUnsafe(stdoutDone, Exit.void)
+
+    yield* Scope.addFinalizerExit(scope, (exit) =>
+      Effect.gen(function*() {
+        // Taken before anything can make the leader exit: its children are reparented when it does.
+        scanProcessTree(tree)
+        // Closed first: pending requests fail now rather than when the process is gone, and stdin ends.
         transport.markClosed()
-      })
-
-      const pid = child.pid
-      if (pid === undefined) {
-        const error = yield* Deferred.await(spawnFailed)
+        // Output nobody will read any more is discarded, so that a server blocked writing it can exit and
+        // the pipe can reach its end.
+        stdout.resume()
+        let gone: boolean
+        if (Exit.isFailure(exit) && !Cause.hasInterruptsOnly(exit.cause)) {
+          // A session that never served has nothing to flush. An interruption is not one of these: Ctrl-C
+          // under `runMain` interrupts the main fiber, and that shutdown deserves the graceful steps.
+          signalProcessTree(tree, "SIGKILL")
+          gone = yield* awaitGone(killWaitMillis)
+        } else {
+          gone = yield* awaitGone(Duration.toMillis(options.stdinGrace))
+          if (!gone) {
+            signalProcessTree(tree, "SIGTERM")
+            gone = yield* awaitGone(Duration.toMillis(options.terminateGrace))
+          }
+          if (!gone) {
+            signalProcessTree(tree, "SIGKILL")
+            gone = yield* awaitGone(killWaitMillis)
+          }
+        }
+        if (!gone) {
+          yield* Effect.logWarning("MCP stdio server processes still alive after SIGKILL; giving up").pipe(
+            Effect.annotateLogs({ "mcp.stdio.command": options.command, "mcp.stdio.pid": pid })
+          )
+        }
+        // Given up on or gone, it is no longer the host's to kill at exit.
+        HostExit.unregister(hostExitEntry)
+        // The last output is read before our ends of the pipes are released,
+        // which they are even if a process that left the tree still holds the other ends.
+        yield* Effect.raceFirst(Deferred.await(stdoutDone), sleepNative(killWaitMillis))
+        clearTimeout(exitDrain)
+        yield* Scope.close(fibers, Exit.void)
         stdin.destroy()
         stdout.destroy()
         child.stderr?.destroy()
-        return yield* Effect.fail(new SpawnError(describeSpawnError(error, options), { cause: error }))
-      }
+      }))
 
-      // Still no yield since the spawn on this path, so no event can have been missed.
-      const tree = makeProcessTree(pid)
-      // A dead leader also closes the connection, even if a surviving group member holds stdout open.
-      child.on("exit", (code, signal) => {
-        rememberGroupOfReapedLeader(tree)
-        Deferred.doneUnsafe(exited, Exit.succeed({ code, signal }))
-        if (!Deferred.isDoneUnsafe(stdoutDone)) exitDrain = setTimeout(() => transport.markClosed(), exitDrainMillis)
-      })
-      const hostExitEntry: HostExit.Tree = {
-        signal: (signal) => signalProcessTree(tree, signal),
-        isGone: () => isProcessTreeGone(tree)
-      }
-      HostExit.register(hostExitEntry)
+    const stderr = child.stderr
+    if (options.stderr === "pipe" && stderr !== null) {
+      // Always drained: an unread stderr pipe would block the server once full.
+      yield* Stream.fromAsyncIterable(stderr as AsyncIterable<Uint8Array>, toError).pipe(
+        Stream.decodeText(),
+        Stream.splitLines,
+        Stream.runForEach((line) => Effect.logDebug(line)),
+        Effect.annotateLogs({ "mcp.stdio.command": options.command, "mcp.stdio.pid": pid }),
+        Effect.ignore,
+        Effect.forkIn(fibers)
+      )
+    }
 
-      // Fibers of ours live in a scope that the finalizer closes last, so they keep serving (reading the final
-      // output) while it waits, whatever the caller's scope finalizer strategy is.
-      const fibers = yield* Scope.make()
-
-      const awaitGone = (millis: number): Effect.Effect<boolean> =>
-        Effect.suspend(() => {
-          const deadline = Date.now() + millis
-          // The leader's exit is an event; the rest of the tree can only be polled, and new descendants only
-          // found by scanning while their parents live.
-          const poll: Effect.Effect<boolean> = Effect.suspend(() => {
-            const leaderExited = Deferred.isDoneUnsafe(exited)
-            if (leaderExited && isProcessTreeGone(tree)) return Effect.succeed(true)
-            // Descendants the leader starts meanwhile are remembered before its exit can orphan them.
-            if (!leaderExited && isRescanDue(tree)) scanProcessTree(tree)
-            const left = deadline - Date.now()
-            if (left <= 0) return Effect.succeed(false)
-            const wait = sleepNative(Math.min(leaderExited ? pollMillis : rescanMillis(), left))
-            return Effect.andThen(leaderExited ? wait : Effect.raceFirst(Deferred.await(exited), wait), poll)
-          })
-          return poll
-        })
-
-      yield* Scope.addFinalizerExit(scope, (exit) =>
-        Effect.gen(function*() {
-          // Taken before anything can make the leader exit: its children are reparented when it does.
-          scanProcessTree(tree)
-          // Closed first: pending requests fail now rather than when the process is gone, and stdin ends.
-          transport.markClosed()
-          // Output nobody will read any more is discarded, so that a server blocked writing it can exit and
-          // the pipe can reach its end.
-          stdout.resume()
-          let gone: boolean
-          if (Exit.isFailure(exit) && !Cause.hasInterruptsOnly(exit.cause)) {
-            // A session that never served has nothing to flush. An interruption is not one of these: Ctrl-C
-            // under `runMain` interrupts the main fiber, and that shutdown deserves the graceful steps.
-            signalProcessTree(tree, "SIGKILL")
-            gone = yield* awaitGone(killWaitMillis)
-          } else {
-            gone = yield* awaitGone(Duration.toMillis(options.stdinGrace))
-            if (!gone) {
-              signalProcessTree(tree, "SIGTERM")
-              gone = yield* awaitGone(Duration.toMillis(options.terminateGrace))
-            }
-            if (!gone) {
-              signalProcessTree(tree, "SIGKILL")
-              gone = yield* awaitGone(killWaitMillis)
-            }
-          }
-          if (!gone) {
-            yield* Effect.logWarning("MCP stdio server processes still alive after SIGKILL; giving up").pipe(
-              Effect.annotateLogs({ "mcp.stdio.command": options.command, "mcp.stdio.pid": pid })
-            )
-          }
-          // Given up on or gone, it is no longer the host's to kill at exit.
-          HostExit.unregister(hostExitEntry)
-          // The last output is read before our ends of the pipes are released,
-          // which they are even if a process that left the tree still holds the other ends.
-          yield* Effect.raceFirst(Deferred.await(stdoutDone), sleepNative(killWaitMillis))
-          clearTimeout(exitDrain)
-          yield* Scope.close(fibers, Exit.void)
-          stdin.destroy()
-          stdout.destroy()
-          child.stderr?.destroy()
-        }))
-
-      const stderr = child.stderr
-      if (options.stderr === "pipe" && stderr !== null) {
-        // Always drained: an unread stderr pipe would block the server once full.
-        yield* Stream.fromAsyncIterable(stderr as AsyncIterable<Uint8Array>, toError).pipe(
-          Stream.decodeText(),
-          Stream.splitLines,
-          Stream.runForEach((line) => Effect.logDebug(line)),
-          Effect.annotateLogs({ "mcp.stdio.command": options.command, "mcp.stdio.pid": pid }),
-          Effect.ignore,
-          Effect.forkIn(fibers)
-        )
-      }
-
-      return { transport, pid, exited: Deferred.await(exited) } satisfies StdioConnection
-    })))
+    return { transport, pid, exited: Deferred.await(exited) } satisfies StdioConnection
+  }))
