@@ -3,9 +3,9 @@
  * variants interleaved in rotating order; medians over many repetitions.
  */
 import { spawnSync } from "node:child_process"
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs"
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
-import { join } from "node:path"
+import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import * as L from "./lib.ts"
 import type { Section } from "./report.ts"
@@ -15,36 +15,33 @@ const src = join(root, "src")
 /** Scratch space for the compiled copy: under a node_modules folder, which git and eslint ignore. */
 const build = fileURLToPath(new URL("./node_modules/.effect-mcp-pool-bench/", import.meta.url))
 
-/** Every .ts file under `dir`. */
-const sources = (dir: string): Array<string> =>
-  readdirSync(dir, { withFileTypes: true }).flatMap((entry) =>
-    entry.isDirectory()
-      ? sources(join(dir, entry.name))
-      : entry.name.endsWith(".ts")
-      ? [join(dir, entry.name)]
-      : []
-  )
+const importPatterns = [
+  /^import\s+(?!type\s)(?:[\w$]+\s*,\s*)?(?:\*\s+as\s+[\w$]+|\{[^}]*\}|[\w$]+)\s+from\s+"([^"]+)"/gm,
+  /^export\s+(?:\*(?:\s+as\s+[\w$]+)?|\{[^}]*\})\s+from\s+"([^"]+)"/gm,
+  /^import\s+"([^"]+)"/gm
+]
 
 /**
- * The third-party modules the package's source loads when imported: every static `import … from` or
- * `export … from` of a bare specifier, except `import type` (erased) and Node's built-ins. Read from the
- * source each run, so that it follows edits to the package.
+ * What importing the package root loads: the package's own modules reached from `src/index.ts` through
+ * static `import … from` / `export … from` (not `import type`, which is erased), and the modules outside
+ * the package they name (bare specifiers and Node's built-ins). Read from the source each run, so that it
+ * follows edits to the package; modules the root does not reach (the CLI) are not in it.
  */
-const thirdPartyImports = (): Array<string> => {
-  const found = new Set<string>()
-  const patterns = [
-    /^import\s+(?!type\s)(?:[\w$]+\s*,\s*)?(?:\*\s+as\s+[\w$]+|\{[^}]*\}|[\w$]+)\s+from\s+"([^"]+)"/gm,
-    /^export\s+(?:\*(?:\s+as\s+[\w$]+)?|\{[^}]*\})\s+from\s+"([^"]+)"/gm,
-    /^import\s+"([^"]+)"/gm
-  ]
-  for (const file of sources(src)) {
+const rootGraph = (): { readonly own: ReadonlyArray<string>; readonly external: ReadonlyArray<string> } => {
+  const own = new Set<string>()
+  const external = new Set<string>()
+  const visit = (file: string): void => {
+    if (own.has(file)) return
+    own.add(file)
     const text = readFileSync(file, "utf8")
-    for (const match of patterns.flatMap((pattern) => [...text.matchAll(pattern)])) {
+    for (const match of importPatterns.flatMap((pattern) => [...text.matchAll(pattern)])) {
       const specifier = match[1]!
-      if (!specifier.startsWith(".") && !specifier.startsWith("node:")) found.add(specifier)
+      if (specifier.startsWith(".")) visit(join(dirname(file), specifier))
+      else external.add(specifier)
     }
   }
-  return [...found].sort()
+  visit(join(src, "index.ts"))
+  return { own: [...own], external: [...external].sort() }
 }
 
 /** The package compiled to JavaScript (as published in dist/), into bench/node_modules/.effect-mcp-pool-bench/dist. */
@@ -96,11 +93,14 @@ process.stdout.write(JSON.stringify({ stripper: t1 - t0, imports: t2 - t1, cpu: 
 
 export const importCost = async (): Promise<Section> => {
   mkdirSync(build, { recursive: true })
+  // The published package's own package.json says "type": "module"; without one here Node would find none
+  // (its lookup stops at node_modules) and first try each file for module syntax.
+  writeFileSync(join(build, "package.json"), JSON.stringify({ type: "module" }))
   // Node strips types only outside node_modules.
   const trivial = join(mkdtempSync(join(tmpdir(), "mcp-pool-bench-import-")), "trivial.ts")
   writeFileSync(trivial, "export const warm: number = 1\n")
   const compileError = compile()
-  const external = thirdPartyImports()
+  const { external, own } = rootGraph()
   const toUrl = (path: string) => new URL(`file://${path}`).href
   const baseline: Variant = {
     name: "`effect` + `@modelcontextprotocol/sdk/client/index.js`",
@@ -116,7 +116,7 @@ export const importCost = async (): Promise<Section> => {
         specifiers: [toUrl(join(build, "dist/index.js"))]
       }]
       : []),
-    { name: "floor: the third-party modules the package imports, none of its own", specifiers: external }
+    { name: "floor: the modules from outside the package that the root imports, none of its own", specifiers: external }
   ]
   const reps = 12
   console.log(`import: ${variants.length} variants × ${reps} fresh processes, interleaved`)
@@ -146,7 +146,7 @@ export const importCost = async (): Promise<Section> => {
   const floor = ratio(floorName)
   const ms = (name: string) => L.median(times.get(name)!)
   const signedMs = (x: number) => `${x >= 0 ? "+" : "−"}${L.fmt(Math.abs(x), 0)} ms`
-  const ownFiles = sources(src).length
+  const ownFiles = own.length
   return {
     id: "import",
     title: "9. Import: the package root vs `effect` + the SDK client",
@@ -157,8 +157,9 @@ export const importCost = async (): Promise<Section> => {
       `stripper, which starts on the first .ts file (${L.fmt(L.median(stripper), 0)} ms here), is warm in all ` +
       `variants alike. ${reps} processes per variant, interleaved in rotating order after one warm-up each; ` +
       "ratios are medians over repetitions of (variant ÷ baseline) in the same repetition. The floor imports " +
-      "every third-party module that the package's source imports (read from src/ this run), without the " +
-      "package's own modules." +
+      "every module from outside the package (third-party and Node's built-ins) that the root's own modules " +
+      "import (followed from src/index.ts this run), without the package's own modules. The compiled copy " +
+      "sits beside a package.json with `\"type\": \"module\"`, as the published package has." +
       (compileError === undefined ? "" : ` The compiled variant is missing: ${compileError}.`),
     table: {
       head: ["import", "wall (median)", "× effect + SDK, wall (IQR)", "CPU (median)", "× effect + SDK, CPU (IQR)"],
@@ -183,9 +184,11 @@ export const importCost = async (): Promise<Section> => {
       bound: 1.1,
       value: target.median,
       spread: `${L.fmt(target.lo, 2)}–${L.fmt(target.hi, 2)}`,
-      floor: `${L.pairText(floor)} (the third-party modules it imports, none of its own)`,
-      why: `Wall: ${L.fmt(ms(rootTs.name), 0)} vs ${L.fmt(ms(baseline.name), 0)} ms. The third-party modules ` +
-        `beyond effect + the SDK client add ${signedMs(ms(floorName) - ms(baseline.name))}; the package's own ` +
+      floor: `${L.pairText(floor)} (the modules from outside the package that it imports, none of its own)`,
+      why: `Wall: ${L.fmt(ms(rootTs.name), 0)} vs ${L.fmt(ms(baseline.name), 0)} ms. The modules from outside ` +
+        `the package beyond effect + the SDK client add ${
+          signedMs(ms(floorName) - ms(baseline.name))
+        }; the package's own ` +
         `${ownFiles} modules, type-stripped by Node from .ts, ${signedMs(ms(rootTs.name) - ms(floorName))}` +
         (compiledName === undefined
           ? ""

@@ -2,9 +2,9 @@
  * What importing the package root costs, checked by what it loads rather than by timing it: a fresh Node
  * process (no vitest transforms, the way users run it) records every module it loads. The root must not
  * load `effect/ai` (its barrel brings the AI, HTTP and RPC stack), `@effect/platform-node`, or the SDK's
- * HTTP/SSE client transports (with eventsource, pkce-challenge and the OAuth client); each is loaded when
- * first used, and still works then: a toolkit lists and offers tools, `layerFromFile` reads a file, an
- * HTTP server is dialled.
+ * HTTP/SSE client transports (with eventsource, pkce-challenge and the OAuth client), or
+ * `node:child_process`; each is loaded when first used, and still works then: a toolkit lists and offers
+ * tools, `layerFromFile` reads a file, an HTTP server is dialled, a stdio server is spawned.
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Layer, Schema } from "effect"
@@ -46,6 +46,8 @@ const child = String.raw`
 import { registerHooks } from "node:module"
 const loaded = []
 registerHooks({ load(url, context, nextLoad) { loaded.push(url); return nextLoad(url, context) } })
+// Built-ins taken with process.getBuiltinModule skip the hooks; Node lists every built-in it has loaded.
+const childProcessLoaded = () => process.moduleLoadList.includes("NativeModule child_process")
 const phases = {}
 let mark = 0
 const phase = (name) => { phases[name] = loaded.slice(mark); mark = loaded.length }
@@ -56,6 +58,7 @@ await import("@modelcontextprotocol/sdk/client/index.js")
 phase("baseline")
 const root = await import(process.argv[1])
 phase("root")
+const builtinsByRoot = { child_process: childProcessLoaded() }
 const { McpScope, McpServerConfig, McpSessionPool, McpToolkit } = root
 const results = { exported: Object.keys(root).sort() }
 
@@ -90,6 +93,7 @@ results.stdio = await Effect.runPromise(
   }).pipe(Effect.provide(stdio))
 )
 phase("stdio")
+const builtinsByStdio = { child_process: childProcessLoaded() }
 
 const { McpServer } = await import("@modelcontextprotocol/sdk/server/mcp.js")
 phase("server")
@@ -108,7 +112,7 @@ results.toolkit = await Effect.runPromise(
   }).pipe(Effect.scoped, Effect.provide(pool))
 )
 phase("toolkit")
-process.stdout.write(JSON.stringify({ phases, results }))
+process.stdout.write(JSON.stringify({ phases, results, builtins: { root: builtinsByRoot, stdio: builtinsByStdio } }))
 `
 
 interface ChildReport {
@@ -123,6 +127,8 @@ interface ChildReport {
     readonly stdio: string
     readonly toolkit: { readonly tools: ReadonlyArray<string>; readonly offered: ReadonlyArray<string> }
   }
+  /** Whether Node had loaded `node:child_process` after the root import and after the first spawn. */
+  readonly builtins: Record<"root" | "stdio", { readonly child_process: boolean }>
 }
 
 const runChild = (configPath: string) =>
@@ -150,7 +156,7 @@ describe("import cost", () => {
       yield* Effect.promise(() =>
         Fs.writeFile(configPath, JSON.stringify({ mcpServers: { notebook: { command: "node", args: ["x.js"] } } }))
       )
-      const { phases, results } = yield* runChild(configPath)
+      const { builtins, phases, results } = yield* runChild(configPath)
 
       // The hook saw the root's own modules, so an empty match below means "not loaded".
       for (const own of ["/src/index.ts", "/src/McpToolkit.ts", "/src/McpSessionPool.ts", "/src/internal/remote.ts"]) {
@@ -160,6 +166,8 @@ describe("import cost", () => {
       const loadedByRoot = (fragments: Record<string, string>) =>
         Object.fromEntries(Object.entries(fragments).map(([name, fragment]) => [name, matching(phases.root, fragment)]))
       assert.deepStrictEqual(loadedByRoot(lazy), Object.fromEntries(Object.keys(lazy).map((name) => [name, []])))
+      // Nor `node:child_process`, taken at the first spawn.
+      assert.deepStrictEqual(builtins, { root: { child_process: false }, stdio: { child_process: true } })
       // Nor anything of effect beyond its root barrel.
       assert.isAbove(matching(phases.baseline, "/node_modules/effect/dist/").length, 50)
       assert.deepStrictEqual(matching(phases.root, "/node_modules/effect/dist/"), [])

@@ -25,11 +25,15 @@ import * as Exit from "effect/Exit"
 import * as Redacted from "effect/Redacted"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
-import { type ChildProcess, spawn } from "node:child_process"
-import { readdirSync, readFileSync, statSync } from "node:fs"
+import type { ChildProcess } from "node:child_process"
 import type { Readable, Writable } from "node:stream"
 import * as HostExit from "./hostExit.ts"
 import { TransportLost } from "./transportLost.ts"
+
+// `node:fs` and `node:child_process` are taken on first use (Node caches them): loading them costs about
+// 4 ms, which importing the package root should not pay when no stdio server is ever spawned.
+const fs = () => process.getBuiltinModule("node:fs")
+const childProcess = () => process.getBuiltinModule("node:child_process")
 
 export interface StdioProcessOptions {
   readonly command: string
@@ -107,7 +111,7 @@ const isDigit = (code: number): boolean => code >= 48 && code <= 57
 const readStat = (pid: number | string): ProcessStat | undefined => {
   let stat: string
   try {
-    stat = readFileSync(`/proc/${pid}/stat`, "latin1")
+    stat = fs().readFileSync(`/proc/${pid}/stat`, "latin1")
   } catch {
     return undefined
   }
@@ -152,7 +156,7 @@ const readProcessTable = (): ProcessTable | undefined => {
   if (lastTable !== undefined && now - lastTable.readAt < tableMaxAgeMillis) return lastTable
   let entries: Array<string>
   try {
-    entries = readdirSync("/proc")
+    entries = fs().readdirSync("/proc")
   } catch {
     return undefined
   }
@@ -403,7 +407,7 @@ const describeSpawnError = (error: Error, options: StdioProcessOptions): string 
 
 const isDirectory = (path: string): boolean => {
   try {
-    return statSync(path).isDirectory()
+    return fs().statSync(path).isDirectory()
   } catch {
     return false
   }
@@ -534,7 +538,7 @@ const spawnWith = (
 
     let child: ChildProcess
     try {
-      child = spawn(options.command, options.args, {
+      child = childProcess().spawn(options.command, options.args, {
         cwd: options.cwd,
         env,
         // Its own process group, which everything below relies on. Windows has no process groups, and
