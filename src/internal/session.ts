@@ -88,6 +88,7 @@ import {
   type SessionRequests
 } from "./serverRequests.ts"
 import { spawnStdio } from "./stdioTransport.ts"
+import { ToolCalls } from "./toolCalls.ts"
 import { isTransportLost } from "./transportLost.ts"
 
 /** Why a session stopped serving: the error every later (and every in-flight) request fails with. */
@@ -319,17 +320,25 @@ class LegacyWire implements Wire {
   readonly instructions: string | undefined
   readonly protocolVersion: string
   readonly #client: Client
+  /** `tools/call` without the SDK's request path; `undefined` on an SDK it does not know. */
+  readonly #toolCalls: ToolCalls | undefined
   constructor(client: Client, protocolVersion: string) {
     this.#client = client
+    this.#toolCalls = ToolCalls.make(client)
     this.protocolVersion = protocolVersion
     this.sdk = { revision: "2025-11-25", client }
     this.serverInfo = client.getServerVersion()
     this.serverCapabilities = client.getServerCapabilities() ?? {}
     this.instructions = client.getInstructions()
   }
-  // The SDK's own callTool, with callToolResult.ts's decoder in place of zod's CallToolResultSchema.
+  // Calls that ask for progress (or timeouts reset by it) take the SDK's own callTool, with callToolResult.ts's
+  // decoder in place of zod's CallToolResultSchema; the rest go straight to the transport (toolCalls.ts).
   callTool(params: CallToolParams, options: SdkRequestOptions) {
-    return callTool(this.#client, params, options)
+    return this.#toolCalls !== undefined && options.onprogress === undefined &&
+        options.resetTimeoutOnProgress === undefined && options.maxTotalTimeout === undefined &&
+        options.signal !== undefined && options.timeout !== undefined
+      ? this.#toolCalls.call(params, { signal: options.signal, timeout: options.timeout })
+      : callTool(this.#client, params, options)
   }
   listTools(params: Cursor, options: SdkRequestOptions) {
     return this.#client.listTools(page(params), options)
