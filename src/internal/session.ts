@@ -269,6 +269,8 @@ interface Wire {
   readonly setLoggingLevel: ((level: LoggingLevel, options: SdkRequestOptions) => Promise<unknown>) | undefined
   /** An abort signal for one request, and what aborts it. */
   readonly abortable: () => Abortable
+  /** `tools/call` without the SDK's request path (toolCalls.ts); `undefined` where the SDK's is used. */
+  readonly toolCalls: ToolCalls | undefined
 }
 
 /** The part of an `AbortController` a request needs. */
@@ -284,6 +286,9 @@ interface Abortable {
  * `throwIfAborted()` and `addEventListener("abort", …)`. SDK v2 may combine signals (`AbortSignal.any`),
  * which needs real ones: its sessions use an `AbortController`.
  */
+/** The reason a real AbortController gives: the SDK's notifications/cancelled quotes it. */
+const abortReason = () => new DOMException("This operation was aborted", "AbortError")
+
 class RequestAbort implements Abortable {
   aborted = false
   reason: unknown = undefined
@@ -300,8 +305,7 @@ class RequestAbort implements Abortable {
   abort(): void {
     if (this.aborted) return
     this.aborted = true
-    // The reason a real AbortController gives: the SDK's notifications/cancelled quotes it.
-    this.reason = new DOMException("This operation was aborted", "AbortError")
+    this.reason = abortReason()
     for (const listener of this.#listeners ?? []) listener()
   }
 }
@@ -320,11 +324,10 @@ class LegacyWire implements Wire {
   readonly instructions: string | undefined
   readonly protocolVersion: string
   readonly #client: Client
-  /** `tools/call` without the SDK's request path; `undefined` on an SDK it does not know. */
-  readonly #toolCalls: ToolCalls | undefined
+  readonly toolCalls: ToolCalls | undefined
   constructor(client: Client, protocolVersion: string) {
     this.#client = client
-    this.#toolCalls = ToolCalls.make(client)
+    this.toolCalls = ToolCalls.make(client)
     this.protocolVersion = protocolVersion
     this.sdk = { revision: "2025-11-25", client }
     this.serverInfo = client.getServerVersion()
@@ -334,10 +337,10 @@ class LegacyWire implements Wire {
   // Calls that ask for progress (or timeouts reset by it) take the SDK's own callTool, with callToolResult.ts's
   // decoder in place of zod's CallToolResultSchema; the rest go straight to the transport (toolCalls.ts).
   callTool(params: CallToolParams, options: SdkRequestOptions) {
-    return this.#toolCalls !== undefined && options.onprogress === undefined &&
+    return this.toolCalls !== undefined && options.onprogress === undefined &&
         options.resetTimeoutOnProgress === undefined && options.maxTotalTimeout === undefined &&
         options.signal !== undefined && options.timeout !== undefined
-      ? this.#toolCalls.call(params, { signal: options.signal, timeout: options.timeout })
+      ? this.toolCalls.call(params, { signal: options.signal, timeout: options.timeout })
       : callTool(this.#client, params, options)
   }
   listTools(params: Cursor, options: SdkRequestOptions) {
@@ -389,6 +392,8 @@ class ModernWire implements Wire {
   readonly instructions: string | undefined
   // Removed in 2026-07-28: a level travels in each request's `_meta` instead.
   readonly setLoggingLevel = undefined
+  // SDK v2's own request path serves every call.
+  readonly toolCalls = undefined
   readonly #client: ModernClient
   constructor(client: ModernClient) {
     this.#client = client
@@ -1172,9 +1177,13 @@ export const openSession = (
         }: expected a non-negative duration such as "5 seconds" or a number of milliseconds`
       })
 
-    /** A request that asks nothing: the session's call timeout. Made once, not per request. */
+    /**
+     * A request that asks nothing: the session's call timeout. Made once, not per request. `direct`: no
+     * progress asked, so a 1.32 session's `tools/call` may skip the SDK's request path.
+     */
     const unasked = {
       timeout: defaultTimeout,
+      direct: true,
       sdk: (signal: AbortSignal): SdkRequestOptions => ({ signal, timeout: sdkTimeout(defaultTimeout) })
     }
     /**
@@ -1188,7 +1197,11 @@ export const openSession = (
       const onProgress = requestOptions?.onProgress
       const maxTotal = requestOptions?.maxTotalTimeout
       if (onProgress === undefined && requestOptions?.resetTimeoutOnProgress === undefined && maxTotal === undefined) {
-        return { timeout, sdk: (signal: AbortSignal): SdkRequestOptions => ({ signal, timeout: sdkTimeout(timeout) }) }
+        return {
+          timeout,
+          direct: true,
+          sdk: (signal: AbortSignal): SdkRequestOptions => ({ signal, timeout: sdkTimeout(timeout) })
+        }
       }
       const maxTotalTimeout = maxTotal === undefined ? undefined : bound(maxTotal, 0)
       if (maxTotal !== undefined && maxTotalTimeout === undefined) {
@@ -1196,6 +1209,7 @@ export const openSession = (
       }
       return {
         timeout,
+        direct: false,
         sdk: (signal: AbortSignal): SdkRequestOptions => ({
           signal,
           timeout: sdkTimeout(timeout),
@@ -1221,6 +1235,16 @@ export const openSession = (
           return constVoid
         }
         const token = runs?.begin()
+        const { toolCalls } = wire
+        if (toolCalls !== undefined && prepared.direct) {
+          const id = toolCalls.start(params, sdkTimeout(prepared.timeout), (result, cause) => {
+            if (token !== undefined) runs!.end(token)
+            if (result === undefined) return done(Exit.fail(toError("tools/call", prepared.timeout)(cause)))
+            if (unconfirmed) confirmed()
+            done(Exit.succeed(result))
+          })
+          return id === undefined ? constVoid : () => toolCalls.cancel(id, abortReason())
+        }
         const abortable = wire.abortable()
         let sent = wire.callTool(params, prepared.sdk(abortable.signal))
         if (requestOptions?.onProgress !== undefined) {

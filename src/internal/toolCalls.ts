@@ -48,26 +48,21 @@ export interface ToolCallOptions {
   readonly signal: AbortSignal
 }
 
+/** How a call settles: with its result, or with `undefined` and why it failed. */
+export type Settle = (result: CallToolResult | undefined, cause?: unknown) => void
+
 const idPrefix = "pool-"
 
 class PendingCall {
   readonly name: string
   readonly deadline: number
   readonly timeout: number
-  readonly resolve: (result: CallToolResult) => void
-  readonly reject: (cause: unknown) => void
-  constructor(
-    name: string,
-    deadline: number,
-    timeout: number,
-    resolve: (result: CallToolResult) => void,
-    reject: (cause: unknown) => void
-  ) {
+  readonly settle: Settle
+  constructor(name: string, deadline: number, timeout: number, settle: Settle) {
     this.name = name
     this.deadline = deadline
     this.timeout = timeout
-    this.resolve = resolve
-    this.reject = reject
+    this.settle = settle
   }
 }
 
@@ -112,34 +107,48 @@ export class ToolCalls {
     }
   }
 
+  /**
+   * Sends `tools/call` and settles it once: with the answer, a failure, or `cancel`. Returns the call's id,
+   * or `undefined` when it failed at once (already settled).
+   */
+  start(params: CallToolRequest["params"], timeout: number, settle: Settle): string | undefined {
+    if (this.#closed) return void settle(undefined, new Error("Not connected"))
+    if (this.#cache.isToolTaskRequired(params.name)) {
+      return void settle(
+        undefined,
+        new McpError(
+          ErrorCode.InvalidRequest,
+          `Tool "${params.name}" requires task-based execution. Use client.experimental.tasks.callToolStream() instead.`
+        )
+      )
+    }
+    const id = idPrefix + this.#nextId++
+    const call = new PendingCall(params.name, performance.now() + timeout, timeout, settle)
+    ;(this.#pending ??= new Map()).set(id, call)
+    this.#armFor(call.deadline)
+    const failed = (error: unknown) => {
+      if (this.#take(id) !== undefined) settle(undefined, error)
+    }
+    try {
+      this.#transport.send({ jsonrpc: "2.0", id, method: "tools/call", params }).catch(failed)
+    } catch (error) {
+      // A custom transport that throws instead of rejecting: the call must not wait for its timeout.
+      failed(error)
+    }
+    return id
+  }
+
+  /** `start` as a promise that an abort signal cancels: the shape of the SDK's `callTool`. */
   call(params: CallToolRequest["params"], options: ToolCallOptions): Promise<CallToolResult> {
     return new Promise((resolve, reject) => {
-      const { signal, timeout } = options
-      if (this.#closed) return reject(new Error("Not connected"))
+      const { signal } = options
       if (signal.aborted) return reject(signal.reason)
-      if (this.#cache.isToolTaskRequired(params.name)) {
-        return reject(
-          new McpError(
-            ErrorCode.InvalidRequest,
-            `Tool "${params.name}" requires task-based execution. Use client.experimental.tasks.callToolStream() instead.`
-          )
-        )
-      }
-      const id = idPrefix + this.#nextId++
-      const call = new PendingCall(params.name, performance.now() + timeout, timeout, resolve, reject)
-      const pending = (this.#pending ??= new Map())
-      pending.set(id, call)
-      this.#armFor(call.deadline)
-      signal.addEventListener("abort", () => this.#cancel(id, signal.reason))
-      const failed = (error: unknown) => {
-        if (this.#take(id) !== undefined) reject(error)
-      }
-      try {
-        this.#transport.send({ jsonrpc: "2.0", id, method: "tools/call", params }).catch(failed)
-      } catch (error) {
-        // A custom transport that throws instead of rejecting: the call must not wait for its timeout.
-        failed(error)
-      }
+      const id = this.start(
+        params,
+        options.timeout,
+        (result, cause) => result === undefined ? reject(cause) : resolve(result)
+      )
+      if (id !== undefined) signal.addEventListener("abort", () => this.cancel(id, signal.reason))
     })
   }
 
@@ -154,7 +163,7 @@ export class ToolCalls {
     if (call === undefined) return true
     const answer = message as { readonly result?: unknown; readonly error?: JsonRpcError }
     if (hasResult) settleResult(this.#cache, call, answer.result)
-    else call.reject(McpError.fromError(answer.error!.code, answer.error!.message, answer.error!.data))
+    else call.settle(undefined, McpError.fromError(answer.error!.code, answer.error!.message, answer.error!.data))
     return true
   }
 
@@ -169,8 +178,8 @@ export class ToolCalls {
     return call
   }
 
-  /** Settles `id` with `reason` and tells the server, as the SDK's `cancel` does. */
-  #cancel(id: string, reason: unknown): void {
+  /** Settles the call `id` (if still in flight) with `reason` and tells the server, as the SDK's `cancel` does. */
+  cancel(id: string, reason: unknown): void {
     const call = this.#take(id)
     if (call === undefined) return
     this.#transport.send({
@@ -180,7 +189,7 @@ export class ToolCalls {
     }).catch(() => {
       // The call is settled either way; a transport that cannot send is closing, and says so itself.
     })
-    call.reject(reason instanceof McpError ? reason : new McpError(ErrorCode.RequestTimeout, String(reason)))
+    call.settle(undefined, reason instanceof McpError ? reason : new McpError(ErrorCode.RequestTimeout, String(reason)))
   }
 
   #armFor(deadline: number): void {
@@ -203,7 +212,7 @@ export class ToolCalls {
     let next = Infinity
     for (const [id, call] of pending) {
       if (call.deadline <= now) {
-        this.#cancel(id, McpError.fromError(ErrorCode.RequestTimeout, "Request timed out", { timeout: call.timeout }))
+        this.cancel(id, McpError.fromError(ErrorCode.RequestTimeout, "Request timed out", { timeout: call.timeout }))
       } else if (call.deadline < next) next = call.deadline
     }
     if (next !== Infinity) this.#armFor(next)
@@ -218,7 +227,7 @@ export class ToolCalls {
     if (pending === undefined) return
     this.#pending = undefined
     const closed = new McpError(ErrorCode.ConnectionClosed, "Connection closed")
-    for (const call of pending.values()) call.reject(closed)
+    for (const call of pending.values()) call.settle(undefined, closed)
   }
 }
 
@@ -233,11 +242,12 @@ const expire = (calls: ToolCalls): void => calls.expireDue()
 /** A result as `Client.callTool` settles it: decoded, then checked against the tool's `outputSchema`. */
 const settleResult = (cache: ToolCache, call: PendingCall, raw: unknown): void => {
   const decoded = decodeCallToolResult(raw)
-  if (typeof decoded === "string") return call.reject(new InvalidCallToolResult(decoded))
+  if (typeof decoded === "string") return call.settle(undefined, new InvalidCallToolResult(decoded))
   const validator = cache.getToolOutputValidator(call.name)
-  if (validator === undefined) return call.resolve(decoded)
+  if (validator === undefined) return call.settle(decoded)
   if (!decoded.structuredContent && !decoded.isError) {
-    return call.reject(
+    return call.settle(
+      undefined,
       new McpError(
         ErrorCode.InvalidRequest,
         `Tool ${call.name} has an output schema but did not return structured content`
@@ -249,7 +259,8 @@ const settleResult = (cache: ToolCache, call: PendingCall, raw: unknown): void =
     try {
       verdict = validator(decoded.structuredContent)
     } catch (error) {
-      return call.reject(
+      return call.settle(
+        undefined,
         new McpError(
           ErrorCode.InvalidParams,
           `Failed to validate structured content: ${error instanceof Error ? error.message : String(error)}`
@@ -257,7 +268,8 @@ const settleResult = (cache: ToolCache, call: PendingCall, raw: unknown): void =
       )
     }
     if (!verdict.valid) {
-      return call.reject(
+      return call.settle(
+        undefined,
         new McpError(
           ErrorCode.InvalidParams,
           `Structured content does not match the tool's output schema: ${verdict.errorMessage}`
@@ -265,5 +277,5 @@ const settleResult = (cache: ToolCache, call: PendingCall, raw: unknown): void =
       )
     }
   }
-  call.resolve(decoded)
+  call.settle(decoded)
 }
