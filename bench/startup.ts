@@ -118,7 +118,8 @@ export const importCost = async (): Promise<Section> => {
       : []),
     { name: "floor: the modules from outside the package that the root imports, none of its own", specifiers: external }
   ]
-  const reps = 12
+  // Each pair of fresh processes moves by ±10 % on this machine: enough of them to read a few percent.
+  const reps = 20
   console.log(`import: ${variants.length} variants × ${reps} fresh processes, interleaved`)
   const times = new Map(variants.map((v) => [v.name, [] as Array<number>]))
   const cpuTimes = new Map(variants.map((v) => [v.name, [] as Array<number>]))
