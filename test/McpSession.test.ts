@@ -2,6 +2,7 @@
  * The Effect-shaped session API over the SDK client, on in-memory notebook servers.
  */
 import { assert, describe, it } from "@effect/vitest"
+import { InMemoryTransport } from "@modelcontextprotocol/sdk/inMemory.js"
 import type { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js"
 import { McpError } from "@modelcontextprotocol/sdk/types.js"
 import { Deferred, Effect, Fiber, Logger, Option, Stream } from "effect"
@@ -190,4 +191,38 @@ describe("McpSession", () => {
       assert.include(JSON.stringify(warnings), "MCP session lost")
     }).pipe(Effect.provide(Logger.layer([logger])))
   })
+})
+
+describe("tools/call on the wire", () => {
+  // toolCalls.ts serves a 1.32 session's calls without the SDK's request path; if an SDK bump made it
+  // fall back silently, every other test would still pass. The ids on the wire tell the two apart.
+  it.effect("pool.callTool and session.callTool go out under the pool's own ids; progress calls under the SDK's", () =>
+    Effect.gen(function*() {
+      const sent: Array<{ readonly method: string; readonly id: unknown }> = []
+      const pool = yield* McpSessionPool.make({
+        servers: {
+          notebook: McpServerConfig.custom(() =>
+            Effect.promise(async () => {
+              const [client, server] = InMemoryTransport.createLinkedPair()
+              await makeNotebookServer().connect(server)
+              const send = client.send.bind(client)
+              client.send = (message, options) => {
+                if ("method" in message && "id" in message) sent.push({ method: message.method, id: message.id })
+                return send(message, options)
+              }
+              return client
+            })
+          )
+        }
+      })
+      yield* pool.callTool({ server: "notebook", scope: "t", name: "counter_increment" })
+      const session = yield* pool.get({ server: "notebook", scope: "t" })
+      yield* session.callTool({ name: "counter_increment" })
+      yield* session.callTool({ name: "counter_increment" }, { onProgress: () => undefined })
+      const calls = sent.filter((m) => m.method === "tools/call").map((m) => m.id)
+      assert.lengthOf(calls, 3)
+      assert.match(String(calls[0]), /^pool-\d+$/)
+      assert.match(String(calls[1]), /^pool-\d+$/)
+      assert.strictEqual(typeof calls[2], "number")
+    }).pipe(Effect.scoped))
 })

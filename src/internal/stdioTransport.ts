@@ -26,13 +26,13 @@ import * as Redacted from "effect/Redacted"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import type { ChildProcess } from "node:child_process"
+import { readdirSync, readFileSync, statSync } from "node:fs"
 import type { Readable, Writable } from "node:stream"
 import * as HostExit from "./hostExit.ts"
 import { TransportLost } from "./transportLost.ts"
 
-// `node:fs` and `node:child_process` are taken on first use (Node caches them): loading them costs about
-// 4 ms, which importing the package root should not pay when no stdio server is ever spawned.
-const fs = () => process.getBuiltinModule("node:fs")
+// `node:child_process` is taken at the first spawn (Node caches it): loading it costs about 3 ms, which
+// importing the package root should not pay when no stdio server is ever spawned.
 const childProcess = () => process.getBuiltinModule("node:child_process")
 
 export interface StdioProcessOptions {
@@ -111,7 +111,7 @@ const isDigit = (code: number): boolean => code >= 48 && code <= 57
 const readStat = (pid: number | string): ProcessStat | undefined => {
   let stat: string
   try {
-    stat = fs().readFileSync(`/proc/${pid}/stat`, "latin1")
+    stat = readFileSync(`/proc/${pid}/stat`, "latin1")
   } catch {
     return undefined
   }
@@ -156,7 +156,7 @@ const readProcessTable = (): ProcessTable | undefined => {
   if (lastTable !== undefined && now - lastTable.readAt < tableMaxAgeMillis) return lastTable
   let entries: Array<string>
   try {
-    entries = fs().readdirSync("/proc")
+    entries = readdirSync("/proc")
   } catch {
     return undefined
   }
@@ -407,7 +407,7 @@ const describeSpawnError = (error: Error, options: StdioProcessOptions): string 
 
 const isDirectory = (path: string): boolean => {
   try {
-    return fs().statSync(path).isDirectory()
+    return statSync(path).isDirectory()
   } catch {
     return false
   }

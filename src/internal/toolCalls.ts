@@ -19,8 +19,11 @@
  *   `McpError(RequestTimeout, String(reason))`; the transport's close as `McpError(ConnectionClosed)`; a
  *   failed send as the send's error; a timeout and an abort tell the server (`notifications/cancelled`, with
  *   the same reason text as the SDK's);
- * - the answer settles a promise, as the SDK's does: whoever awaits it runs a microtask later, after the
- *   handler of a notification read before the answer (the SDK runs those a microtask later too).
+ * - the answer settles a microtask after it was read, as the SDK's promise does: the handler of a
+ *   notification read before it (which the SDK runs a microtask later) runs before the caller resumes.
+ *
+ * What differs: instrumentation that wraps `Client.callTool` or `Protocol.request` on `session.sdk.client`
+ * does not see these calls; a server that accepts only numeric ids fails them (JSON-RPC allows strings).
  *
  * Ids are strings, `pool-<n>`: the SDK numbers its own (and reads an answer's id with `Number`), so neither
  * takes the other's answers. A late answer to a call already settled (aborted, timed out) is dropped.
@@ -74,9 +77,10 @@ export class ToolCalls {
   static make(client: Client): ToolCalls | undefined {
     const cache = client as unknown as Partial<ToolCache>
     const transport = client.transport
+    // Handlers that cannot be read back (a custom transport's write-only accessors) cannot be wrapped.
     if (
-      transport === undefined || typeof cache.isToolTaskRequired !== "function" ||
-      typeof cache.getToolOutputValidator !== "function"
+      transport === undefined || typeof transport.onmessage !== "function" || typeof transport.onclose !== "function" ||
+      typeof cache.isToolTaskRequired !== "function" || typeof cache.getToolOutputValidator !== "function"
     ) return undefined
     return new ToolCalls(client as unknown as ToolCache, transport)
   }
@@ -102,14 +106,17 @@ export class ToolCalls {
     const sdkClose = transport.onclose
     transport.onclose = () => {
       // The SDK's first: it reports the close to the session, which then knows why calls fail.
-      sdkClose?.()
-      this.#close()
+      try {
+        sdkClose?.()
+      } finally {
+        this.#close()
+      }
     }
   }
 
   /**
-   * Sends `tools/call` and settles it once: with the answer, a failure, or `cancel`. Returns the call's id,
-   * or `undefined` when it failed at once (already settled).
+   * Sends `tools/call` and settles it once: with the answer, a failure, or `cancel`. Returns the call's id
+   * (`cancel` of a settled call does nothing), or `undefined` when it was refused before being sent.
    */
   start(params: CallToolRequest["params"], timeout: number, settle: Settle): string | undefined {
     if (this.#closed) return void settle(undefined, new Error("Not connected"))
@@ -156,14 +163,22 @@ export class ToolCalls {
   #answered(message: JSONRPCMessage): boolean {
     const id = (message as { readonly id?: unknown }).id
     if (typeof id !== "string" || !id.startsWith(idPrefix) || "method" in message) return false
-    const hasResult = "result" in message
-    // Neither a result nor an error: the SDK reports it as a message of unknown type.
-    if (!hasResult && !("error" in message)) return false
+    const answer = message as { readonly result?: unknown; readonly error?: unknown }
+    const hasResult = "result" in answer
+    // Neither a result nor a well-formed error (transports that do not validate messages): the SDK reports
+    // it as a message of unknown type, and the call waits for its timeout, as on the SDK's path.
+    if (!hasResult && !isJsonRpcError(answer.error)) return false
     const call = this.#take(id)
     if (call === undefined) return true
-    const answer = message as { readonly result?: unknown; readonly error?: JsonRpcError }
-    if (hasResult) settleResult(this.#cache, call, answer.result)
-    else call.settle(undefined, McpError.fromError(answer.error!.code, answer.error!.message, answer.error!.data))
+    // A microtask later, as the SDK's promise would: the handlers of notifications read before the answer
+    // (which the SDK runs a microtask later) run before the caller resumes.
+    queueMicrotask(() => {
+      if (hasResult) settleResult(this.#cache, call, answer.result)
+      else {
+        const error = answer.error as JsonRpcError
+        call.settle(undefined, McpError.fromError(error.code, error.message, error.data))
+      }
+    })
     return true
   }
 
@@ -182,14 +197,17 @@ export class ToolCalls {
   cancel(id: string, reason: unknown): void {
     const call = this.#take(id)
     if (call === undefined) return
-    this.#transport.send({
-      jsonrpc: "2.0",
-      method: "notifications/cancelled",
-      params: { requestId: id, reason: String(reason) }
-    }).catch(() => {
-      // The call is settled either way; a transport that cannot send is closing, and says so itself.
-    })
     call.settle(undefined, reason instanceof McpError ? reason : new McpError(ErrorCode.RequestTimeout, String(reason)))
+    // The call is settled either way; a transport that cannot send is closing, and says so itself.
+    try {
+      this.#transport.send({
+        jsonrpc: "2.0",
+        method: "notifications/cancelled",
+        params: { requestId: id, reason: String(reason) }
+      }).catch(ignore)
+    } catch {
+      // As above, thrown instead of rejected.
+    }
   }
 
   #armFor(deadline: number): void {
@@ -238,6 +256,12 @@ interface JsonRpcError {
 }
 
 const expire = (calls: ToolCalls): void => calls.expireDue()
+
+const ignore = () => {}
+
+const isJsonRpcError = (value: unknown): value is JsonRpcError =>
+  typeof value === "object" && value !== null && typeof (value as JsonRpcError).code === "number" &&
+  typeof (value as JsonRpcError).message === "string"
 
 /** A result as `Client.callTool` settles it: decoded, then checked against the tool's `outputSchema`. */
 const settleResult = (cache: ToolCache, call: PendingCall, raw: unknown): void => {

@@ -6,7 +6,9 @@
  */
 import { Client } from "@modelcontextprotocol/sdk/client/index.js"
 import { InMemoryTransport } from "@modelcontextprotocol/sdk/inMemory.js"
+import { Server } from "@modelcontextprotocol/sdk/server/index.js"
 import {
+  CallToolRequestSchema,
   ErrorCode,
   type JSONRPCMessage,
   type JSONRPCRequest,
@@ -19,6 +21,13 @@ import { InvalidCallToolResult } from "../../src/internal/callToolResult.ts"
 import { ToolCalls } from "../../src/internal/toolCalls.ts"
 
 const waitMillis = 5_000
+
+/** An SDK server with one tool, for what needs a real one. */
+const lowLevel = () => {
+  const server = new Server({ name: "low", version: "1.0.0" }, { capabilities: { tools: {} } })
+  server.setRequestHandler(CallToolRequestSchema, () => ({ content: [] }))
+  return server
+}
 
 /** `promise`, or a failure after `waitMillis`: every wait here is bounded. */
 const bounded = <A>(promise: Promise<A>, what: string): Promise<A> => {
@@ -311,6 +320,56 @@ describe("ToolCalls", () => {
     assert.strictEqual(logged.length, 1, "ours")
     await client.callTool({ name: "x" })
     assert.strictEqual(logged.length, 2, "the SDK's")
+    // `start`, the pool's hit path: its callback resumes a fiber at once, so it too must wait its turn.
+    const seen = await bounded(
+      new Promise<number>((done) => calls.start({ name: "x" }, 60_000, () => done(logged.length))),
+      "start's answer"
+    )
+    assert.strictEqual(seen, 3, "start")
+    await client.close()
+  })
+
+  it("an error answer without a code is the SDK's to report, and the call still times out", async () => {
+    const { calls, client, errors, send, state } = await scripted()
+    state.onCall = (request) => void send({ jsonrpc: "2.0", id: request.id, error: null })
+    const error = await rejection(calls.call({ name: "x" }, opts(30)))
+    assert.strictEqual((error as McpError).code, ErrorCode.RequestTimeout)
+    assert.isNotEmpty(errors.filter((e) => e.message.includes("Unknown message type")))
+    await client.close()
+  })
+
+  it("a cancellation whose send throws still settles the call", async () => {
+    const { calls, client, next, state } = await scripted()
+    state.onCall = () => undefined
+    const transport = client.transport!
+    const send = transport.send.bind(transport)
+    transport.send = (message, options) => {
+      if ("method" in message && message.method === "notifications/cancelled") throw new Error("gone")
+      return send(message, options)
+    }
+    const settled = bounded(
+      new Promise<unknown>((done) => {
+        const id = calls.start({ name: "x" }, 60_000, (_, cause) => done(cause))
+        void next(isCall, "the call").then(() => calls.cancel(id!, new Error("stop")))
+      }),
+      "the cancelled call"
+    )
+    assert.strictEqual(((await settled) as McpError).message, "MCP error -32001: Error: stop")
+    transport.send = send
+    await client.close()
+  })
+
+  it("a transport whose handlers cannot be read back keeps the SDK's path", async () => {
+    const [clientTransport, serverTransport] = InMemoryTransport.createLinkedPair()
+    await lowLevel().connect(serverTransport)
+    const client = new Client({ name: "test", version: "1.0.0" })
+    await client.connect(clientTransport)
+    assert.isDefined(ToolCalls.make(client), "readable handlers")
+    // As a custom transport with write-only accessors reads: wrapping it would swallow every message.
+    const installed = clientTransport.onmessage
+    Object.defineProperty(clientTransport, "onmessage", { configurable: true, set: () => undefined })
+    assert.isUndefined(ToolCalls.make(client))
+    Object.defineProperty(clientTransport, "onmessage", { configurable: true, writable: true, value: installed })
     await client.close()
   })
 
