@@ -279,16 +279,17 @@ interface Abortable {
   readonly abort: () => void
 }
 
+/** The reason a real AbortController gives: the SDK's notifications/cancelled quotes it. */
+const abortReason = () => new DOMException("This operation was aborted", "AbortError")
+
 /**
  * A request's abort signal for the 1.32 SDK, without an `EventTarget`: a real `AbortController` and its
- * listener cost ~0.3 µs, a few per cent of a whole in-memory call, on every call of the hit path. It has
+ * listener cost ~0.3 µs, a few per cent of a whole in-memory call, on every hit-path call that takes the
+ * SDK's request path (those asking for progress; the rest go through toolCalls.ts). It has
  * what `Protocol.request` reads of `options.signal` (SDK 1.32.2; recheck on a bump): `aborted`, `reason`,
  * `throwIfAborted()` and `addEventListener("abort", …)`. SDK v2 may combine signals (`AbortSignal.any`),
  * which needs real ones: its sessions use an `AbortController`.
  */
-/** The reason a real AbortController gives: the SDK's notifications/cancelled quotes it. */
-const abortReason = () => new DOMException("This operation was aborted", "AbortError")
-
 class RequestAbort implements Abortable {
   aborted = false
   reason: unknown = undefined

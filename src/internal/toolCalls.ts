@@ -4,8 +4,8 @@
  * session stays the SDK's: `initialize`, every other request, server requests, notifications, and the calls
  * that ask for progress or progress-based timeouts.
  *
- * Why: per call, `Protocol.request` and `Client.callTool` cost about a third of an in-memory call over
- * the server's own work (a promise chain, a timer set and cleared, an abort listener, the handler maps);
+ * Why: per call, `Protocol.request` and `Client.callTool` (a promise chain, a timer set and cleared, an
+ * abort listener, the handler maps, zod) were about a third of an in-memory call's CPU, server included;
  * @ai-sdk/mcp, the fastest client the bench compares with, has no such path either.
  *
  * What it keeps of `Client.callTool` and `Protocol.request` (SDK 1.32.2; recheck on a bump):
