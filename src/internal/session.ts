@@ -88,7 +88,7 @@ import {
   type SessionRequests
 } from "./serverRequests.ts"
 import { spawnStdio } from "./stdioTransport.ts"
-import { ToolCalls } from "./toolCalls.ts"
+import { type Settle, ToolCalls } from "./toolCalls.ts"
 import { isTransportLost } from "./transportLost.ts"
 
 /** Why a session stopped serving: the error every later (and every in-flight) request fails with. */
@@ -1179,14 +1179,16 @@ export const openSession = (
       })
 
     /**
-     * A request that asks nothing: the session's call timeout. Made once, not per request. `direct`: no
-     * progress asked, so a 1.32 session's `tools/call` may skip the SDK's request path.
+     * A request that asks nothing of progress, with its bound. `direct`: so a 1.32 session's `tools/call`
+     * may skip the SDK's request path.
      */
-    const unasked = {
-      timeout: defaultTimeout,
+    const bounded = (timeout: number) => ({
+      timeout,
       direct: true,
-      sdk: (signal: AbortSignal): SdkRequestOptions => ({ signal, timeout: sdkTimeout(defaultTimeout) })
-    }
+      sdk: (signal: AbortSignal): SdkRequestOptions => ({ signal, timeout: sdkTimeout(timeout) })
+    })
+    /** A request that asks nothing: the session's call timeout. Made once, not per request. */
+    const unasked = bounded(defaultTimeout)
     /**
      * The SDK's options for one request — its own timeout, else the server's, and what it asks about
      * progress — or the error its invalid bound is. Most requests ask nothing: they share one shape.
@@ -1198,11 +1200,7 @@ export const openSession = (
       const onProgress = requestOptions?.onProgress
       const maxTotal = requestOptions?.maxTotalTimeout
       if (onProgress === undefined && requestOptions?.resetTimeoutOnProgress === undefined && maxTotal === undefined) {
-        return {
-          timeout,
-          direct: true,
-          sdk: (signal: AbortSignal): SdkRequestOptions => ({ signal, timeout: sdkTimeout(timeout) })
-        }
+        return bounded(timeout)
       }
       const maxTotalTimeout = maxTotal === undefined ? undefined : bound(maxTotal, 0)
       if (maxTotal !== undefined && maxTotalTimeout === undefined) {
@@ -1236,14 +1234,15 @@ export const openSession = (
           return constVoid
         }
         const token = runs?.begin()
+        const settle: Settle = (result, cause) => {
+          if (token !== undefined) runs!.end(token)
+          if (result === undefined) return done(Exit.fail(toError("tools/call", prepared.timeout)(cause)))
+          if (unconfirmed) confirmed()
+          done(Exit.succeed(result))
+        }
         const { toolCalls } = wire
         if (toolCalls !== undefined && prepared.direct) {
-          const id = toolCalls.start(params, sdkTimeout(prepared.timeout), (result, cause) => {
-            if (token !== undefined) runs!.end(token)
-            if (result === undefined) return done(Exit.fail(toError("tools/call", prepared.timeout)(cause)))
-            if (unconfirmed) confirmed()
-            done(Exit.succeed(result))
-          })
+          const id = toolCalls.start(params, sdkTimeout(prepared.timeout), settle)
           return id === undefined ? constVoid : () => toolCalls.cancel(id, abortReason())
         }
         const abortable = wire.abortable()
@@ -1254,17 +1253,7 @@ export const openSession = (
             progressCalls--
           })
         }
-        sent.then(
-          (result) => {
-            if (token !== undefined) runs!.end(token)
-            if (unconfirmed) confirmed()
-            done(Exit.succeed(result))
-          },
-          (cause) => {
-            if (token !== undefined) runs!.end(token)
-            done(Exit.fail(toError("tools/call", prepared.timeout)(cause)))
-          }
-        )
+        sent.then(settle, (cause) => settle(undefined, cause))
         return () => abortable.abort()
       }
 

@@ -21,6 +21,7 @@ import {
   decodeCallToolResult,
   InvalidCallToolResult
 } from "../../src/internal/callToolResult.ts"
+import { rejection } from "../utils/rejection.ts"
 
 // ---------------------------------------------------------------------------------------------------------
 // Differential: the SDK's zod schema and the decoder agree on accept / reject
@@ -375,15 +376,6 @@ const wireServer = (answer: unknown) => ({
     await transport.start()
   }
 })
-
-const rejection = async (promise: Promise<unknown>): Promise<unknown> => {
-  try {
-    await promise
-  } catch (error) {
-    return error
-  }
-  return assert.fail("expected a rejection")
-}
 
 describe("callTool", () => {
   it("returns what client.callTool returns", async () => {

@@ -19,6 +19,7 @@ import {
 import { assert, describe, it } from "vitest"
 import { InvalidCallToolResult } from "../../src/internal/callToolResult.ts"
 import { ToolCalls } from "../../src/internal/toolCalls.ts"
+import { rejection } from "../utils/rejection.ts"
 
 const waitMillis = 5_000
 
@@ -38,15 +39,6 @@ const bounded = <A>(promise: Promise<A>, what: string): Promise<A> => {
       timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), waitMillis)
     })
   ]).finally(() => clearTimeout(timer))
-}
-
-const rejection = async (promise: Promise<unknown>): Promise<unknown> => {
-  try {
-    await promise
-  } catch (error) {
-    return error
-  }
-  return assert.fail("expected a rejection")
 }
 
 const isCall = (message: JSONRPCMessage): message is JSONRPCRequest =>
