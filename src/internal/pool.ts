@@ -9,8 +9,8 @@
  *                                │                        │  detachLost, expireWhenDue, closeAll   │
  *                                └── connectFailed / abandoned (last waiter gone, closeAll) ───────┘
  *
- * - One owner fiber per entry (`runOwner`), forked uninterruptibly into the pool's owners scope with exactly
- *   the layer's context. Its phases: `awaitConnected` (the connect runs in a fiber the owner forks and can
+ * - One owner fiber per entry (`runOwner`), forked uninterruptibly with exactly the layer's context (one
+ *   dispatcher for all owners' yields, `withSharedDispatcher`); it is never interrupted, only signalled. Its phases: `awaitConnected` (the connect runs in a fiber the owner forks and can
  *   abandon at the bound), then `publishReady` and `serveConnected` — `serve` (waits for the close signal,
  *   the transport's death or expiry), `startClosing` (closes the session's `Scope`, bounded) — or, for a
  *   failed or abandoned connect, `closeUnconnected`; last `ownerDone`. Acquire and release are driven by
@@ -46,6 +46,7 @@ import {
   Option,
   References,
   Schedule,
+  Scheduler,
   Scope,
   SynchronizedRef,
   Tracer
@@ -80,7 +81,10 @@ interface Pool {
   /** Replaced by `reload`. */
   servers: ReadonlyMap<string, ServerPolicy>
   readonly state: SynchronizedRef.SynchronizedRef<PoolState>
-  /** Owners live here; only `closeAll` closes it, after marking the pool closed. */
+  /**
+   * What the pool forks beside its owners (idle pings, the sessions gauge); only `closeAll` closes it, once
+   * every owner has ended.
+   */
   readonly ownersScope: Scope.Closeable
   /** The layer's context: owners run with exactly this, never with a caller's. */
   readonly ownerContext: Context.Context<never>
@@ -94,9 +98,11 @@ type PoolState = Open | Closed
 
 interface Open {
   readonly _tag: "Open"
-  /** server → scope → entry: the primary index; `closeServer` reads one inner map. */
+  /**
+   * server → scope → entry: the only index; `closeServer` reads one inner map, `closeScope` one entry of each
+   * (servers are few: a second index by scope cost every session a Set).
+   */
   readonly byServer: Map<string, Map<string, Entry>>
-  readonly byScope: Map<string, Set<Entry>>
   /** Attached, ready, unleased entries in least-recently-used order (first = coldest). */
   readonly idle: Set<Entry>
   /** Every entry whose owner still runs, attached or not: what a forced close must reach. */
@@ -268,11 +274,6 @@ const detach = (state: Open, entry: Entry, reason: CloseReason): void => {
     scopes.delete(entry.scope)
     if (scopes.size === 0) state.byServer.delete(entry.server)
   }
-  const servers = state.byScope.get(entry.scope)
-  if (servers !== undefined) {
-    servers.delete(entry)
-    if (servers.size === 0) state.byScope.delete(entry.scope)
-  }
   state.idle.delete(entry)
   state.attachedCount--
 }
@@ -358,6 +359,16 @@ const readyEntry = (state: Open, server: string, scope: string, clock: Clock.Clo
   return isPingDue(entry, clock.currentTimeMillisUnsafe()) ? undefined : entry
 }
 
+/** The attached entries of one scope, one per server at most. */
+const entriesOfScope = (state: Open, scope: string): Array<Entry> => {
+  const entries: Array<Entry> = []
+  for (const scopes of state.byServer.values()) {
+    const entry = scopes.get(scope)
+    if (entry !== undefined) entries.push(entry)
+  }
+  return entries
+}
+
 /** Registers a new entry in the indexes; its owner is forked by the caller once the state is consistent. */
 const attachNew = (
   state: Open,
@@ -386,9 +397,6 @@ const attachNew = (
   let scopes = state.byServer.get(server)
   if (scopes === undefined) state.byServer.set(server, scopes = new Map())
   scopes.set(scope, entry)
-  let servers = state.byScope.get(scope)
-  if (servers === undefined) state.byScope.set(scope, servers = new Set())
-  servers.add(entry)
   state.attachedCount++
   state.live.add(entry)
   return entry
@@ -456,7 +464,7 @@ const connect = (pool: Pool, entry: Entry, sessionScope: Scope.Scope) =>
 type Connected =
   | { readonly _tag: "Connected"; readonly handle: SessionHandle }
   | { readonly _tag: "Failed"; readonly error: McpGetError }
-  /** The close signal came first (last waiter gone, closeAll, …), or the owners scope closed. */
+  /** The close signal came first (last waiter gone, closeAll, …). */
   | { readonly _tag: "Abandoned"; readonly reason: CloseReason }
 
 /** What a connect attempt's end decides. */
@@ -501,16 +509,13 @@ const awaitConnected = (
     const error = new ConnectTimeout({ server: entry.server, scope: entry.scope, timeoutMillis })
     Deferred.doneUnsafe(decided, Exit.succeed<Connected>({ _tag: "Failed", error }))
   }
-  const wait = Deferred.await(decided).pipe(
-    Effect.interruptible,
-    Effect.catchCause((): Effect.Effect<Connected> => Effect.succeed({ _tag: "Abandoned", reason: "pool-closed" }))
-  )
+  const wait = Deferred.await(decided)
   return Effect.clockWith((clock) => {
     if (timeoutMillis === Infinity) return wait
     // On the default clock, a plain timer: what its `sleep` would set, without a fiber to run it in.
     if (clock === defaultClock && timeoutMillis <= maxTimerMillis) {
       const timer = setTimeout(timedOut, timeoutMillis)
-      // The owner is uninterruptible and the cause is caught: this runs whatever decided.
+      // Nothing interrupts the owner: this runs whatever decided.
       return Effect.tap(wait, () => Effect.sync(() => clearTimeout(timer)))
     }
     // Another clock (a TestClock): its own sleep, in a timer fiber.
@@ -583,10 +588,7 @@ const expireWhenDue = (pool: Pool, entry: Entry): Effect.Effect<never> => {
 const serve = (pool: Pool, entry: Entry): Effect.Effect<CloseReason> => {
   const closed = Deferred.await(entry.closeSignal)
   const expires = entry.policy.idleTimeToLive !== undefined || entry.policy.maxLifetime !== undefined
-  return (expires ? Effect.raceFirst(closed, expireWhenDue(pool, entry)) : closed).pipe(
-    Effect.interruptible,
-    Effect.catchCause(() => Effect.succeed<CloseReason>("pool-closed"))
-  )
+  return expires ? Effect.raceFirst(closed, expireWhenDue(pool, entry)) : closed
 }
 
 /**
@@ -623,8 +625,9 @@ const warnNotClosed = (pool: Pool, entry: Entry) =>
   Effect.logWarning(`${describe(entry)} did not close within ${Duration.format(pool.options.closeTimeout)}`)
 
 /**
- * The owner: runs uninterruptibly; only its waits can be interrupted (by the owners scope closing). User
- * code (connect, transport close) runs in fibers the owner forks, so the owner always reaches its end.
+ * The owner: runs uninterruptibly, and nothing interrupts it (closeAll signals it like any other close, and
+ * waits for it). User code (connect, transport close) runs in fibers the owner forks, so the owner always
+ * reaches its end.
  * Phases: `awaitConnected`, then `publishReady` and `serveConnected` (serve, close) or `closeUnconnected`,
  * each ending in `ownerDone`. Each phase is a function of its own, so that a session being served does not
  * keep what only its connect needed (the attempt fiber, `decided`) alive.
@@ -658,15 +661,27 @@ const runOwner = (pool: Pool, entry: Entry): Effect.Effect<void> =>
     )
   })
 
-/** Owner: Ready → Closing → done, for a published session. */
+/**
+ * Owner: Ready → Closing → done, for a published session. The close phase is a function of its own: a
+ * generator suspended in `serve` would keep its frame alive for the session's whole life.
+ */
 const serveConnected = (
   pool: Pool,
   entry: Entry,
   sessionScope: Scope.Closeable,
   handle: SessionHandle
 ): Effect.Effect<void> =>
+  Effect.flatMap(serve(pool, entry), (reason) => closeServed(pool, entry, sessionScope, handle, reason))
+
+/** Owner, close phase of a published session. */
+const closeServed = (
+  pool: Pool,
+  entry: Entry,
+  sessionScope: Scope.Closeable,
+  handle: SessionHandle,
+  reason: CloseReason
+): Effect.Effect<void> =>
   Effect.gen(function*() {
-    const reason = yield* serve(pool, entry)
     yield* Effect.yieldNow
     // Detached already, by `detachLost`.
     if (reason === "lost") yield* Effect.logWarning("MCP session lost: its transport closed")
@@ -830,11 +845,10 @@ const acquireLease = (
     ready,
     requestedBy
   )
-  // Forked with the state consistent: the owner starts running at once (until its first wait).
-  entry.owner = Fiber.runIn(
-    forkForEntry(pool, entry, runOwner(pool, entry), { uninterruptible: true }),
-    pool.ownersScope
-  )
+  // Forked with the state consistent: the owner starts running at once (until its first wait). Not in the
+  // owners scope: `closeAll` waits for every owner (`live`) before it closes that scope, so the scope would
+  // never interrupt one, and registering each cost a finalizer and an observer per session.
+  entry.owner = forkForEntry(pool, entry, runOwner(pool, entry), { uninterruptible: true })
   // Room for the new entry last: evicting signals owners. The new entry is not idle, so never the victim.
   trim(pool, state, 0)
   return { _tag: "AwaitReady", entry, ready }
@@ -1169,6 +1183,22 @@ const reload = (pool: Pool, servers: Parameters<McpSessionPoolShape["reload"]>[0
 // Construction
 // =============================================================================
 
+/**
+ * The layer's context with its scheduler handing every fiber one dispatcher. Effect gives each fiber that
+ * yields a dispatcher of its own (a task queue and a `setImmediate` per yield, kept for the fiber's life):
+ * with thousands of owners, each yielding once after its connect, that was ~0.6 KiB per idle session and a
+ * tenth of a cold get's CPU. One dispatcher runs the owners' yields in one batch, as Effect 3's did.
+ */
+const withSharedDispatcher = (context: Context.Context<never>): Context.Context<never> => {
+  const scheduler = Context.get(context, Scheduler.Scheduler)
+  let shared: Scheduler.SchedulerDispatcher | undefined
+  return Context.add(context, Scheduler.Scheduler, {
+    executionMode: scheduler.executionMode,
+    shouldYield: (fiber) => scheduler.shouldYield(fiber),
+    makeDispatcher: () => shared ??= scheduler.makeDispatcher()
+  })
+}
+
 export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
   const layerScope = yield* Effect.scope
   const given = yield* Effect.serviceOption(McpClientHandlers)
@@ -1187,15 +1217,14 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
     state: yield* SynchronizedRef.make<PoolState>({
       _tag: "Open",
       byServer: new Map(),
-      byScope: new Map(),
       idle: new Set(),
       live: new Set(),
       attachedCount: 0
     }),
-    // Owners live in a scope of their own that only closeAll closes, after marking the pool closed: so no
-    // owner is interrupted while the pool still takes work, whatever order the layer's finalizers run in.
+    // A scope of its own that only closeAll closes, after marking the pool closed: so no idle ping is
+    // interrupted while the pool still takes work, whatever order the layer's finalizers run in.
     ownersScope: yield* Scope.make("parallel"),
-    ownerContext: yield* Effect.context<never>(),
+    ownerContext: withSharedDispatcher(yield* Effect.context<never>()),
     verdicts: new WeakMap(),
     handlers
   }
@@ -1223,17 +1252,17 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
           return entry === undefined ? [] : [entry]
         }, "invalidated")
       }),
-    closeScope: (scope) => retireWhere(pool, (state) => state.byScope.get(scope) ?? [], "scope-closed"),
+    closeScope: (scope) => retireWhere(pool, (state) => entriesOfScope(state, scope), "scope-closed"),
     closeServer: (server) => retireWhere(pool, (state) => state.byServer.get(server)?.values() ?? [], "server-closed"),
     closeAll: closeAll(pool),
     rootsChanged: (scope) =>
       Effect.suspend(() => {
         const state = stateOf(pool)
         if (state._tag === "Closed" || pool.handlers?.handlers.listRoots === undefined) return Effect.void
-        const ready = [...state.byScope.get(scope) ?? []].flatMap((entry) =>
+        const ready = entriesOfScope(state, scope).flatMap((entry) =>
           entry.state._tag === "Ready" ? [entry.state.handle] : []
         )
-        return Effect.forEach(ready, (handle) => handle.rootsChanged, { concurrency: "unbounded", discard: true })
+        return Effect.forEach(ready, (handle) => handle.rootsChanged(), { concurrency: "unbounded", discard: true })
       }),
     snapshot: snapshot(pool),
     reload: (servers) => reload(pool, servers)
