@@ -159,6 +159,24 @@ describe("McpSessionPool", () => {
       assert.strictEqual(yield* increment(pool, "notebook", "b"), "1")
     }))
 
+  it.effect("semantics 5: eviction stays least recently used through many hits (stale idle slots compacted)", () =>
+    Effect.gen(function*() {
+      const probe = yield* makeProbe()
+      const pool = yield* makePool({ servers: { notebook: probe.config }, capacity: 3 })
+      for (const key of ["a", "b", "c"]) yield* increment(pool, "notebook", key)
+      // a and b sit idle (a the colder) while every hit on c leaves a stale slot in the idle queue: 350 of
+      // them compact it several times over, and the order of a and b must survive each compaction.
+      for (let hit = 0; hit < 350; hit++) yield* increment(pool, "notebook", "c")
+      assert.strictEqual(probe.counts.releases, 0)
+      yield* increment(pool, "notebook", "d")
+      assert.strictEqual(yield* Queue.take(probe.released), "a")
+      yield* increment(pool, "notebook", "e")
+      assert.strictEqual(yield* Queue.take(probe.released), "b")
+      // c was never evicted: its session kept its state.
+      assert.strictEqual(yield* increment(pool, "notebook", "c"), "352")
+      assert.deepStrictEqual((yield* attached(pool)).map((row) => row.scope).sort(), ["c", "d", "e"])
+    }))
+
   it.effect("semantics 5: a leased session is never closed to make room; the pool trims as leases end", () =>
     Effect.gen(function*() {
       const probe = yield* makeProbe()

@@ -104,7 +104,7 @@ interface Open {
    */
   readonly byServer: Map<string, Map<string, Entry>>
   /** Attached, ready, unleased entries in least-recently-used order (first = coldest). */
-  readonly idle: Set<Entry>
+  readonly idle: IdleQueue
   /** Every entry whose owner still runs, attached or not: what a forced close must reach. */
   readonly live: Set<Entry>
   attachedCount: number
@@ -127,6 +127,8 @@ interface Entry {
   /** Why it was detached (it is no longer what `get` finds); `undefined` while attached. Set once. */
   detachedFor: CloseReason | undefined
   idleSince: number
+  /** Its slot's stamp in the idle queue while idle, else 0 (see {@link IdleQueue}). */
+  idleStamp: number
   /** Tells the owner to close, once, for this reason. */
   readonly closeSignal: Deferred.Deferred<CloseReason>
   owner: Fiber.Fiber<void> | undefined
@@ -139,6 +141,25 @@ interface Entry {
 }
 
 type EntryState = Connecting | Ready | Closing
+
+/**
+ * The idle entries in least-recently-used order, without moving anything when one is leased: an entry that
+ * becomes idle is appended with a fresh stamp, and leaving idle only clears the entry's stamp. A slot whose
+ * stamp is not its entry's any more (leased, detached, or idle again since) is stale: the eviction scan
+ * drops it, and a compaction drops them all once they outnumber the idle entries. An ordered Set did the
+ * same with a delete and an add per hit, which in a pool of 100,000 sessions cost more than the lookup
+ * (hash-table cache misses); an append is sequential. A stale slot keeps its entry record (not its session,
+ * which the entry drops when it closes) until the next compaction.
+ */
+interface IdleQueue {
+  readonly entries: Array<Entry | undefined>
+  readonly stamps: Array<number>
+  /** Slots before it are dropped. */
+  head: number
+  /** Idle entries: slots whose stamp is their entry's. */
+  size: number
+  lastStamp: number
+}
 
 interface Connecting {
   readonly _tag: "Connecting"
@@ -274,7 +295,7 @@ const detach = (state: Open, entry: Entry, reason: CloseReason): void => {
     scopes.delete(entry.scope)
     if (scopes.size === 0) state.byServer.delete(entry.server)
   }
-  state.idle.delete(entry)
+  leaveIdle(state.idle, entry)
   state.attachedCount--
 }
 
@@ -294,19 +315,68 @@ const retire = (state: Open, entry: Entry, reason: CloseReason): void => {
   if (entry.leases === 0) signalClose(entry, entry.detachedFor ?? reason)
 }
 
+const makeIdleQueue = (): IdleQueue => ({ entries: [], stamps: [], head: 0, size: 0, lastStamp: 0 })
+
+/** Appends an entry that became idle: now the most recently used. */
+const enqueueIdle = (idle: IdleQueue, entry: Entry): void => {
+  if (entry.idleStamp !== 0) return
+  entry.idleStamp = ++idle.lastStamp
+  idle.entries.push(entry)
+  idle.stamps.push(entry.idleStamp)
+  idle.size++
+  // Dropped and stale slots at most about as many as the idle entries: amortized O(1) per append.
+  if (idle.entries.length > 2 * idle.size + 64) compactIdle(idle)
+}
+
+/** The entry is idle no more (leased or detached); its slot goes stale. */
+const leaveIdle = (idle: IdleQueue, entry: Entry): void => {
+  if (entry.idleStamp === 0) return
+  entry.idleStamp = 0
+  idle.size--
+}
+
+/** Takes the coldest idle entry out of the queue; `undefined` when none is idle. */
+const takeColdest = (idle: IdleQueue): Entry | undefined => {
+  const { entries, stamps } = idle
+  while (idle.head < entries.length) {
+    const entry = entries[idle.head]
+    const stamp = stamps[idle.head]
+    entries[idle.head++] = undefined
+    if (entry !== undefined && entry.idleStamp === stamp) {
+      leaveIdle(idle, entry)
+      return entry
+    }
+  }
+  return undefined
+}
+
+/** Drops the stale and dropped slots, keeping the order. */
+const compactIdle = (idle: IdleQueue): void => {
+  const { entries, stamps } = idle
+  let kept = 0
+  for (let slot = idle.head; slot < entries.length; slot++) {
+    const entry = entries[slot]
+    if (entry === undefined || entry.idleStamp !== stamps[slot]) continue
+    entries[kept] = entry
+    stamps[kept++] = stamps[slot]!
+  }
+  entries.length = kept
+  stamps.length = kept
+  idle.head = 0
+}
+
 /** Evicts idle sessions, coldest first, while over capacity. Connecting or leased ones are never evicted. */
 const trim = (pool: Pool, state: Open, room: number): void => {
-  // Checked first: every returned lease trims, and an iterator per hit costs more than the check.
-  if (state.attachedCount + room <= pool.options.capacity) return
-  for (const victim of state.idle) {
-    if (state.attachedCount + room <= pool.options.capacity) return
+  while (state.attachedCount + room > pool.options.capacity) {
+    const victim = takeColdest(state.idle)
+    if (victim === undefined) return
     retire(state, victim, "evicted")
   }
 }
 
 const takeLease = (state: Open, entry: Entry): void => {
   entry.leases++
-  state.idle.delete(entry)
+  leaveIdle(state.idle, entry)
 }
 
 /**
@@ -315,7 +385,7 @@ const takeLease = (state: Open, entry: Entry): void => {
  */
 const becomeIdle = (pool: Pool, state: Open, entry: Entry, now: number): void => {
   entry.idleSince = now
-  state.idle.add(entry)
+  enqueueIdle(state.idle, entry)
   trim(pool, state, 0)
   const wake = entry.idleWake
   entry.idleWake = undefined
@@ -388,6 +458,7 @@ const attachNew = (
     leases: 1,
     detachedFor: undefined,
     idleSince: now,
+    idleStamp: 0,
     closeSignal: Deferred.makeUnsafe(),
     owner: undefined,
     requestedBy,
@@ -1217,7 +1288,7 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
     state: yield* SynchronizedRef.make<PoolState>({
       _tag: "Open",
       byServer: new Map(),
-      idle: new Set(),
+      idle: makeIdleQueue(),
       live: new Set(),
       attachedCount: 0
     }),
