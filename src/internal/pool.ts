@@ -10,8 +10,9 @@
  *                                └── connectFailed / abandoned (last waiter gone, closeAll) ───────┘
  *
  * - One owner fiber per entry (`runOwner`), forked uninterruptibly with exactly the layer's context (one
- *   dispatcher for all owners' yields, `withSharedDispatcher`); it is never interrupted, only signalled. Its phases: `awaitConnected` (the connect runs in a fiber the owner forks and can
- *   abandon at the bound), then `publishReady` and `serveConnected` — `serve` (waits for the close signal,
+ *   dispatcher for all owners' yields, `withSharedDispatcher`); it is never interrupted, only signalled.
+ *   Its phases: `awaitConnected` (the connect runs in a fiber the owner forks and can abandon at the
+ *   bound), then `publishReady` and `serveConnected` — `serve` (waits for the close signal,
  *   the transport's death or expiry), `startClosing` (closes the session's `Scope`, bounded) — or, for a
  *   failed or abandoned connect, `closeUnconnected`; last `ownerDone`. Acquire and release are driven by
  *   that one fiber — never by a caller's fiber, whoever asked and whoever was interrupted.
@@ -1300,7 +1301,7 @@ export const make = Effect.fnUntraced(function*(options: ResolvedOptions) {
     handlers
   }
   yield* Scope.addFinalizer(layerScope, closeAll(pool))
-  // In the owners scope: closeAll ends it with the owners.
+  // In the owners scope: closeAll ends it once the owners have ended.
   yield* Effect.forkIn(
     Effect.repeat(reportSessions(pool), Schedule.spaced(Duration.seconds(1))),
     pool.ownersScope,
