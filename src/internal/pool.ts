@@ -52,6 +52,7 @@ import {
   SynchronizedRef,
   Tracer
 } from "effect"
+import { constVoid } from "effect/Function"
 import { McpClientHandlers } from "../McpClientHandlers.ts"
 import type { McpGetError, McpSessionError } from "../McpPoolError.ts"
 import {
@@ -503,8 +504,11 @@ const forkForEntry = <A, E>(
 /** The `Clock` a fiber has when nobody provided one (a Reference's default, made once). */
 const defaultClock = Context.get(Context.empty(), Clock.Clock)
 
-/** Spawn or dial plus initialize, in the session's scope. Unbounded here: `awaitConnected` bounds it. */
-const connect = (pool: Pool, entry: Entry, sessionScope: Scope.Scope) =>
+/**
+ * Spawn or dial plus initialize, in the session's scope. Unbounded here: `awaitConnected` bounds it.
+ * `traced`: whether a tracing backend is installed (the owner's context is the attempt's).
+ */
+const connect = (pool: Pool, entry: Entry, sessionScope: Scope.Scope, traced: boolean) =>
   openSession({
     server: entry.server,
     scope: entry.scope,
@@ -521,16 +525,14 @@ const connect = (pool: Pool, entry: Entry, sessionScope: Scope.Scope) =>
   }).pipe(
     Scope.provide(sessionScope),
     (opening) =>
-      Effect.withFiber((fiber) =>
-        tracingEnabled(fiber)
-          // No stack trace: it would point here, not at the caller, and capturing one costs more than the span.
-          ? Effect.withSpan(opening, "McpSession.connect", {
-            attributes: { "mcp.server": entry.server, "mcp.scope": entry.scope },
-            links: entry.requestedBy === undefined ? [] : [{ span: entry.requestedBy, attributes: {} }],
-            captureStackTrace: false
-          })
-          : opening
-      )
+      traced
+        // No stack trace: it would point here, not at the caller, and capturing one costs more than the span.
+        ? Effect.withSpan(opening, "McpSession.connect", {
+          attributes: { "mcp.server": entry.server, "mcp.scope": entry.scope },
+          links: entry.requestedBy === undefined ? [] : [{ span: entry.requestedBy, attributes: {} }],
+          captureStackTrace: false
+        })
+        : opening
   )
 
 type Connected =
@@ -566,9 +568,11 @@ const connectedOf = (entry: Entry, exit: Exit.Exit<SessionHandle, McpGetError>):
  * is released when the owner closes the session scope, or as soon as it registers its finalizer there.
  */
 const awaitConnected = (
+  pool: Pool,
   entry: Entry,
   decided: Deferred.Deferred<Connected>,
-  attempt: Fiber.Fiber<SessionHandle, McpGetError>
+  attempt: Fiber.Fiber<SessionHandle, McpGetError>,
+  clock: Clock.Clock
 ): Effect.Effect<Connected> => {
   attempt.addObserver((exit) => {
     if (!Deferred.isDoneUnsafe(decided)) Deferred.doneUnsafe(decided, Exit.succeed(connectedOf(entry, exit)))
@@ -581,20 +585,25 @@ const awaitConnected = (
     const error = new ConnectTimeout({ server: entry.server, scope: entry.scope, timeoutMillis })
     Deferred.doneUnsafe(decided, Exit.succeed<Connected>({ _tag: "Failed", error }))
   }
-  const wait = Deferred.await(decided)
-  return Effect.clockWith((clock) => {
-    if (timeoutMillis === Infinity) return wait
-    // On the default clock, a plain timer: what its `sleep` would set, without a fiber to run it in.
+  let disarm = constVoid
+  if (timeoutMillis !== Infinity) {
     if (clock === defaultClock && timeoutMillis <= maxTimerMillis) {
+      // On the default clock, a plain timer: what its `sleep` would set, without a fiber to run it in.
       const timer = setTimeout(timedOut, timeoutMillis)
-      // Nothing interrupts the owner: this runs whatever decided.
-      return Effect.tap(wait, () => Effect.sync(() => clearTimeout(timer)))
+      disarm = () => clearTimeout(timer)
+    } else {
+      // Another clock (a TestClock): its own sleep, in a timer fiber.
+      const timer = forkForEntry(pool, entry, Effect.andThen(clock.sleep(connectTimeout), Effect.sync(timedOut)))
+      disarm = () => timer.interruptUnsafe()
     }
-    // Another clock (a TestClock): its own sleep, in a timer fiber.
-    return Effect.flatMap(
-      Effect.forkChild(Effect.andThen(clock.sleep(connectTimeout), Effect.sync(timedOut)), { startImmediately: true }),
-      (timer) => Effect.tap(wait, () => Effect.sync(() => timer.interruptUnsafe()))
-    )
+  }
+  // One step while the connect is under way (what thousands of connects at once each hold). Woken by a
+  // signal, maybe inside whatever completed it (a transition sending the close signal; the attempt's own
+  // exit, inside the waiter's get that is still leasing): the owner acts from a turn of its own (see the
+  // header). Acting at once on a Connected outcome left evicted sessions waiting to close under churn.
+  return Effect.flatMap(Deferred.await(decided), (outcome) => {
+    disarm()
+    return Effect.as(Effect.yieldNow, outcome)
   })
 }
 
@@ -710,27 +719,21 @@ const runOwner = (pool: Pool, entry: Entry): Effect.Effect<void> =>
     const sessionScope = Scope.makeUnsafe()
     const connectStarted = clock.currentTimeMillisUnsafe()
     const { decided, ready } = entry.state as Connecting
-    const attempt = forkForEntry(pool, entry, connect(pool, entry, sessionScope))
-    return awaitConnected(entry, decided, attempt).pipe(
-      // Woken by a signal, maybe inside whatever completed it (a transition sending the close signal; the
-      // attempt's own exit, inside the waiter's get that is still leasing): act from a turn of its own (see
-      // the header). Acting at once on a Connected outcome left evicted sessions waiting to close under churn.
-      Effect.tap(Effect.yieldNow),
-      Effect.flatMap((outcome) => {
-        if (outcome._tag !== "Connected") return closeUnconnected(pool, entry, ready, sessionScope, attempt, outcome)
-        const now = clock.currentTimeMillisUnsafe()
-        // The metrics' own update, without an Effect each: this runs once per connect of a burst.
-        sessionsCreated.updateUnsafe(1, owner.context)
-        connectDuration.updateUnsafe(Duration.millis(now - connectStarted), owner.context)
-        return Effect.andThen(
-          Effect.logDebug("MCP session ready"),
-          Effect.suspend(() => {
-            publishReady(pool, entry, ready, outcome.handle, clock.currentTimeMillisUnsafe())
-            return serveConnected(pool, entry, sessionScope, outcome.handle)
-          })
-        )
-      })
-    )
+    const attempt = forkForEntry(pool, entry, connect(pool, entry, sessionScope, tracingEnabled(owner)))
+    return Effect.flatMap(awaitConnected(pool, entry, decided, attempt, clock), (outcome) => {
+      if (outcome._tag !== "Connected") return closeUnconnected(pool, entry, ready, sessionScope, attempt, outcome)
+      const now = clock.currentTimeMillisUnsafe()
+      // The metrics' own update, without an Effect each: this runs once per connect of a burst.
+      sessionsCreated.updateUnsafe(1, owner.context)
+      connectDuration.updateUnsafe(Duration.millis(now - connectStarted), owner.context)
+      return Effect.andThen(
+        Effect.logDebug("MCP session ready"),
+        Effect.suspend(() => {
+          publishReady(pool, entry, ready, outcome.handle, clock.currentTimeMillisUnsafe())
+          return serveConnected(pool, entry, sessionScope, outcome.handle)
+        })
+      )
+    })
   })
 
 /**
