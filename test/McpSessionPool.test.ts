@@ -177,6 +177,22 @@ describe("McpSessionPool", () => {
       assert.deepStrictEqual((yield* attached(pool)).map((row) => row.scope).sort(), ["c", "d", "e"])
     }))
 
+  it.effect("semantics 5: eviction skips idle sessions closed meanwhile (their slots went stale)", () =>
+    Effect.gen(function*() {
+      const probe = yield* makeProbe()
+      const pool = yield* makePool({ servers: { notebook: probe.config }, capacity: 3 })
+      for (const key of ["a", "b", "c"]) yield* increment(pool, "notebook", key)
+      yield* pool.closeScope("a")
+      assert.strictEqual(yield* Queue.take(probe.released), "a")
+      yield* increment(pool, "notebook", "d")
+      assert.strictEqual(probe.counts.releases, 1, "a key under capacity evicted a session")
+      yield* increment(pool, "notebook", "e")
+      assert.strictEqual(yield* Queue.take(probe.released), "b")
+      yield* increment(pool, "notebook", "f")
+      assert.strictEqual(yield* Queue.take(probe.released), "c")
+      assert.deepStrictEqual((yield* attached(pool)).map((row) => row.scope).sort(), ["d", "e", "f"])
+    }))
+
   it.effect("semantics 5: a leased session is never closed to make room; the pool trims as leases end", () =>
     Effect.gen(function*() {
       const probe = yield* makeProbe()

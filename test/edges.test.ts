@@ -10,6 +10,7 @@ import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js"
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js"
 import type { JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js"
 import {
+  Clock,
   Context,
   Deferred,
   Duration,
@@ -459,6 +460,33 @@ describe("edges: idle pings", () => {
       yield* TestClock.adjust(0)
       assert.strictEqual(yield* Queue.take(probe.released), "t")
       assert.isFalse(isSessionCurrent(session))
+    }))
+})
+
+describe("edges: an expiry that dies", () => {
+  it.effect("a Clock whose sleep dies leaves the session served (not expiring) and closed with the pool", () =>
+    Effect.gen(function*() {
+      const probe = yield* makeProbe()
+      const clock = yield* Clock.clockWith(Effect.succeed)
+      // The app's Clock, broken for sleeping only: the owner's expiry is the first to sleep on it.
+      const broken: Clock.Clock = Object.assign(Object.create(clock), { sleep: () => Effect.die("broken clock") })
+      const reported = Deferred.makeUnsafe<void>()
+      const logger = Logger.make(({ logLevel, message }) => {
+        if (logLevel === "Warn" && String(message).includes("expiry failed")) Deferred.doneUnsafe(reported, Exit.void)
+      })
+      const pool = yield* McpSessionPool.make({ servers: { notebook: probe.config }, idleTimeToLive: "1 minute" })
+        .pipe(Effect.provideService(Clock.Clock, broken), Effect.provide(Logger.layer([logger])))
+      const session = yield* Effect.scoped(pool.get({ server: "notebook", scope: "t" }))
+      yield* Deferred.await(reported).pipe(within("5 seconds", "the expiry's failure to be reported"))
+      assert.strictEqual(
+        firstText(yield* pool.callTool({ server: "notebook", scope: "t", name: "counter_increment" })),
+        "1"
+      )
+      assert.isTrue(isSessionCurrent(session))
+      // Its owner is alive: closeAll closes the session (a dead owner never would).
+      yield* pool.closeAll
+      assert.strictEqual(yield* Queue.take(probe.released).pipe(within("5 seconds", "the session to close")), "t")
+      assert.deepStrictEqual(yield* pool.snapshot, [])
     }))
 })
 

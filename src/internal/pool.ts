@@ -10,7 +10,7 @@
  *                                └── connectFailed / abandoned (last waiter gone, closeAll) ───────┘
  *
  * - One owner fiber per entry (`runOwner`), forked uninterruptibly with exactly the layer's context (one
- *   dispatcher for all owners' yields, `withSharedDispatcher`); it is never interrupted, only signalled.
+ *   dispatcher for all the pool's fibers, `withSharedDispatcher`); it is never interrupted, only signalled.
  *   Its phases: `awaitConnected` (the connect runs in a fiber the owner forks and can abandon at the
  *   bound), then `publishReady` and `serveConnected` — `serve` (waits for the close signal,
  *   the transport's death or expiry), `startClosing` (closes the session's `Scope`, bounded) — or, for a
@@ -151,7 +151,8 @@ type EntryState = Connecting | Ready | Closing
  * drops it, and a compaction drops them all once they outnumber the idle entries. An ordered Set did the
  * same with a delete and an add per hit, which in a pool of 100,000 sessions cost more than the lookup
  * (hash-table cache misses); an append is sequential. A stale slot keeps its entry record (not its session,
- * which the entry drops when it closes) until the next compaction.
+ * which the entry drops when it closes) until the next compaction: there are never more than about as many
+ * stale slots as idle entries, plus 64.
  */
 interface IdleQueue {
   readonly entries: Array<Entry | undefined>
@@ -335,6 +336,9 @@ const leaveIdle = (idle: IdleQueue, entry: Entry): void => {
   if (entry.idleStamp === 0) return
   entry.idleStamp = 0
   idle.size--
+  // Here too: after many idle sessions are retired at once and none becomes idle, stale slots would keep
+  // their entries. Amortized O(1): a compaction leaves at most `size` slots.
+  if (idle.entries.length > 2 * idle.size + 64) compactIdle(idle)
 }
 
 /** Takes the coldest idle entry out of the queue; `undefined` when none is idle. */
@@ -669,7 +673,15 @@ const expireWhenDue = (pool: Pool, entry: Entry): Effect.Effect<never> => {
 const serve = (pool: Pool, entry: Entry): Effect.Effect<CloseReason> => {
   const closed = Deferred.await(entry.closeSignal)
   const expires = entry.policy.idleTimeToLive !== undefined || entry.policy.maxLifetime !== undefined
-  return expires ? Effect.raceFirst(closed, expireWhenDue(pool, entry)) : closed
+  if (!expires) return closed
+  // An expiry that dies (a Clock of the app's whose sleep fails) must not take the owner with it: the
+  // session would never be closed. It is served on without expiry, and said so.
+  const expiry = Effect.catchCause(
+    expireWhenDue(pool, entry),
+    (cause) =>
+      Effect.andThen(Effect.logWarning("MCP session: its expiry failed; it no longer expires", cause), Effect.never)
+  )
+  return Effect.raceFirst(closed, expiry)
 }
 
 /**
@@ -851,7 +863,7 @@ const probeIdle = (pool: Pool, entry: Entry, ready: Ready, verdict: Deferred.Def
           if (ready.probing === verdict) ready.probing = undefined
           const healthy = Exit.isSuccess(exit) && exit.value
           const state = stateOf(pool)
-          // Every waiter gave up meanwhile: idle from now (it was kept out of the idle set while pinged).
+          // Every waiter gave up meanwhile: idle from now (it was kept out of the idle queue while pinged).
           if (healthy && state._tag === "Open" && entry.detachedFor === undefined && entry.leases === 0) {
             becomeIdle(pool, state, entry, clock.currentTimeMillisUnsafe())
           }
@@ -1262,7 +1274,10 @@ const reload = (pool: Pool, servers: Parameters<McpSessionPoolShape["reload"]>[0
  * The layer's context with its scheduler handing every fiber one dispatcher. Effect gives each fiber that
  * yields a dispatcher of its own (a task queue and a `setImmediate` per yield, kept for the fiber's life):
  * with thousands of owners, each yielding once after its connect, that was ~0.6 KiB per idle session and a
- * tenth of a cold get's CPU. One dispatcher runs the owners' yields in one batch, as Effect 3's did.
+ * tenth of a cold get's CPU. Every fiber the pool runs with this context (owners, connect attempts, idle
+ * pings, the app's server-request handlers) shares one dispatcher, whose batch runs in one `setImmediate`
+ * as Effect 3's did: a promise continuation started in one fiber's turn runs after the batch, not before
+ * the next fiber's turn (nothing here depends on that interleaving).
  */
 const withSharedDispatcher = (context: Context.Context<never>): Context.Context<never> => {
   const scheduler = Context.get(context, Scheduler.Scheduler)

@@ -608,13 +608,26 @@ const connectLegacy = (
       // connect an AbortController and its listener. An abandoned connect closes the transport instead,
       // which fails the request: a custom transport may have no finalizer of its own, and the session
       // scope's close of it is added only once the session is made.
+      // A throw in either handler is a defect of the connect (as tryPromise made it), never a hang.
       client.connect(transport, { timeout: sdkTimeout(backstopMillis) }).then(
         () => {
           if (abandoned) return
-          adopt()
-          settle(Effect.succeed({ wire: new LegacyWire(client, agreed), transport, pid: opened.pid }))
+          try {
+            adopt()
+            settle(Effect.succeed({ wire: new LegacyWire(client, agreed), transport, pid: opened.pid }))
+          } catch (defect) {
+            settle(Effect.die(defect))
+          }
         },
-        (cause) => settle(Effect.fail(connectFailure(options, backstopMillis)(cause)))
+        (cause) => {
+          // Abandoned: restored and closed already; nobody waits for this error (it would capture a stack).
+          if (abandoned) return
+          try {
+            settle(Effect.fail(connectFailure(options, backstopMillis)(cause)))
+          } catch (defect) {
+            settle(Effect.die(defect))
+          }
+        }
       )
       return Effect.sync(() => {
         abandoned = true
