@@ -612,21 +612,25 @@ const connectLegacy = (
       client.connect(transport, { timeout: sdkTimeout(backstopMillis) }).then(
         () => {
           if (abandoned) return
+          let outcome: Effect.Effect<Connected>
           try {
             adopt()
-            settle(Effect.succeed({ wire: new LegacyWire(client, agreed), transport, pid: opened.pid }))
+            outcome = Effect.succeed({ wire: new LegacyWire(client, agreed), transport, pid: opened.pid })
           } catch (defect) {
-            settle(Effect.die(defect))
+            outcome = Effect.die(defect)
           }
+          settle(outcome)
         },
         (cause) => {
           // Abandoned: restored and closed already; nobody waits for this error (it would capture a stack).
           if (abandoned) return
+          let outcome: Effect.Effect<never, ConnectError | ConnectTimeout>
           try {
-            settle(Effect.fail(connectFailure(options, backstopMillis)(cause)))
+            outcome = Effect.fail(connectFailure(options, backstopMillis)(cause))
           } catch (defect) {
-            settle(Effect.die(defect))
+            outcome = Effect.die(defect)
           }
+          settle(outcome)
         }
       )
       return Effect.sync(() => {
@@ -1102,290 +1106,6 @@ export const openSession = (
             return hub === undefined ? Effect.void : PubSub.shutdown(hub)
           })
 
-        // Only when limited: a semaphore on every call would cost the common, unlimited case.
-        const permits = options.policy.maxConcurrentCalls === undefined
-          ? undefined
-          : Semaphore.makeUnsafe(options.policy.maxConcurrentCalls)
-        const defaultTimeout = Duration.toMillis(options.policy.callTimeout)
-        // A cached 2026-07-28 verdict connects with no round trip: the first answer confirms it. An answer of
-        // the other era (the server was rolled back) drops the verdict and the session, once: the next connect
-        // asks again. The request that met it may have run on the server: it fails with SessionLost.
-        let unconfirmed = connected.fromVerdict === true
-        const confirmed = () => {
-          unconfirmed = false
-        }
-        const toError = (method: string, timeoutMillis: number) => (cause: unknown): McpSessionError => {
-          if (terminated !== undefined) return terminated
-          const failure = sdkFailure(cause)
-          if (unconfirmed && answersOfTheOtherEra(failure)) {
-            unconfirmed = false
-            // The 2026-07-28 verdict this session came from; not a connect's ask begun meanwhile.
-            if (options.verdicts.get(options.policy.config)?._tag === "Modern") {
-              options.verdicts.delete(options.policy.config)
-            }
-            lostReason = `the server no longer speaks ${modernRevision}, the revision it was found to speak (${
-              failure._tag === "Rpc" ? rpcMessage(failure) : failure._tag === "Other" ? failure.message : failure._tag
-            }); the next connect asks it again`
-            void transport.close().catch(() => undefined)
-            return new SessionLost({ server, scope, reason: lostReason })
-          }
-          confirmed()
-          switch (failure._tag) {
-            case "Timeout":
-              // The SDK's own timeout carries the bound it was given; a server may send -32001 for other reasons.
-              if (failure.timeout === sdkTimeout(timeoutMillis)) {
-                return new CallTimeout({ server, scope, method, timeoutMillis })
-              }
-              return new McpProtocolError({
-                server,
-                scope,
-                method,
-                code: ErrorCode.RequestTimeout,
-                message: errorText(cause)
-              })
-            case "Rpc":
-              // A real close has already set `terminated` (the SDK fires onclose before failing pending
-              // requests), so a -32000 here is the server's generic error code, and the session stays.
-              return new McpProtocolError({
-                server,
-                scope,
-                method,
-                code: failure.code,
-                message: rpcMessage(failure),
-                data: failure.data
-              })
-            case "NotConnected":
-              return new SessionLost({ server, scope, reason: "not connected", cause })
-            case "InputRequired":
-              return new McpProtocolError({
-                server,
-                scope,
-                method,
-                code: ErrorCode.InvalidRequest,
-                message:
-                  `the server asked the client for input (input_required) during ${method}; this pool does not answer server requests yet`
-              })
-            case "Other":
-              return new McpProtocolError({
-                server,
-                scope,
-                method,
-                code: ErrorCode.InternalError,
-                message: failure.message
-              })
-          }
-        }
-
-        /** A bound given to one request, decoded; `undefined` when it is not a valid duration. */
-        const bound = (value: Duration.Input | undefined, fallback: number): number | undefined => {
-          if (value === undefined) return fallback
-          const parsed = decodeDuration(value)
-          return parsed === undefined ? undefined : Duration.toMillis(parsed)
-        }
-
-        const invalidBound = (method: string, field: string, value: unknown) =>
-          new McpProtocolError({
-            server,
-            scope,
-            method,
-            code: ErrorCode.InvalidParams,
-            message: `invalid request ${field} ${
-              show(value)
-            }: expected a non-negative duration such as "5 seconds" or a number of milliseconds`
-          })
-
-        /**
-         * A request that asks nothing of progress, with its bound. `direct`: so a 1.32 session's `tools/call`
-         * may skip the SDK's request path.
-         */
-        const bounded = (timeout: number) => ({
-          timeout,
-          direct: true,
-          sdk: (signal: AbortSignal): SdkRequestOptions => ({ signal, timeout: sdkTimeout(timeout) })
-        })
-        /** A request that asks nothing: the session's call timeout. Made once, not per request. */
-        const unasked = bounded(defaultTimeout)
-        /**
-         * The SDK's options for one request — its own timeout, else the server's, and what it asks about
-         * progress — or the error its invalid bound is. Most requests ask nothing: they share one shape.
-         */
-        const prepare = (method: string, requestOptions: RequestOptions | undefined) => {
-          if (requestOptions === undefined) return unasked
-          const timeout = bound(requestOptions.timeout, defaultTimeout)
-          if (timeout === undefined) return invalidBound(method, "timeout", requestOptions?.timeout)
-          const onProgress = requestOptions?.onProgress
-          const maxTotal = requestOptions?.maxTotalTimeout
-          if (
-            onProgress === undefined && requestOptions?.resetTimeoutOnProgress === undefined && maxTotal === undefined
-          ) {
-            return bounded(timeout)
-          }
-          const maxTotalTimeout = maxTotal === undefined ? undefined : bound(maxTotal, 0)
-          if (maxTotal !== undefined && maxTotalTimeout === undefined) {
-            return invalidBound(method, "maxTotalTimeout", maxTotal)
-          }
-          return {
-            timeout,
-            direct: false,
-            sdk: (signal: AbortSignal): SdkRequestOptions => ({
-              signal,
-              timeout: sdkTimeout(timeout),
-              ...(onProgress === undefined ? {} : { onprogress: onProgress }),
-              ...(requestOptions?.resetTimeoutOnProgress === undefined
-                ? {}
-                : { resetTimeoutOnProgress: requestOptions.resetTimeoutOnProgress }),
-              ...(maxTotalTimeout === undefined ? {} : { maxTotalTimeout: sdkTimeout(maxTotalTimeout) })
-            })
-          }
-        }
-
-        const startCallTool: SessionHandle["startCallTool"] = options.policy.maxConcurrentCalls !== undefined
-          ? undefined
-          : (params, requestOptions, done) => {
-            const prepared = prepare("tools/call", requestOptions)
-            if (prepared instanceof McpProtocolError) {
-              done(Exit.fail(prepared))
-              return constVoid
-            }
-            if (terminated !== undefined) {
-              done(Exit.fail(terminated))
-              return constVoid
-            }
-            const token = runs?.begin()
-            const settle: Settle = (result, cause) => {
-              if (token !== undefined) runs!.end(token)
-              if (result === undefined) return done(Exit.fail(toError("tools/call", prepared.timeout)(cause)))
-              if (unconfirmed) confirmed()
-              done(Exit.succeed(result))
-            }
-            const { toolCalls } = wire
-            if (toolCalls !== undefined && prepared.direct) {
-              const id = toolCalls.start(params, sdkTimeout(prepared.timeout), settle)
-              return id === undefined ? constVoid : () => toolCalls.cancel(id, abortReason())
-            }
-            const abortable = wire.abortable()
-            let sent = wire.callTool(params, prepared.sdk(abortable.signal))
-            if (requestOptions?.onProgress !== undefined) {
-              progressCalls++
-              sent = sent.finally(() => {
-                progressCalls--
-              })
-            }
-            sent.then(settle, (cause) => settle(undefined, cause))
-            return () => abortable.abort()
-          }
-
-        const request = <A>(
-          method: string,
-          run: (sdkOptions: SdkRequestOptions) => Promise<A>,
-          requestOptions: RequestOptions | undefined
-        ): Effect.Effect<A, McpSessionError> => {
-          const prepared = prepare(method, requestOptions)
-          if (prepared instanceof McpProtocolError) return Effect.fail(prepared)
-          const call = Effect.tryPromise({
-            try: (signal) => {
-              if (terminated !== undefined) return Promise.reject(terminated)
-              const progressing = requestOptions?.onProgress !== undefined
-              if (progressing) progressCalls++
-              let sent = run(prepared.sdk(signal))
-              if (progressing) {
-                sent = sent.finally(() => {
-                  progressCalls--
-                })
-              }
-              if (unconfirmed) {
-                sent = sent.then((value) => {
-                  confirmed()
-                  return value
-                })
-              }
-              if (runs === undefined) return sent
-              const token = runs.begin()
-              return sent.finally(() => runs.end(token))
-            },
-            catch: toError(method, prepared.timeout)
-          })
-          return permits === undefined ? call : permits.withPermit(call)
-        }
-
-        const session = new PooledSession({
-          server,
-          scope,
-          pid: connected.pid,
-          revision: wire.sdk.revision,
-          protocolVersion: wire.protocolVersion,
-          threadState: threadStateOf(options.policy.config, connected),
-          serverInfo: wire.serverInfo ?? { name: server, version: "unknown" },
-          serverCapabilities: wire.serverCapabilities,
-          instructions: wire.instructions,
-          sdk: wire.sdk,
-          listTools: (params, requestOptions) =>
-            request("tools/list", (o) => wire.listTools(params, o), requestOptions),
-          callTool: (params, requestOptions) =>
-            Effect.withFiber((fiber) => {
-              const traced = withTraceContext(params, fiber)
-              return request("tools/call", (o) => wire.callTool(traced, o), requestOptions)
-            }),
-          listResources: (params, requestOptions) =>
-            request("resources/list", (o) => wire.listResources(params, o), requestOptions),
-          readResource: (params, requestOptions) =>
-            request("resources/read", (o) => wire.readResource(params, o), requestOptions),
-          listPrompts: (params, requestOptions) =>
-            request("prompts/list", (o) => wire.listPrompts(params, o), requestOptions),
-          getPrompt: (params, requestOptions) =>
-            request("prompts/get", (o) => wire.getPrompt(params, o), requestOptions),
-          subscribe: (uri, requestOptions) =>
-            Stream.unwrap(Effect.gen(function*() {
-              const current = yield* hubNow()
-              if (current === undefined) return Stream.empty
-              // Subscribed to the hub before asking: an update sent right after the server's answer is kept.
-              const updates = yield* PubSub.subscribe(current)
-              const end = yield* request(
-                wire.sdk.revision === "2025-11-25" ? "resources/subscribe" : "subscriptions/listen",
-                (o) => wire.subscribe(uri, o),
-                requestOptions
-              )
-              yield* Effect.addFinalizer(() => Effect.promise(() => end().catch(() => undefined)))
-              return Stream.fromSubscription(updates).pipe(
-                Stream.filter((n): n is ResourceUpdatedNotification =>
-                  n.method === "notifications/resources/updated" && n.params.uri === uri
-                ),
-                Stream.map((n) => n.params)
-              )
-            })),
-          setLoggingLevel: (level, requestOptions) => {
-            // Bound: the wire's methods live on its prototype.
-            const set = wire.setLoggingLevel?.bind(wire)
-            return set === undefined
-              ? Effect.fail(
-                new McpProtocolError({
-                  server,
-                  scope,
-                  method: "logging/setLevel",
-                  code: ErrorCode.MethodNotFound,
-                  message:
-                    "logging/setLevel is not part of 2026-07-28: the log level travels in each request's _meta (io.modelcontextprotocol/logLevel)"
-                })
-              )
-              : Effect.asVoid(request("logging/setLevel", (o) => set(level, o), requestOptions))
-          },
-          ping: (requestOptions) =>
-            Effect.asVoid(
-              request(
-                wire.sdk.revision === "2025-11-25" ? "ping" : "server/discover",
-                (o) => wire.ping(o),
-                requestOptions
-              )
-            )
-        }, () =>
-          notifications ??= Stream.unwrap(
-            Effect.map(hubNow(), (current) => current === undefined ? Stream.empty : Stream.fromPubSub(current))
-          ))
-        const rootsChanged = () =>
-          Effect.promise(() =>
-            terminated === undefined ? wire.sendRootsListChanged().catch(() => undefined) : Promise.resolve()
-          )
-        const handle: SessionHandle = { session, startCallTool, lost, terminate, rootsChanged }
         // Built at close: an error captures a stack, which costs more than a connect's own bookkeeping.
         const closed = () =>
           Effect.andThen(
@@ -1393,15 +1113,295 @@ export const openSession = (
             // The client is detached by now (its own close would do nothing): close the transport directly.
             Effect.promise(() => transport.close().catch(() => undefined))
           )
-        const registered = Effect.as(
-          Scope.addFinalizerExit(Context.getUnsafe(fiber.context, Scope.Scope), closed),
-          handle
-        )
-        // The connect span (the pool's), in OpenTelemetry's terms for MCP; none without a tracing backend.
-        if (!tracingEnabled(fiber)) return registered
-        return Effect.andThen(
-          registered,
-          Effect.as(
+        // Registered before the session is built: one that fails to be made still closes its transport.
+        return Effect.flatMap(Scope.addFinalizerExit(Context.getUnsafe(fiber.context, Scope.Scope), closed), () => {
+          // Only when limited: a semaphore on every call would cost the common, unlimited case.
+          const permits = options.policy.maxConcurrentCalls === undefined
+            ? undefined
+            : Semaphore.makeUnsafe(options.policy.maxConcurrentCalls)
+          const defaultTimeout = Duration.toMillis(options.policy.callTimeout)
+          // A cached 2026-07-28 verdict connects with no round trip: the first answer confirms it. An answer of
+          // the other era (the server was rolled back) drops the verdict and the session, once: the next connect
+          // asks again. The request that met it may have run on the server: it fails with SessionLost.
+          let unconfirmed = connected.fromVerdict === true
+          const confirmed = () => {
+            unconfirmed = false
+          }
+          const toError = (method: string, timeoutMillis: number) => (cause: unknown): McpSessionError => {
+            if (terminated !== undefined) return terminated
+            const failure = sdkFailure(cause)
+            if (unconfirmed && answersOfTheOtherEra(failure)) {
+              unconfirmed = false
+              // The 2026-07-28 verdict this session came from; not a connect's ask begun meanwhile.
+              if (options.verdicts.get(options.policy.config)?._tag === "Modern") {
+                options.verdicts.delete(options.policy.config)
+              }
+              lostReason = `the server no longer speaks ${modernRevision}, the revision it was found to speak (${
+                failure._tag === "Rpc" ? rpcMessage(failure) : failure._tag === "Other" ? failure.message : failure._tag
+              }); the next connect asks it again`
+              void transport.close().catch(() => undefined)
+              return new SessionLost({ server, scope, reason: lostReason })
+            }
+            confirmed()
+            switch (failure._tag) {
+              case "Timeout":
+                // The SDK's own timeout carries the bound it was given; a server may send -32001 for other reasons.
+                if (failure.timeout === sdkTimeout(timeoutMillis)) {
+                  return new CallTimeout({ server, scope, method, timeoutMillis })
+                }
+                return new McpProtocolError({
+                  server,
+                  scope,
+                  method,
+                  code: ErrorCode.RequestTimeout,
+                  message: errorText(cause)
+                })
+              case "Rpc":
+                // A real close has already set `terminated` (the SDK fires onclose before failing pending
+                // requests), so a -32000 here is the server's generic error code, and the session stays.
+                return new McpProtocolError({
+                  server,
+                  scope,
+                  method,
+                  code: failure.code,
+                  message: rpcMessage(failure),
+                  data: failure.data
+                })
+              case "NotConnected":
+                return new SessionLost({ server, scope, reason: "not connected", cause })
+              case "InputRequired":
+                return new McpProtocolError({
+                  server,
+                  scope,
+                  method,
+                  code: ErrorCode.InvalidRequest,
+                  message:
+                    `the server asked the client for input (input_required) during ${method}; this pool does not answer server requests yet`
+                })
+              case "Other":
+                return new McpProtocolError({
+                  server,
+                  scope,
+                  method,
+                  code: ErrorCode.InternalError,
+                  message: failure.message
+                })
+            }
+          }
+
+          /** A bound given to one request, decoded; `undefined` when it is not a valid duration. */
+          const bound = (value: Duration.Input | undefined, fallback: number): number | undefined => {
+            if (value === undefined) return fallback
+            const parsed = decodeDuration(value)
+            return parsed === undefined ? undefined : Duration.toMillis(parsed)
+          }
+
+          const invalidBound = (method: string, field: string, value: unknown) =>
+            new McpProtocolError({
+              server,
+              scope,
+              method,
+              code: ErrorCode.InvalidParams,
+              message: `invalid request ${field} ${
+                show(value)
+              }: expected a non-negative duration such as "5 seconds" or a number of milliseconds`
+            })
+
+          /**
+           * A request that asks nothing of progress, with its bound. `direct`: so a 1.32 session's `tools/call`
+           * may skip the SDK's request path.
+           */
+          const bounded = (timeout: number) => ({
+            timeout,
+            direct: true,
+            sdk: (signal: AbortSignal): SdkRequestOptions => ({ signal, timeout: sdkTimeout(timeout) })
+          })
+          /** A request that asks nothing: the session's call timeout. Made once, not per request. */
+          const unasked = bounded(defaultTimeout)
+          /**
+           * The SDK's options for one request — its own timeout, else the server's, and what it asks about
+           * progress — or the error its invalid bound is. Most requests ask nothing: they share one shape.
+           */
+          const prepare = (method: string, requestOptions: RequestOptions | undefined) => {
+            if (requestOptions === undefined) return unasked
+            const timeout = bound(requestOptions.timeout, defaultTimeout)
+            if (timeout === undefined) return invalidBound(method, "timeout", requestOptions?.timeout)
+            const onProgress = requestOptions?.onProgress
+            const maxTotal = requestOptions?.maxTotalTimeout
+            if (
+              onProgress === undefined && requestOptions?.resetTimeoutOnProgress === undefined && maxTotal === undefined
+            ) {
+              return bounded(timeout)
+            }
+            const maxTotalTimeout = maxTotal === undefined ? undefined : bound(maxTotal, 0)
+            if (maxTotal !== undefined && maxTotalTimeout === undefined) {
+              return invalidBound(method, "maxTotalTimeout", maxTotal)
+            }
+            return {
+              timeout,
+              direct: false,
+              sdk: (signal: AbortSignal): SdkRequestOptions => ({
+                signal,
+                timeout: sdkTimeout(timeout),
+                ...(onProgress === undefined ? {} : { onprogress: onProgress }),
+                ...(requestOptions?.resetTimeoutOnProgress === undefined
+                  ? {}
+                  : { resetTimeoutOnProgress: requestOptions.resetTimeoutOnProgress }),
+                ...(maxTotalTimeout === undefined ? {} : { maxTotalTimeout: sdkTimeout(maxTotalTimeout) })
+              })
+            }
+          }
+
+          const startCallTool: SessionHandle["startCallTool"] = options.policy.maxConcurrentCalls !== undefined
+            ? undefined
+            : (params, requestOptions, done) => {
+              const prepared = prepare("tools/call", requestOptions)
+              if (prepared instanceof McpProtocolError) {
+                done(Exit.fail(prepared))
+                return constVoid
+              }
+              if (terminated !== undefined) {
+                done(Exit.fail(terminated))
+                return constVoid
+              }
+              const token = runs?.begin()
+              const settle: Settle = (result, cause) => {
+                if (token !== undefined) runs!.end(token)
+                if (result === undefined) return done(Exit.fail(toError("tools/call", prepared.timeout)(cause)))
+                if (unconfirmed) confirmed()
+                done(Exit.succeed(result))
+              }
+              const { toolCalls } = wire
+              if (toolCalls !== undefined && prepared.direct) {
+                const id = toolCalls.start(params, sdkTimeout(prepared.timeout), settle)
+                return id === undefined ? constVoid : () => toolCalls.cancel(id, abortReason())
+              }
+              const abortable = wire.abortable()
+              let sent = wire.callTool(params, prepared.sdk(abortable.signal))
+              if (requestOptions?.onProgress !== undefined) {
+                progressCalls++
+                sent = sent.finally(() => {
+                  progressCalls--
+                })
+              }
+              sent.then(settle, (cause) => settle(undefined, cause))
+              return () => abortable.abort()
+            }
+
+          const request = <A>(
+            method: string,
+            run: (sdkOptions: SdkRequestOptions) => Promise<A>,
+            requestOptions: RequestOptions | undefined
+          ): Effect.Effect<A, McpSessionError> => {
+            const prepared = prepare(method, requestOptions)
+            if (prepared instanceof McpProtocolError) return Effect.fail(prepared)
+            const call = Effect.tryPromise({
+              try: (signal) => {
+                if (terminated !== undefined) return Promise.reject(terminated)
+                const progressing = requestOptions?.onProgress !== undefined
+                if (progressing) progressCalls++
+                let sent = run(prepared.sdk(signal))
+                if (progressing) {
+                  sent = sent.finally(() => {
+                    progressCalls--
+                  })
+                }
+                if (unconfirmed) {
+                  sent = sent.then((value) => {
+                    confirmed()
+                    return value
+                  })
+                }
+                if (runs === undefined) return sent
+                const token = runs.begin()
+                return sent.finally(() => runs.end(token))
+              },
+              catch: toError(method, prepared.timeout)
+            })
+            return permits === undefined ? call : permits.withPermit(call)
+          }
+
+          const session = new PooledSession({
+            server,
+            scope,
+            pid: connected.pid,
+            revision: wire.sdk.revision,
+            protocolVersion: wire.protocolVersion,
+            threadState: threadStateOf(options.policy.config, connected),
+            serverInfo: wire.serverInfo ?? { name: server, version: "unknown" },
+            serverCapabilities: wire.serverCapabilities,
+            instructions: wire.instructions,
+            sdk: wire.sdk,
+            listTools: (params, requestOptions) =>
+              request("tools/list", (o) => wire.listTools(params, o), requestOptions),
+            callTool: (params, requestOptions) =>
+              Effect.withFiber((fiber) => {
+                const traced = withTraceContext(params, fiber)
+                return request("tools/call", (o) => wire.callTool(traced, o), requestOptions)
+              }),
+            listResources: (params, requestOptions) =>
+              request("resources/list", (o) => wire.listResources(params, o), requestOptions),
+            readResource: (params, requestOptions) =>
+              request("resources/read", (o) => wire.readResource(params, o), requestOptions),
+            listPrompts: (params, requestOptions) =>
+              request("prompts/list", (o) => wire.listPrompts(params, o), requestOptions),
+            getPrompt: (params, requestOptions) =>
+              request("prompts/get", (o) => wire.getPrompt(params, o), requestOptions),
+            subscribe: (uri, requestOptions) =>
+              Stream.unwrap(Effect.gen(function*() {
+                const current = yield* hubNow()
+                if (current === undefined) return Stream.empty
+                // Subscribed to the hub before asking: an update sent right after the server's answer is kept.
+                const updates = yield* PubSub.subscribe(current)
+                const end = yield* request(
+                  wire.sdk.revision === "2025-11-25" ? "resources/subscribe" : "subscriptions/listen",
+                  (o) => wire.subscribe(uri, o),
+                  requestOptions
+                )
+                yield* Effect.addFinalizer(() => Effect.promise(() => end().catch(() => undefined)))
+                return Stream.fromSubscription(updates).pipe(
+                  Stream.filter((n): n is ResourceUpdatedNotification =>
+                    n.method === "notifications/resources/updated" && n.params.uri === uri
+                  ),
+                  Stream.map((n) => n.params)
+                )
+              })),
+            setLoggingLevel: (level, requestOptions) => {
+              // Bound: the wire's methods live on its prototype.
+              const set = wire.setLoggingLevel?.bind(wire)
+              return set === undefined
+                ? Effect.fail(
+                  new McpProtocolError({
+                    server,
+                    scope,
+                    method: "logging/setLevel",
+                    code: ErrorCode.MethodNotFound,
+                    message:
+                      "logging/setLevel is not part of 2026-07-28: the log level travels in each request's _meta (io.modelcontextprotocol/logLevel)"
+                  })
+                )
+                : Effect.asVoid(request("logging/setLevel", (o) => set(level, o), requestOptions))
+            },
+            ping: (requestOptions) =>
+              Effect.asVoid(
+                request(
+                  wire.sdk.revision === "2025-11-25" ? "ping" : "server/discover",
+                  (o) => wire.ping(o),
+                  requestOptions
+                )
+              )
+          }, () =>
+            notifications ??= Stream.unwrap(
+              Effect.map(hubNow(), (current) => current === undefined ? Stream.empty : Stream.fromPubSub(current))
+            ))
+          const rootsChanged = () =>
+            Effect.promise(() =>
+              terminated === undefined ? wire.sendRootsListChanged().catch(() => undefined) : Promise.resolve()
+            )
+          const handle: SessionHandle = { session, startCallTool, lost, terminate, rootsChanged }
+          // The connect span (the pool's), in OpenTelemetry's terms for MCP; none without a tracing backend.
+          if (!tracingEnabled(fiber)) return Effect.succeed(handle)
+          return Effect.as(
             Effect.annotateCurrentSpan({
               "mcp.method.name": wire.sdk.revision === legacyRevision ? "initialize" : "server/discover",
               "mcp.protocol.version": wire.protocolVersion,
@@ -1414,6 +1414,6 @@ export const openSession = (
             }),
             handle
           )
-        )
+        })
       }))
   })
