@@ -600,38 +600,31 @@ const connectLegacy = (
     // connects at once hold (and the collector copies).
     return Effect.callback<Connected, ConnectError | ConnectTimeout>((resume) => {
       let abandoned = false
-      const settle = (outcome: Effect.Effect<Connected, ConnectError | ConnectTimeout>) => {
+      // An abandoned connect is restored and closed already, and nobody waits for its outcome (an error would
+      // capture a stack). A throw while making the outcome is a defect of the connect, as tryPromise made it,
+      // never a hang.
+      const settle = (outcome: () => Effect.Effect<Connected, ConnectError | ConnectTimeout>) => {
+        if (abandoned) return
         transport.setProtocolVersion = setProtocolVersion
-        if (!abandoned) resume(outcome)
+        let made: Effect.Effect<Connected, ConnectError | ConnectTimeout>
+        try {
+          made = outcome()
+        } catch (defect) {
+          made = Effect.die(defect)
+        }
+        resume(made)
       }
       // No abort signal: a client must not cancel `initialize` (the spec says so), and none spares every
       // connect an AbortController and its listener. An abandoned connect closes the transport instead,
       // which fails the request: a custom transport may have no finalizer of its own, and the session
       // scope's close of it is added only once the session is made.
-      // A throw in either handler is a defect of the connect (as tryPromise made it), never a hang.
       client.connect(transport, { timeout: sdkTimeout(backstopMillis) }).then(
-        () => {
-          if (abandoned) return
-          let outcome: Effect.Effect<Connected>
-          try {
+        () =>
+          settle(() => {
             adopt()
-            outcome = Effect.succeed({ wire: new LegacyWire(client, agreed), transport, pid: opened.pid })
-          } catch (defect) {
-            outcome = Effect.die(defect)
-          }
-          settle(outcome)
-        },
-        (cause) => {
-          // Abandoned: restored and closed already; nobody waits for this error (it would capture a stack).
-          if (abandoned) return
-          let outcome: Effect.Effect<never, ConnectError | ConnectTimeout>
-          try {
-            outcome = Effect.fail(connectFailure(options, backstopMillis)(cause))
-          } catch (defect) {
-            outcome = Effect.die(defect)
-          }
-          settle(outcome)
-        }
+            return Effect.succeed({ wire: new LegacyWire(client, agreed), transport, pid: opened.pid })
+          }),
+        (cause) => settle(() => Effect.fail(connectFailure(options, backstopMillis)(cause)))
       )
       return Effect.sync(() => {
         abandoned = true
