@@ -257,6 +257,14 @@ export const makeEchoTransport = (held?: Array<() => void>): Transport => {
 
 export const echoConfig = McpServerConfig.custom(() => Effect.sync(makeEchoTransport))
 
+/**
+ * The echo server pinned to 2025-11-25, the one revision the raw SDK 1.32 client speaks: a pool connect
+ * then does what a raw connect does (`initialize`), without the `server/discover` probe of negotiation.
+ */
+export const echoConfigPinned = McpServerConfig.custom(() => Effect.sync(makeEchoTransport), {
+  protocol: "2025-11-25"
+})
+
 /** A raw SDK client connected to a fresh in-memory notebook server. */
 export const rawInMemoryClient = async (): Promise<Client> => {
   const [clientTransport, serverTransport] = InMemoryTransport.createLinkedPair()

@@ -88,12 +88,12 @@ const rawConnects = (n: number, wrap: boolean, lazy = false) => {
 }
 
 /** `n` gets of distinct missing keys at once on a fresh pool of capacity `n` (nothing is evicted). */
-const poolDistinct = (n: number) => {
+const poolDistinct = (n: number, negotiating: boolean) => {
   let open: L.OpenPool | undefined
   let made = 0
   return {
     prepare: async () => {
-      open = await L.openPool({ servers: { echo: L.echoConfig }, capacity: n })
+      open = await L.openPool({ servers: { echo: negotiating ? L.echoConfig : L.echoConfigPinned }, capacity: n })
     },
     run: async () => {
       const pool = open!.pool
@@ -141,7 +141,9 @@ const heldMemory = async (n: number) => {
   }
   const pool = await measure((held) => {
     const opening = L.openPool({
-      servers: { echo: McpServerConfig.custom(() => Effect.sync(() => L.makeEchoTransport(held))) },
+      servers: {
+        echo: McpServerConfig.custom(() => Effect.sync(() => L.makeEchoTransport(held)), { protocol: "2025-11-25" })
+      },
       capacity: n
     })
     const done = opening.then(({ pool }) =>
@@ -168,7 +170,8 @@ const distinctVariants = [
   "raw SDK connects (Promise.all)",
   "raw SDK connects, each in an Effect fiber",
   "raw SDK connects, lazy validator (Promise.all)",
-  "pool.get"
+  "pool.get",
+  "pool.get, negotiating"
 ] as const
 type DistinctVariant = (typeof distinctVariants)[number]
 
@@ -191,13 +194,13 @@ const distinctBursts = async () => {
       for (let i = 0; i < distinctVariants.length; i++) {
         const variant = distinctVariants[(Math.max(round, 0) + i) % distinctVariants.length]!
         let time: { wall: number; cpu: number; gc: number }
-        if (variant === "pool.get") {
-          const p = poolDistinct(n)
+        if (variant === "pool.get" || variant === "pool.get, negotiating") {
+          const p = poolDistinct(n, variant === "pool.get, negotiating")
           await p.prepare()
           time = await timed(p.run)
           if (p.made() !== n) allMade = false
           const closeMillis = await p.close()
-          if (n === 10_000 && round >= 0) closes.push(closeMillis)
+          if (n === 10_000 && round >= 0 && variant === "pool.get") closes.push(closeMillis)
         } else {
           const r = rawConnects(
             n,
@@ -327,11 +330,16 @@ export const burst = async (): Promise<Section> => {
         "(`Promise.all`) to the same in-memory transport (bench/lib.ts `makeEchoTransport`, which answers " +
         "`initialize` itself, so that connects cost the clients, not a server), and beside those raw connects " +
         "each in an Effect fiber with a `Scope` (`Effect.forEach` + `Effect.scoped(Effect.tryPromise(...))`): " +
-        "the least any Effect API pays. A fourth variant gives the raw `Client`s the lazy JSON-schema validator " +
+        "the least any Effect API pays. The pool's server is pinned to 2025-11-25 (`protocol`), the one revision " +
+        "the raw client speaks, so that a pool connect does what a raw one does, one `initialize`; the row " +
+        "`pool.get, negotiating` leaves the revision to negotiation, as by default: on a fresh pool the first " +
+        "connect asks the server (`server/discover`) and the others wait for its answer, then go on together, " +
+        "all of the burst in flight at once (the pool keeps the verdict, so this happens once per server). " +
+        "A third raw variant gives the raw `Client`s the lazy JSON-schema validator " +
         "the pool's sessions use (bench/lib.ts `lazyValidator`): most of a default raw connect's CPU is the SDK " +
         "building its Ajv validator, which a pool session never pays, so that row shows the SDK's own connect " +
         "work bare and the pool's machinery per connect (fibers, scopes, entry, session wrapper) is the " +
-        "difference to it. 4 variants × 2 sizes per round in rotating " +
+        "difference to it. 5 variants × 2 sizes per round in rotating " +
         "order, each burst after a forced GC; one warm-up round at 1,000, then 5 rounds; ratios are medians " +
         "over rounds of the ratio within a round. Everything runs in this process, so the targets use its CPU " +
         "time (other processes on a shared machine inflate the wall clock, not it); wall ratios are shown " +
@@ -344,7 +352,8 @@ export const burst = async (): Promise<Section> => {
       caption: `**Memory held per connect.** ${heldConnects.toLocaleString("en-US")} connects at once on the ` +
         "echo transport, which keeps their `initialize` answers until all of them wait: the heap (after " +
         "forced GCs) per connect while they wait, and once every answer was sent and they are connected and " +
-        "idle. The raw `Client`s use the pool's lazy validator, so that the difference is the pool's own. " +
+        "idle. The raw `Client`s use the pool's lazy validator and the pool's server is pinned to 2025-11-25 as " +
+        "above, so that the difference is the pool's own. " +
         "Many connects in flight at once interleave: what each holds between its steps outlives the " +
         "young-generation collections the others' allocations trigger, and is copied (and promoted); this, " +
         "not the pool's per-connect work, is what grows from 1,000 to 10,000 at once.",

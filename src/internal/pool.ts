@@ -28,9 +28,10 @@
  *   more than the transitions). No transition waits for an owner (owners need the state to detach
  *   themselves).
  * - Completing a `Deferred` resumes its waiters at once, inside the transition that completed it. So a
- *   transition completes its Deferreds last, once the state is consistent, and owners yield before they
- *   act on a signal: no user code (a close, a notification subscriber that asks the pool again) runs in
- *   the middle of a transition.
+ *   transition completes its Deferreds last, once the state is consistent, and an owner takes a turn of
+ *   its own (a microtask, `afterTransition`; the scheduler's for an unconnected close) before it acts on
+ *   the close signal: no user code (a close, a notification subscriber that asks the pool again) runs in
+ *   the middle of a transition. A connect's own end is no transition's: the owner publishes at once.
  */
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js"
 import {
@@ -505,6 +506,16 @@ const forkForEntry = <A, E>(
   options?: { readonly uninterruptible: boolean }
 ) => Effect.runForkWith(contextOf(pool, entry))(effect, options)
 
+/**
+ * A turn of the owner's own after the close signal, which a transition sends (and a Deferred resumes its
+ * waiters inside the code that completes it): a microtask, so the close starts right after that
+ * transition, not after a turn of the event loop, which an app driving in-memory servers back to back may
+ * not give for a long time (its evicted sessions would wait, open, meanwhile).
+ */
+const afterTransition: Effect.Effect<void> = Effect.callback<void>((resume) => {
+  queueMicrotask(() => resume(Effect.void))
+})
+
 /** The `Clock` a fiber has when nobody provided one (a Reference's default, made once). */
 const defaultClock = Context.get(Context.empty(), Clock.Clock)
 
@@ -601,13 +612,14 @@ const awaitConnected = (
       disarm = () => timer.interruptUnsafe()
     }
   }
-  // One step while the connect is under way (what thousands of connects at once each hold). Woken by a
-  // signal, maybe inside whatever completed it (a transition sending the close signal; the attempt's own
-  // exit, inside the waiter's get that is still leasing): the owner acts from a turn of its own (see the
-  // header). Acting at once on a Connected outcome left evicted sessions waiting to close under churn.
-  return Effect.flatMap(Deferred.await(decided), (outcome) => {
+  // One step while the connect is under way (what thousands of connects at once each hold). A Connected
+  // outcome comes from the attempt's end, in a continuation of its connect, never inside a transition: the
+  // owner publishes at once. A turn of its own there would keep every connect of a burst in flight until
+  // the whole wave has answered (and the collector copying what each holds). Any other outcome may come
+  // from a transition sending the close signal: the owner acts from a turn of its own (see the header).
+  return Effect.flatMap(Deferred.await(decided), (outcome): Effect.Effect<Connected> => {
     disarm()
-    return Effect.as(Effect.yieldNow, outcome)
+    return outcome._tag === "Connected" ? Effect.succeed(outcome) : Effect.as(Effect.yieldNow, outcome)
   })
 }
 
@@ -769,7 +781,7 @@ const closeServed = (
   reason: CloseReason
 ): Effect.Effect<void> =>
   Effect.gen(function*() {
-    yield* Effect.yieldNow
+    yield* afterTransition
     // Detached already, by `detachLost`.
     if (reason === "lost") yield* Effect.logWarning("MCP session lost: its transport closed")
     entry.state = { _tag: "Closing", reason }
