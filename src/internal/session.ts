@@ -891,8 +891,9 @@ const connectInRevision = (
   Effect.suspend(() => {
     const { policy: { config, protocol }, scope, server } = options
     const legacyOnly = config._tag === "InMemory" || (config._tag === "Http" && config.transport === "sse")
+    // A connect that keeps its one transport opens it in the session's scope: no attempt scope to release.
     if (legacyOnly || protocol === legacyRevision) {
-      return Effect.flatMap(openAttempt(options, "legacy"), ({ opened }) =>
+      return Effect.flatMap(openTransport(options, "legacy"), (opened) =>
         connectLegacy(options, opened, wiring).pipe(
           Effect.mapError((error) => {
             if (protocol !== legacyRevision || error._tag !== "ConnectError") return error
@@ -911,7 +912,7 @@ const connectInRevision = (
     }
     const known = options.verdicts.get(config)
     if (known?._tag === "Modern") {
-      return Effect.flatMap(openAttempt(options, "modern"), ({ opened }) =>
+      return Effect.flatMap(openTransport(options, "modern"), (opened) =>
         Effect.map(
           connectModern(options, opened, known.discovery, wiring),
           (connected): Connected => ({ ...connected, fromVerdict: true })
