@@ -45,7 +45,7 @@ const burstOnce = async (pool: L.Pool, server: string, key: string, n: number) =
  * milliseconds.
  */
 const timed = async (run: () => Promise<unknown>) => {
-  L.gc()
+  await L.gcSettled()
   const gcs = new GCProfiler()
   gcs.start()
   const [wall, cpu] = [performance.now(), L.cpuMillis()]
@@ -177,8 +177,9 @@ type DistinctVariant = (typeof distinctVariants)[number]
 
 /**
  * Bursts of distinct missing keys, 1,000 and 10,000 gets at once, beside the same number of raw SDK
- * `Client` connects on the same echo transport. Each round runs every variant at both sizes in a rotating
- * order, each burst after a forced GC; the first round is a warm-up.
+ * `Client` connects on the same echo transport. Each round runs the variants in a rotating order, each at
+ * both sizes back to back (alternating which first), each burst after a forced GC; the first round is a
+ * warm-up.
  */
 const distinctBursts = async () => {
   const sizes = [1_000, 10_000] as const
@@ -190,9 +191,11 @@ const distinctBursts = async () => {
   let allMade = true
   const key = (v: DistinctVariant, n: number) => `${v}@${n}`
   for (let round = -1; round < rounds; round++) {
-    for (const n of round < 0 ? [1_000] : sizes) {
-      for (let i = 0; i < distinctVariants.length; i++) {
-        const variant = distinctVariants[(Math.max(round, 0) + i) % distinctVariants.length]!
+    for (let i = 0; i < distinctVariants.length; i++) {
+      const variant = distinctVariants[(Math.max(round, 0) + i) % distinctVariants.length]!
+      // A variant's two sizes back to back, in alternating order: the scaling ratio then compares bursts that
+      // follow the same other variants (whose garbage, Ajv's above all, changes how the next burst collects).
+      for (const n of round < 0 ? [1_000] : round % 2 === 0 ? sizes : [...sizes].reverse()) {
         let time: { wall: number; cpu: number; gc: number }
         if (variant === "pool.get" || variant === "pool.get, negotiating") {
           const p = poolDistinct(n, variant === "pool.get, negotiating")
@@ -339,8 +342,10 @@ export const burst = async (): Promise<Section> => {
         "the pool's sessions use (bench/lib.ts `lazyValidator`): most of a default raw connect's CPU is the SDK " +
         "building its Ajv validator, which a pool session never pays, so that row shows the SDK's own connect " +
         "work bare and the pool's machinery per connect (fibers, scopes, entry, session wrapper) is the " +
-        "difference to it. 5 variants × 2 sizes per round in rotating " +
-        "order, each burst after a forced GC; one warm-up round at 1,000, then 5 rounds; ratios are medians " +
+        "difference to it. 5 variants per round in rotating order, each at both sizes back to back (which " +
+        "first alternates by round, so that a variant's 1,000 and 10,000 follow the same other variants: " +
+        "their garbage, Ajv's above all, changes how the next burst collects), each burst after a forced GC; " +
+        "one warm-up round at 1,000, then 5 rounds; ratios are medians " +
         "over rounds of the ratio within a round. Everything runs in this process, so the targets use its CPU " +
         "time (other processes on a shared machine inflate the wall clock, not it); wall ratios are shown " +
         "beside them. Opening the pool and closing the sessions are not timed " +
