@@ -287,6 +287,47 @@ describe("McpSessionPool", () => {
       assert.strictEqual(counts.opened - counts.closed, 256)
     }))
 
+  it.live("a connect its last waiter gave up on stops before the app's next turn of the event loop", () =>
+    Effect.gen(function*() {
+      // A server that never answers `initialize`: the connect waits until it is given up.
+      const sent = yield* Deferred.make<void>()
+      let closed = false
+      const silent = McpServerConfig.custom(() =>
+        Effect.sync(() => {
+          const transport: Transport = {
+            start: async () => undefined,
+            close: async () => {
+              closed = true
+            },
+            send: async (message) => {
+              if ("method" in message && message.method === "initialize") Deferred.doneUnsafe(sent, Effect.void)
+            }
+          }
+          return transport
+        }), { protocol: "2025-11-25" })
+      const pool = yield* makePool({ servers: { silent } })
+      const waiter = yield* Effect.forkDetach(Effect.scoped(pool.get({ server: "silent", scope: "t" })))
+      yield* Deferred.await(sent).pipe(within("5 seconds", "initialize to be sent"))
+      // From outside the pool's fibers, as an app's request handler gives up: only microtasks from here on,
+      // no turn of the event loop (a busy app may not give one for long).
+      const turns = yield* Effect.promise(async () => {
+        waiter.interruptUnsafe()
+        let turn = 0
+        while (!closed && turn < 1_000) {
+          await Promise.resolve()
+          turn++
+        }
+        return turn
+      })
+      assert.isTrue(closed, `the transport was still open after ${turns} microtasks`)
+      assert.isTrue(Exit.hasInterrupts(yield* Fiber.await(waiter).pipe(within("5 seconds", "the waiter to end"))))
+      const rows = yield* pool.snapshot.pipe(
+        Effect.repeat({ until: (rows) => rows.length === 0, times: 500 }),
+        within("5 seconds", "the cancelled session to be gone")
+      )
+      assert.strictEqual(rows.length, 0)
+    }))
+
   it.effect("semantics 6: invalidate detaches at once and closes the session when its last lease ends", () =>
     Effect.gen(function*() {
       const probe = yield* makeProbe()

@@ -29,9 +29,10 @@
  *   themselves).
  * - Completing a `Deferred` resumes its waiters at once, inside the transition that completed it. So a
  *   transition completes its Deferreds last, once the state is consistent, and an owner takes a turn of
- *   its own (a microtask, `afterTransition`; the scheduler's for an unconnected close) before it acts on
- *   the close signal: no user code (a close, a notification subscriber that asks the pool again) runs in
- *   the middle of a transition. A connect's own end is no transition's: the owner publishes at once.
+ *   its own (a microtask, `afterTransition`) before it acts on a close signal or a failed connect: no user
+ *   code (a close, a notification subscriber that asks the pool again) runs in the middle of a transition.
+ *   A successful connect is the exception: it ends in a continuation of its own connect (a promise's),
+ *   never inside a transition, so the owner publishes at once.
  */
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js"
 import {
@@ -507,10 +508,10 @@ const forkForEntry = <A, E>(
 ) => Effect.runForkWith(contextOf(pool, entry))(effect, options)
 
 /**
- * A turn of the owner's own after the close signal, which a transition sends (and a Deferred resumes its
- * waiters inside the code that completes it): a microtask, so the close starts right after that
- * transition, not after a turn of the event loop, which an app driving in-memory servers back to back may
- * not give for a long time (its evicted sessions would wait, open, meanwhile).
+ * A turn of the owner's own after a signal that a transition may have sent (a Deferred resumes its waiters
+ * inside the code that completes it): a microtask, so the owner acts right after that transition, not
+ * after a turn of the event loop, which an app driving in-memory servers back to back may not give for a
+ * long time (its evicted sessions, or cancelled connects, would wait open meanwhile).
  */
 const afterTransition: Effect.Effect<void> = Effect.callback<void>((resume) => {
   queueMicrotask(() => resume(Effect.void))
@@ -616,10 +617,12 @@ const awaitConnected = (
   // outcome comes from the attempt's end, in a continuation of its connect, never inside a transition: the
   // owner publishes at once. A turn of its own there would keep every connect of a burst in flight until
   // the whole wave has answered (and the collector copying what each holds). Any other outcome may come
-  // from a transition sending the close signal: the owner acts from a turn of its own (see the header).
+  // from inside a transition: the close signal, or a connect that failed before its first asynchronous
+  // step (a config function that throws), inside the `get` that forked the owner and is still leasing.
+  // Then the owner acts from a turn of its own (see the header).
   return Effect.flatMap(Deferred.await(decided), (outcome): Effect.Effect<Connected> => {
     disarm()
-    return outcome._tag === "Connected" ? Effect.succeed(outcome) : Effect.as(Effect.yieldNow, outcome)
+    return outcome._tag === "Connected" ? Effect.succeed(outcome) : Effect.as(afterTransition, outcome)
   })
 }
 
