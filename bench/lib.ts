@@ -48,10 +48,10 @@ export const percentile = (xs: ReadonlyArray<number>, p: number): number => {
 export const gc = (): void => (globalThis as { gc?: () => void }).gc?.()
 
 /**
- * A forced GC, then idle until the collector's helper threads are done with its aftermath (concurrent
- * sweeping and unmapping take ~10 ms of CPU over the next ~100 ms here): a burst timed at once would be
- * charged for them, which inflates a short burst (1,000 connects, ~80 ms) far more than a long one.
- * Settled: two 10 ms windows in a row with under 5 % CPU; bounded: at most 40 windows.
+ * A forced GC, then idle until V8's helper threads are done with its aftermath (right after `gc()` they
+ * use ~10 ms of CPU over the next ~100 ms here, with or without a burst before it): a burst timed at once
+ * would be charged for it, a short one (1,000 connects, ~80 ms) far more than a long one. Settled: two
+ * 10 ms windows in a row with under 5 % CPU; bounded: at most 40 windows.
  */
 export const gcSettled = async (): Promise<void> => {
   gc()
