@@ -7,6 +7,8 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 
 import { tmpdir } from "node:os"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
+import * as rolldown from "rolldown"
+import { buildOptions } from "../rolldown.config.ts"
 import * as L from "./lib.ts"
 import type { Section } from "./report.ts"
 
@@ -44,9 +46,23 @@ const rootGraph = (): { readonly own: ReadonlyArray<string>; readonly external: 
   return { own: [...own], external: [...external].sort() }
 }
 
-/** The package compiled to JavaScript (as published in dist/), into bench/node_modules/.effect-mcp-pool-bench/dist. */
-const compile = (): string | undefined => {
+/**
+ * The package's JavaScript as `npm run build` writes dist/ (rolldown.config.ts: one shared chunk), into
+ * bench/node_modules/.effect-mcp-pool-bench/dist.
+ */
+const buildAsPublished = async (): Promise<string | undefined> => {
   const out = join(build, "dist")
+  try {
+    await rolldown.build(buildOptions(out))
+    return undefined
+  } catch (error) {
+    return `rolldown failed: ${String(error).slice(0, 200)}`
+  }
+}
+
+/** The same modules compiled file by file (tsc), as dist/ held before the build bundled them. */
+const compileFileByFile = (): string | undefined => {
+  const out = join(build, "tsc")
   const tsc = join(root, "node_modules/typescript/bin/tsc")
   const result = spawnSync(process.execPath, [
     tsc,
@@ -54,7 +70,11 @@ const compile = (): string | undefined => {
     join(root, "tsconfig.build.json"),
     "--outDir",
     out,
+    "--emitDeclarationOnly",
+    "false",
     "--declaration",
+    "false",
+    "--declarationMap",
     "false",
     "--sourceMap",
     "false"
@@ -99,7 +119,8 @@ export const importCost = async (): Promise<Section> => {
   // Node strips types only outside node_modules.
   const trivial = join(mkdtempSync(join(tmpdir(), "mcp-pool-bench-import-")), "trivial.ts")
   writeFileSync(trivial, "export const warm: number = 1\n")
-  const compileError = compile()
+  const buildError = await buildAsPublished()
+  const compileError = compileFileByFile()
   const { external, own } = rootGraph()
   const toUrl = (path: string) => new URL(`file://${path}`).href
   const baseline: Variant = {
@@ -107,16 +128,25 @@ export const importCost = async (): Promise<Section> => {
     specifiers: ["effect", "@modelcontextprotocol/sdk/client/index.js"]
   }
   const rootTs: Variant = { name: "package root, `src/index.ts`", specifiers: [toUrl(join(src, "index.ts"))] }
+  const fileByFile: Variant | undefined = compileError === undefined
+    ? { name: "package root compiled file by file (tsc)", specifiers: [toUrl(join(build, "tsc/index.js"))] }
+    : undefined
+  const published: Variant | undefined = buildError === undefined
+    ? {
+      name: "package root as published (dist/: `npm run build`, one shared chunk)",
+      specifiers: [toUrl(join(build, "dist/index.js"))]
+    }
+    : undefined
+  const floor: Variant = {
+    name: "floor: the modules from outside the package that the root imports, none of its own",
+    specifiers: external
+  }
   const variants: Array<Variant> = [
     baseline,
     rootTs,
-    ...(compileError === undefined
-      ? [{
-        name: "package root compiled to JavaScript (tsc, as in dist/)",
-        specifiers: [toUrl(join(build, "dist/index.js"))]
-      }]
-      : []),
-    { name: "floor: the modules from outside the package that the root imports, none of its own", specifiers: external }
+    ...(fileByFile ? [fileByFile] : []),
+    ...(published ? [published] : []),
+    floor
   ]
   // Each pair of fresh processes moves by ±10 % on this machine: enough of them to read a few percent.
   const reps = 20
@@ -136,18 +166,18 @@ export const importCost = async (): Promise<Section> => {
     if (rep % 5 === 4) process.stdout.write(".")
   }
   process.stdout.write("\n")
-  const base = times.get(baseline.name)!
-  const ratio = (name: string) => L.pairRatio(times.get(name)!, base)
-  const cpuRatio = (name: string) => L.pairRatio(cpuTimes.get(name)!, cpuTimes.get(baseline.name)!)
-  const compiledName = variants.length === 4 ? variants[2]!.name : undefined
-  // The root users import is the published one (dist/, compiled); src/index.ts is measured beside it.
-  const target = ratio(compiledName ?? rootTs.name)
-  const source = ratio(rootTs.name)
-  const floorName = variants[variants.length - 1]!.name
-  const floor = ratio(floorName)
-  const ms = (name: string) => L.median(times.get(name)!)
+  const ratio = (v: Variant) => L.pairRatio(times.get(v.name)!, times.get(baseline.name)!)
+  const cpuRatio = (v: Variant) => L.pairRatio(cpuTimes.get(v.name)!, cpuTimes.get(baseline.name)!)
+  const ms = (v: Variant) => L.median(times.get(v.name)!)
   const signedMs = (x: number) => `${x >= 0 ? "+" : "−"}${L.fmt(Math.abs(x), 0)} ms`
-  const ownFiles = own.length
+  const overFloor = (v: Variant) => signedMs(ms(v) - ms(floor))
+  // The root users import is the published one (dist/); the others are measured beside it.
+  const measured = published ?? fileByFile ?? rootTs
+  const target = ratio(measured)
+  const missing = [
+    buildError === undefined ? [] : [`The published variant is missing: ${buildError}.`],
+    compileError === undefined ? [] : [`The file-by-file variant is missing: ${compileError}.`]
+  ].flat()
   return {
     id: "import",
     title: "9. Import: the package root vs `effect` + the SDK client",
@@ -159,67 +189,60 @@ export const importCost = async (): Promise<Section> => {
       `variants alike. ${reps} processes per variant, interleaved in rotating order after one warm-up each; ` +
       "ratios are medians over repetitions of (variant ÷ baseline) in the same repetition. The floor imports " +
       "every module from outside the package (third-party and Node's built-ins) that the root's own modules " +
-      "import (followed from src/index.ts this run), without the package's own modules. The compiled copy " +
-      "sits beside a package.json with `\"type\": \"module\"`, as the published package has." +
-      (compileError === undefined ? "" : ` The compiled variant is missing: ${compileError}.`),
+      "import (followed from src/index.ts this run), without the package's own modules. The published variant " +
+      "is built this run with the package's own build (rolldown.config.ts) into a scratch folder; it and the " +
+      "file-by-file copy sit beside a package.json with `\"type\": \"module\"`, as the published package has." +
+      missing.map((text) => ` ${text}`).join(""),
     table: {
       head: ["import", "wall (median)", "× effect + SDK, wall (IQR)", "CPU (median)", "× effect + SDK, CPU (IQR)"],
       rows: variants.map((v) => [
         v.name,
-        `${L.fmt(ms(v.name), 1)} ms`,
-        v === baseline ? "1.00" : L.pairText(ratio(v.name)),
+        `${L.fmt(ms(v), 1)} ms`,
+        v === baseline ? "1.00" : L.pairText(ratio(v)),
         `${L.fmt(L.median(cpuTimes.get(v.name)!), 1)} ms`,
-        v === baseline ? "1.00" : L.pairText(cpuRatio(v.name))
+        v === baseline ? "1.00" : L.pairText(cpuRatio(v))
       ])
     },
     notes: [
       `The floor's modules: ${external.map((s) => `\`${s}\``).join(", ")}.`,
-      "`src/index.ts` runs through Node's type stripping, file by file; the compiled row is what an app " +
-      "importing the published package (dist/) loads."
+      `\`src/index.ts\` runs through Node's type stripping, file by file (${own.length} of the package's modules); ` +
+      "the file-by-file row is the same modules compiled to JavaScript, one file each, as dist/ held before " +
+      "the build bundled them; the published row is what an app importing the package (dist/) loads: an " +
+      "entry that re-exports from one shared chunk."
     ],
     targets: [{
-      name: compiledName === undefined
-        ? "importing the package root (`src/index.ts`) ÷ importing `effect` + the SDK client"
-        : "importing the package root as published (compiled, dist/) ÷ importing `effect` + the SDK client",
+      name: published === undefined
+        ? `importing the package root (${measured.name}) ÷ importing \`effect\` + the SDK client`
+        : "importing the package root as published (dist/) ÷ importing `effect` + the SDK client",
       where: "§9",
       bound: 1.1,
       value: target.median,
       spread: `${L.fmt(target.lo, 2)}–${L.fmt(target.hi, 2)}`,
-      floor: `${L.pairText(floor)} (the modules from outside the package that it imports, none of its own)`,
-      why: `Wall: ${L.fmt(ms(rootTs.name), 0)} vs ${L.fmt(ms(baseline.name), 0)} ms. The modules from outside ` +
-        `the package beyond effect + the SDK client add ${
-          signedMs(ms(floorName) - ms(baseline.name))
-        }; the package's own ` +
-        `${ownFiles} modules, type-stripped by Node from .ts, ${signedMs(ms(rootTs.name) - ms(floorName))}` +
-        (compiledName === undefined
-          ? ""
-          : `; the same modules compiled to JavaScript, as published in dist/, ${
-            signedMs(ms(compiledName) - ms(floorName))
-          }: the compiled root is ${L.pairText(ratio(compiledName))}× (CPU ${
-            L.pairText(cpuRatio(compiledName))
-          }×), so most of the excess is Node's type stripping, which an app importing the published package ` +
-            "never pays") +
-        `. \`src/index.ts\` (type-stripped) is ${L.pairText(source)}× wall, ${L.pairText(cpuRatio(rootTs.name))}× CPU.`
+      floor: `${L.pairText(ratio(floor))} (the modules from outside the package that it imports, none of its own)`,
+      why: `Wall: ${L.fmt(ms(measured), 0)} vs ${L.fmt(ms(baseline), 0)} ms. The modules from outside ` +
+        `the package beyond effect + the SDK client add ${signedMs(ms(floor) - ms(baseline))}; over that ` +
+        `floor, the package's own ${own.length} modules add ${overFloor(rootTs)} type-stripped from .ts` +
+        (fileByFile === undefined ? "" : `, ${overFloor(fileByFile)} compiled file by file`) +
+        (published === undefined ? "" : `, ${overFloor(published)} as published (two files)`) +
+        `. CPU: ${L.pairText(cpuRatio(measured))}×.`
     }],
-    headline: compiledName === undefined ? [] : [{
-      metric: "Import: the package root compiled to JavaScript (as published) ÷ `effect` + the SDK client",
-      value: ratio(compiledName).median,
-      text: `${L.pairText(ratio(compiledName))}× wall (\`src/index.ts\` through Node's type stripping: ${
-        L.fmt(target.median, 2)
+    headline: [{
+      metric: `Import: the package root ${published === undefined ? `(${measured.name})` : "as published"} ÷ ` +
+        "`effect` + the SDK client",
+      value: target.median,
+      text: `${L.pairText(target)}× wall (\`src/index.ts\` through Node's type stripping: ${
+        L.fmt(ratio(rootTs).median, 2)
       }×)`
     }],
-    bars: [
-      {
-        group: "import (× effect + SDK client, wall)",
-        label: "package root, src/index.ts",
-        value: target.median,
-        target: 1.1
-      },
-      ...(compiledName === undefined ? [] : [{
-        group: "import (× effect + SDK client, wall)",
-        label: "package root compiled (dist/)",
-        value: ratio(compiledName).median
-      }])
-    ]
+    bars: variants.filter((v) => v !== baseline && v !== floor).map((v) => ({
+      group: "import (× effect + SDK client, wall)",
+      label: v === rootTs
+        ? "package root, src/index.ts"
+        : v === fileByFile
+        ? "compiled file by file"
+        : "as published (dist/)",
+      value: ratio(v).median,
+      ...(v === measured ? { target: 1.1 } : {})
+    }))
   }
 }

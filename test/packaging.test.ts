@@ -2,7 +2,8 @@
  * The package as a user installs it: `npm pack` (which builds through `prepack`), then an install of the
  * tarball into a scratch project beside the app's own `effect` and MCP SDKs. The tree holds one copy of
  * Effect; the published root runs and type-checks against the app's SDK (`McpServerConfig.inMemory(() => new
- * McpServer(…))`); internal modules do not resolve; `package.json` does.
+ * McpServer(…))`); internal modules do not resolve; `package.json` does. The root loads two of the package's
+ * files, and each subpath re-exports the same classes.
  */
 import { execFileSync } from "node:child_process"
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs"
@@ -81,6 +82,32 @@ server.registerTool("hello", {}, () => ({ content: [{ type: "text", text: "hi" }
 await server.connect(new StdioServerTransport())
 `
 
+/**
+ * Records which of the package's own files load (a synchronous `module.registerHooks` load hook): the
+ * root's, then two subpaths', and whether a subpath's class is the root's.
+ */
+const loadProbe = `
+import { registerHooks } from "node:module"
+const marker = "/node_modules/effect-mcp-pool/"
+const own = []
+registerHooks({
+  load(url, context, nextLoad) {
+    if (url.includes(marker)) own.push(url.slice(url.indexOf(marker) + marker.length))
+    return nextLoad(url, context)
+  }
+})
+const root = await import("effect-mcp-pool")
+const byRoot = own.splice(0)
+const errors = await import("effect-mcp-pool/McpPoolError")
+const pool = await import("effect-mcp-pool/McpSessionPool")
+console.log(JSON.stringify({
+  byRoot,
+  bySubpaths: own,
+  sameError: root.McpPoolError.ConfigError === errors.ConfigError,
+  sameService: root.McpSessionPool.McpSessionPool === pool.McpSessionPool
+}))
+`
+
 describe("the packed package in a user's project", () => {
   let scratch = ""
   beforeAll(() => {
@@ -107,6 +134,7 @@ describe("the packed package in a user's project", () => {
     )
     writeFileSync(join(scratch, "app.ts"), app)
     writeFileSync(join(scratch, "server.ts"), stdioServer)
+    writeFileSync(join(scratch, "load-probe.mjs"), loadProbe)
     writeFileSync(
       join(scratch, ".mcp.json"),
       JSON.stringify({ mcpServers: { hello: { command: node, args: ["server.ts"] } } })
@@ -159,6 +187,18 @@ describe("the packed package in a user's project", () => {
       "ERR_PACKAGE_PATH_NOT_EXPORTED"
     ])
   }, 180_000)
+
+  it("loads two of its files for the root, and a subpath shares the root's classes and services", () => {
+    const out = execFileSync(node, ["load-probe.mjs"], { cwd: scratch, encoding: "utf8", timeout: 60_000 })
+    assert.deepStrictEqual(JSON.parse(out), {
+      // The build puts the library into one shared chunk (rolldown.config.ts): Node reads and compiles two
+      // files for the root, not one per module.
+      byRoot: ["dist/index.js", "dist/internal/effect-mcp-pool.js"],
+      bySubpaths: ["dist/McpPoolError.js", "dist/McpSessionPool.js"],
+      sameError: true,
+      sameService: true
+    })
+  }, 120_000)
 
   it("installs the mcp-pool command: npx mcp-pool doctor reads the app's .mcp.json", () => {
     // npx runs the package's bin with the `node` on PATH: this suite's own.

@@ -20,7 +20,7 @@
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js"
 import { Clock, Console, Data, Duration, Effect, FileSystem, Option, Path, Terminal } from "effect"
 import { Argument, CliConfig, CliError, Command, Flag, GlobalFlag } from "effect/cli"
-import { createRequire } from "node:module"
+import { readFileSync } from "node:fs"
 import * as McpConfigFile from "../McpConfigFile.ts"
 import { ConfigError, ConfigIssue } from "../McpPoolError.ts"
 import type { McpServerConfig } from "../McpServerConfig.ts"
@@ -615,8 +615,9 @@ export const command = Command.make("mcp-pool").pipe(
 
 const packageVersion = (): string => {
   try {
-    // src/cli/main.ts and dist/cli/main.js both sit two folders below the package root.
-    const manifest: unknown = createRequire(import.meta.url)("../../package.json")
+    // src/cli/main.ts and the built dist/bin/mcp-pool.js (which holds this module) both sit two folders
+    // below the package root.
+    const manifest: unknown = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8"))
     const version = typeof manifest === "object" && manifest !== null && "version" in manifest
       ? manifest.version
       : undefined
