@@ -4,20 +4,23 @@
  * Every public module is an entry (the exports map has one per module), and all the library's code goes
  * into one shared chunk that each entry re-exports. Importing the root loads two of the package's files
  * instead of its two dozen modules one by one: Node resolves, reads and compiles each file it loads, about
- * about a millisecond apiece here, which is most of what the package's own code adds to an app's start-up
+ * a millisecond apiece here, which is most of what the package's own code adds to an app's start-up
  * (bench §9). All entries share that one chunk, so the root and a subpath export the same classes and
- * services. The CLI's code stays in the `mcp-pool` executable, which only the bin loads.
+ * services. The price: a subpath (`effect-mcp-pool/McpPoolError`) loads the whole library and what it
+ * imports (the SDK client), as the root does, and a bundler building an app takes the chunk whole. The
+ * CLI's code stays in the `mcp-pool` executable, which only the bin loads.
  *
  * Imports of other packages and of Node's built-ins stay imports: `effect`, the SDKs and
  * `@effect/platform-node` are peers the app installs once, and the lazy `import()`s of the heavy ones
  * (SDK v2, the HTTP transports, the platform) stay lazy.
  */
 import { readFileSync } from "node:fs"
+import { isAbsolute } from "node:path"
 import { fileURLToPath } from "node:url"
 import { defineConfig } from "rolldown"
 import type { InputOptions, OutputOptions } from "rolldown"
 
-/** A path in the repository, wherever the build runs from. */
+/** An absolute path in the repository (in the platform's form), wherever the build runs from. */
 const inRepository = (path: string) => fileURLToPath(new URL(path, import.meta.url))
 
 interface Manifest {
@@ -26,24 +29,38 @@ interface Manifest {
 }
 
 /**
- * The entries, read from package.json so that the two cannot drift: each JavaScript file its exports map
- * and its bin name (`./dist/McpSession.js`), built from the module of the same path in src/ (`McpSession`).
+ * The entries, read from package.json so that the two cannot drift: for each JavaScript file that its
+ * exports map and its bin name (`./dist/McpSession.js`), the module of the same path in src/
+ * (`src/McpSession.ts`). A target of another shape is an error here, not a declaration without JavaScript.
  */
 const entries = (): Record<string, string> => {
   const manifest = JSON.parse(readFileSync(inRepository("package.json"), "utf8")) as Manifest
-  const files = [
-    ...Object.values(manifest.exports).map((target) => typeof target === "string" ? target : target.default),
+  const targets = [
+    ...Object.entries(manifest.exports).flatMap(([subpath, target]) =>
+      subpath === "./package.json" ? [] : [typeof target === "string" ? target : target.default]
+    ),
     ...Object.values(manifest.bin)
   ]
-  const names = files.flatMap((file) => file?.match(/^\.\/dist\/(.+)\.js$/)?.slice(1) ?? [])
-  return Object.fromEntries(names.map((name) => [name, inRepository(`src/${name}.ts`)]))
+  return Object.fromEntries(targets.map((target) => {
+    const name = target?.match(/^\.\/dist\/(.+)\.js$/)?.[1]
+    if (name === undefined) throw new Error(`package.json: ${String(target)} is not a ./dist/….js file to build`)
+    return [name, inRepository(`src/${name}.ts`)]
+  }))
 }
 
-/** Bare specifiers (packages) and `node:` built-ins: everything that is not a path into src/. */
-const isExternal = (id: string) => !id.startsWith(".") && !id.startsWith("/") && !/^[A-Za-z]:[\\/]/.test(id)
+const srcDir = inRepository("src/")
+const cliDirs = [inRepository("src/cli/"), inRepository("src/bin/")]
 
-/** The library's modules, where the shared chunk takes them from; not the CLI's (src/cli, src/bin). */
-const isLibraryModule = (id: string) => /[\\/]src[\\/]/.test(id) && !/[\\/]src[\\/](cli|bin)[\\/]/.test(id)
+/** Bare specifiers (packages) and `node:` built-ins: not a path, and not one of rolldown's virtual modules. */
+const isExternal = (id: string) => !id.startsWith(".") && !isAbsolute(id) && !id.startsWith("\0")
+
+/**
+ * What the shared chunk holds: the library's modules (src/, but not the CLI's src/cli and src/bin) and
+ * rolldown's runtime helpers, which would otherwise become a third file whenever two chunks need them.
+ */
+const isSharedModule = (id: string) =>
+  id.startsWith("\0rolldown/runtime") ||
+  (id.startsWith(srcDir) && !cliDirs.some((dir) => id.startsWith(dir)))
 
 /** The build writing into `outDir`: dist/ for the package; the bench builds the same into a scratch folder. */
 export const buildOptions = (outDir: string): InputOptions & { readonly output: OutputOptions } => ({
@@ -63,7 +80,7 @@ export const buildOptions = (outDir: string): InputOptions & { readonly output: 
     cleanDir: true,
     // The JSDoc is in the declarations (and the shipped src/); annotations such as `#__PURE__` are kept.
     comments: { legal: true, annotation: true, jsdoc: false },
-    codeSplitting: { groups: [{ name: "effect-mcp-pool", test: isLibraryModule }] }
+    codeSplitting: { groups: [{ name: "effect-mcp-pool", test: isSharedModule }] }
   }
 })
 

@@ -14,7 +14,7 @@ import type { Section } from "./report.ts"
 
 const root = fileURLToPath(new URL("../", import.meta.url))
 const src = join(root, "src")
-/** Scratch space for the compiled copy: under a node_modules folder, which git and eslint ignore. */
+/** Scratch space for the built and compiled copies: under a node_modules folder, which git and eslint ignore. */
 const build = fileURLToPath(new URL("./node_modules/.effect-mcp-pool-bench/", import.meta.url))
 
 const importPatterns = [
@@ -24,12 +24,14 @@ const importPatterns = [
 ]
 
 /**
- * What importing the package root loads: the package's own modules reached from `src/index.ts` through
- * static `import … from` / `export … from` (not `import type`, which is erased), and the modules outside
- * the package they name (bare specifiers and Node's built-ins). Read from the source each run, so that it
- * follows edits to the package; modules the root does not reach (the CLI) are not in it.
+ * What importing a root file loads: the package's own files reached from it through static `import … from`
+ * / `export … from` (not `import type`, which is erased), and the modules outside the package they name
+ * (bare specifiers and Node's built-ins). Read from the files each run, so that it follows edits to the
+ * package; modules the root does not reach (the CLI) are not in it.
  */
-const rootGraph = (): { readonly own: ReadonlyArray<string>; readonly external: ReadonlyArray<string> } => {
+const importGraph = (
+  root: string
+): { readonly own: ReadonlyArray<string>; readonly external: ReadonlyArray<string> } => {
   const own = new Set<string>()
   const external = new Set<string>()
   const visit = (file: string): void => {
@@ -42,7 +44,7 @@ const rootGraph = (): { readonly own: ReadonlyArray<string>; readonly external: 
       else external.add(specifier)
     }
   }
-  visit(join(src, "index.ts"))
+  visit(root)
   return { own: [...own], external: [...external].sort() }
 }
 
@@ -121,7 +123,8 @@ export const importCost = async (): Promise<Section> => {
   writeFileSync(trivial, "export const warm: number = 1\n")
   const buildError = await buildAsPublished()
   const compileError = compileFileByFile()
-  const { external, own } = rootGraph()
+  const { external, own } = importGraph(join(src, "index.ts"))
+  const publishedFiles = buildError === undefined ? importGraph(join(build, "dist/index.js")).own.length : 0
   const toUrl = (path: string) => new URL(`file://${path}`).href
   const baseline: Variant = {
     name: "`effect` + `@modelcontextprotocol/sdk/client/index.js`",
@@ -223,7 +226,7 @@ export const importCost = async (): Promise<Section> => {
         `the package beyond effect + the SDK client add ${signedMs(ms(floor) - ms(baseline))}; over that ` +
         `floor, the package's own ${own.length} modules add ${overFloor(rootTs)} type-stripped from .ts` +
         (fileByFile === undefined ? "" : `, ${overFloor(fileByFile)} compiled file by file`) +
-        (published === undefined ? "" : `, ${overFloor(published)} as published (two files)`) +
+        (published === undefined ? "" : `, ${overFloor(published)} as published (${publishedFiles} files)`) +
         `. CPU: ${L.pairText(cpuRatio(measured))}×.`
     }],
     headline: [{

@@ -4,7 +4,9 @@
  * load `effect/ai` (its barrel brings the AI, HTTP and RPC stack), `@effect/platform-node`, or the SDK's
  * HTTP/SSE client transports (with eventsource, pkce-challenge and the OAuth client), or
  * `node:child_process`; each is loaded when first used, and still works then: a toolkit lists and offers
- * tools, `layerFromFile` reads a file, an HTTP server is dialled, a stdio server is spawned.
+ * tools, `layerFromFile` reads a file, an HTTP server is dialled, a stdio server is spawned. Checked on the
+ * sources (Node strips their types) and on dist/ as `npm run build` writes it (rolldown.config.ts, built here
+ * into a scratch folder): the bundle must keep the lazy imports lazy, and loads two of the package's files.
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Layer, Schema } from "effect"
@@ -14,6 +16,8 @@ import * as Fs from "node:fs/promises"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import { fileURLToPath, pathToFileURL } from "node:url"
+import * as Rolldown from "rolldown"
+import { buildOptions } from "../rolldown.config.ts"
 import { ConfigError } from "../src/McpPoolError.ts"
 import * as McpSessionPool from "../src/McpSessionPool.ts"
 import * as McpToolkit from "../src/McpToolkit.ts"
@@ -131,11 +135,11 @@ interface ChildReport {
   readonly builtins: Record<"root" | "stdio", { readonly child_process: boolean }>
 }
 
-const runChild = (configPath: string) =>
+const runChild = (rootUrl: string, configPath: string) =>
   Effect.callback<ChildReport, Error>((resume) => {
     const proc = execFile(
       process.execPath,
-      ["--input-type=module", "--no-warnings", "-e", child, rootModule, configPath, notebookPath],
+      ["--input-type=module", "--no-warnings", "-e", child, rootUrl, configPath, notebookPath],
       { cwd: projectRoot, timeout: 60_000, maxBuffer: 64 * 1024 * 1024 },
       (error, stdout, stderr) => {
         if (error !== null) resume(Effect.fail(new Error(`the probe failed: ${error.message}\n${stderr}`)))
@@ -147,64 +151,100 @@ const runChild = (configPath: string) =>
 
 const matching = (urls: ReadonlyArray<string>, fragment: string) => urls.filter((url) => url.includes(fragment))
 
+/**
+ * dist/ as `npm run build` writes it, into a scratch folder inside the repository (so that its imports of
+ * other packages resolve to this repository's node_modules) beside a package.json saying `"type": "module"`,
+ * as the published package has. Returns the root's URL.
+ */
+const buildAsPublished = Effect.gen(function*() {
+  const scratch = Path.join(projectRoot, "node_modules", ".effect-mcp-pool-test")
+  yield* Effect.promise(() => Fs.mkdir(scratch, { recursive: true }))
+  const dir = yield* Effect.promise(() => Fs.mkdtemp(Path.join(scratch, "dist-")))
+  yield* Effect.addFinalizer(() => Effect.promise(() => Fs.rm(dir, { recursive: true, force: true })))
+  yield* Effect.promise(() => Fs.writeFile(Path.join(dir, "package.json"), JSON.stringify({ type: "module" })))
+  yield* Effect.promise(() => Rolldown.build(buildOptions(Path.join(dir, "dist"))))
+  return { rootUrl: pathToFileURL(Path.join(dir, "dist", "index.js")).href, dir }
+})
+
+/** The package's own files a root loads, as the load hook saw them, relative to `dir`. */
+const ownFiles = (urls: ReadonlyArray<string>, dir: string) => {
+  const prefix = pathToFileURL(dir).href + "/"
+  return urls.filter((url) => url.startsWith(prefix)).map((url) => url.slice(prefix.length))
+}
+
 describe("import cost", () => {
-  it.live("the root loads none of the lazy parts, and each loads and works when first used", () =>
-    Effect.gen(function*() {
-      const dir = yield* Effect.promise(() => Fs.mkdtemp(Path.join(Os.tmpdir(), "mcp-import-")))
-      yield* Effect.addFinalizer(() => Effect.promise(() => Fs.rm(dir, { recursive: true, force: true })))
-      const configPath = Path.join(dir, "mcp.json")
-      yield* Effect.promise(() =>
-        Fs.writeFile(configPath, JSON.stringify({ mcpServers: { notebook: { command: "node", args: ["x.js"] } } }))
-      )
-      const { builtins, phases, results } = yield* runChild(configPath)
+  const roots = {
+    "the sources": Effect.succeed({ rootUrl: rootModule, dir: Path.join(projectRoot, "src") }),
+    "dist/ as built": buildAsPublished
+  }
+  for (const [name, root] of Object.entries(roots)) {
+    it.live(`the root (${name}) loads none of the lazy parts, and each loads and works when first used`, () =>
+      Effect.gen(function*() {
+        const { dir: rootDir, rootUrl } = yield* root
+        const dir = yield* Effect.promise(() => Fs.mkdtemp(Path.join(Os.tmpdir(), "mcp-import-")))
+        yield* Effect.addFinalizer(() => Effect.promise(() => Fs.rm(dir, { recursive: true, force: true })))
+        const configPath = Path.join(dir, "mcp.json")
+        yield* Effect.promise(() =>
+          Fs.writeFile(configPath, JSON.stringify({ mcpServers: { notebook: { command: "node", args: ["x.js"] } } }))
+        )
+        const { builtins, phases, results } = yield* runChild(rootUrl, configPath)
 
-      // The hook saw the root's own modules, so an empty match below means "not loaded".
-      for (const own of ["/src/index.ts", "/src/McpToolkit.ts", "/src/McpSessionPool.ts", "/src/internal/remote.ts"]) {
-        assert.lengthOf(matching(phases.root, own), 1, `${own} is loaded by the root`)
-      }
-      // Every lazy part at once, so a failure names all that the root loaded.
-      const loadedByRoot = (fragments: Record<string, string>) =>
-        Object.fromEntries(Object.entries(fragments).map(([name, fragment]) => [name, matching(phases.root, fragment)]))
-      assert.deepStrictEqual(loadedByRoot(lazy), Object.fromEntries(Object.keys(lazy).map((name) => [name, []])))
-      // Nor `node:child_process`, taken at the first spawn.
-      assert.deepStrictEqual(builtins, { root: { child_process: false }, stdio: { child_process: true } })
-      // Nor anything of effect beyond its root barrel.
-      assert.isAbove(matching(phases.baseline, "/node_modules/effect/dist/").length, 50)
-      assert.deepStrictEqual(matching(phases.root, "/node_modules/effect/dist/"), [])
-      // Every module as a namespace, nothing else.
-      assert.deepStrictEqual(results.exported, [
-        "McpClientHandlers",
-        "McpConfigFile",
-        "McpPoolError",
-        "McpScope",
-        "McpServerConfig",
-        "McpSession",
-        "McpSessionPool",
-        "McpToolkit"
-      ])
+        // The hook saw the root's own files, so an empty match below means "not loaded".
+        const own = ownFiles(phases.root, rootDir)
+        if (rootUrl === rootModule) {
+          for (const file of ["index.ts", "McpToolkit.ts", "McpSessionPool.ts", "internal/remote.ts"]) {
+            assert.include(own, file, `${file} is loaded by the root`)
+          }
+        } else {
+          // One entry and the shared chunk (rolldown.config.ts), not a file per module.
+          assert.deepStrictEqual(own, ["dist/index.js", "dist/internal/effect-mcp-pool.js"])
+        }
+        // Every lazy part at once, so a failure names all that the root loaded.
+        const loadedByRoot = (fragments: Record<string, string>) =>
+          Object.fromEntries(
+            Object.entries(fragments).map(([name, fragment]) => [name, matching(phases.root, fragment)])
+          )
+        assert.deepStrictEqual(loadedByRoot(lazy), Object.fromEntries(Object.keys(lazy).map((name) => [name, []])))
+        // Nor `node:child_process`, taken at the first spawn.
+        assert.deepStrictEqual(builtins, { root: { child_process: false }, stdio: { child_process: true } })
+        // Nor anything of effect beyond its root barrel.
+        assert.isAbove(matching(phases.baseline, "/node_modules/effect/dist/").length, 50)
+        assert.deepStrictEqual(matching(phases.root, "/node_modules/effect/dist/"), [])
+        // Every module as a namespace, nothing else.
+        assert.deepStrictEqual(results.exported, [
+          "McpClientHandlers",
+          "McpConfigFile",
+          "McpPoolError",
+          "McpScope",
+          "McpServerConfig",
+          "McpSession",
+          "McpSessionPool",
+          "McpToolkit"
+        ])
 
-      // Dialling an HTTP server loads its transports (and nothing of the toolkit or the file system).
-      assert.strictEqual(results.remote, "ConnectError")
-      assert.lengthOf(matching(phases.remote, lazy["SDK streamable HTTP client"]), 1)
-      assert.lengthOf(matching(phases.remote, lazy["SDK SSE client"]), 1)
-      assert.deepStrictEqual(matching(phases.remote, lazy["effect/ai"]), [])
-      assert.deepStrictEqual(matching(phases.remote, lazy["@effect/platform-node"]), [])
+        // Dialling an HTTP server loads its transports (and nothing of the toolkit or the file system).
+        assert.strictEqual(results.remote, "ConnectError")
+        assert.lengthOf(matching(phases.remote, lazy["SDK streamable HTTP client"]), 1)
+        assert.lengthOf(matching(phases.remote, lazy["SDK SSE client"]), 1)
+        assert.deepStrictEqual(matching(phases.remote, lazy["effect/ai"]), [])
+        assert.deepStrictEqual(matching(phases.remote, lazy["@effect/platform-node"]), [])
 
-      // `layerFromFile` loads Node's FileSystem and builds the pool from the file.
-      assert.strictEqual(results.fromFile, 0)
-      assert.lengthOf(matching(phases.fromFile, "/@effect/platform-node/dist/NodeFileSystem.js"), 1)
-      assert.deepStrictEqual(matching(phases.fromFile, lazy["effect/ai"]), [])
+        // `layerFromFile` loads Node's FileSystem and builds the pool from the file.
+        assert.strictEqual(results.fromFile, 0)
+        assert.lengthOf(matching(phases.fromFile, "/@effect/platform-node/dist/NodeFileSystem.js"), 1)
+        assert.deepStrictEqual(matching(phases.fromFile, lazy["effect/ai"]), [])
 
-      // The first spawn loads the SDK's stdio client (and cross-spawn) for its default environment.
-      assert.strictEqual(results.stdio, "1")
-      assert.lengthOf(matching(phases.stdio, lazy["SDK stdio client"]), 1)
-      assert.isNotEmpty(matching(phases.stdio, lazy["cross-spawn"]))
+        // The first spawn loads the SDK's stdio client (and cross-spawn) for its default environment.
+        assert.strictEqual(results.stdio, "1")
+        assert.lengthOf(matching(phases.stdio, lazy["SDK stdio client"]), 1)
+        assert.isNotEmpty(matching(phases.stdio, lazy["cross-spawn"]))
 
-      // `McpToolkit.make` loads `effect/ai` (the SDK server before it did not), and the toolkit works.
-      assert.deepStrictEqual(matching(phases.server, lazy["effect/ai"]), [])
-      assert.lengthOf(matching(phases.toolkit, "/node_modules/effect/dist/ai/index.js"), 1)
-      assert.deepStrictEqual(results.toolkit, { tools: ["ping"], offered: ["ping"] })
-    }).pipe(Effect.scoped))
+        // `McpToolkit.make` loads `effect/ai` (the SDK server before it did not), and the toolkit works.
+        assert.deepStrictEqual(matching(phases.server, lazy["effect/ai"]), [])
+        assert.lengthOf(matching(phases.toolkit, "/node_modules/effect/dist/ai/index.js"), 1)
+        assert.deepStrictEqual(results.toolkit, { tools: ["ping"], offered: ["ping"] })
+      }).pipe(Effect.scoped))
+  }
 
   it("toModelOutput makes the parts effect/ai's own constructors make", () => {
     const content: McpToolkit.ToolResult["content"] = [

@@ -15,7 +15,12 @@ import { assert, beforeAll, describe, it } from "vitest"
 const root = fileURLToPath(new URL("..", import.meta.url))
 const own = JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as {
   readonly devDependencies: Record<string, string>
+  readonly exports: Record<string, unknown>
 }
+/** The package's public subpaths besides the root (`effect-mcp-pool/McpPoolError`, …). */
+const subpaths = Object.keys(own.exports)
+  .filter((key) => key !== "." && key !== "./package.json")
+  .map((key) => `effect-mcp-pool${key.slice(1)}`)
 const node = process.execPath
 const appSdk = "1.32.1"
 const tsc = join(root, "node_modules", "typescript", "bin", "tsc")
@@ -84,7 +89,7 @@ await server.connect(new StdioServerTransport())
 
 /**
  * Records which of the package's own files load (a synchronous `module.registerHooks` load hook): the
- * root's, then two subpaths', and whether a subpath's class is the root's.
+ * root's, then every subpath's, and whether what a subpath exports is what the root's namespace holds.
  */
 const loadProbe = `
 import { registerHooks } from "node:module"
@@ -98,14 +103,15 @@ registerHooks({
 })
 const root = await import("effect-mcp-pool")
 const byRoot = own.splice(0)
-const errors = await import("effect-mcp-pool/McpPoolError")
-const pool = await import("effect-mcp-pool/McpSessionPool")
-console.log(JSON.stringify({
-  byRoot,
-  bySubpaths: own,
-  sameError: root.McpPoolError.ConfigError === errors.ConfigError,
-  sameService: root.McpSessionPool.McpSessionPool === pool.McpSessionPool
-}))
+const sameAsRoot = {}
+for (const subpath of ${JSON.stringify(subpaths)}) {
+  const module = await import(subpath)
+  const namespace = root[subpath.slice("effect-mcp-pool/".length)]
+  const names = Object.keys(module)
+  sameAsRoot[subpath] = names.join() === Object.keys(namespace).join() &&
+    names.every((name) => module[name] === namespace[name])
+}
+console.log(JSON.stringify({ byRoot, bySubpaths: own, sameAsRoot }))
 `
 
 describe("the packed package in a user's project", () => {
@@ -194,9 +200,8 @@ describe("the packed package in a user's project", () => {
       // The build puts the library into one shared chunk (rolldown.config.ts): Node reads and compiles two
       // files for the root, not one per module.
       byRoot: ["dist/index.js", "dist/internal/effect-mcp-pool.js"],
-      bySubpaths: ["dist/McpPoolError.js", "dist/McpSessionPool.js"],
-      sameError: true,
-      sameService: true
+      bySubpaths: subpaths.map((subpath) => `dist/${subpath.slice("effect-mcp-pool/".length)}.js`),
+      sameAsRoot: Object.fromEntries(subpaths.map((subpath) => [subpath, true]))
     })
   }, 120_000)
 
