@@ -275,10 +275,12 @@ export const echoConfig = McpServerConfig.custom(() => Effect.sync(makeEchoTrans
 /**
  * The echo server pinned to 2025-11-25, the one revision the raw SDK 1.32 client speaks: a pool connect
  * then does what a raw connect does (`initialize`), without the `server/discover` probe of negotiation.
+ * `held`: as `makeEchoTransport`'s, the `initialize` answers kept until the caller sends them.
  */
-export const echoConfigPinned = McpServerConfig.custom(() => Effect.sync(makeEchoTransport), {
-  protocol: "2025-11-25"
-})
+export const echoConfigPinnedHolding = (held?: Array<() => void>) =>
+  McpServerConfig.custom(() => Effect.sync(() => makeEchoTransport(held)), { protocol: "2025-11-25" })
+
+export const echoConfigPinned = echoConfigPinnedHolding()
 
 /** A raw SDK client connected to a fresh in-memory notebook server. */
 export const rawInMemoryClient = async (): Promise<Client> => {

@@ -141,9 +141,7 @@ const heldMemory = async (n: number) => {
   }
   const pool = await measure((held) => {
     const opening = L.openPool({
-      servers: {
-        echo: McpServerConfig.custom(() => Effect.sync(() => L.makeEchoTransport(held)), { protocol: "2025-11-25" })
-      },
+      servers: { echo: L.echoConfigPinnedHolding(held) },
       capacity: n
     })
     const done = opening.then(({ pool }) =>

@@ -1290,10 +1290,10 @@ const reload = (pool: Pool, servers: Parameters<McpSessionPoolShape["reload"]>[0
  * yields a dispatcher of its own (a task queue and a `setImmediate` per yield, kept for the fiber's life):
  * when every owner yielded once after its connect, that was ~0.6 KiB per idle session and a tenth of a cold
  * get's CPU. Owners now take their turns as microtasks (`afterTransition`), but connects, pings and handlers
- * still yield (an op budget spent, user code's `yieldNow`). Every fiber the pool runs with this context (owners, connect attempts, idle
- * pings, the app's server-request handlers) shares one dispatcher, whose batch runs in one `setImmediate`
- * as Effect 3's did: a promise continuation started in one fiber's turn runs after the batch, not before
- * the next fiber's turn (nothing here depends on that interleaving).
+ * still yield (an op budget spent, user code's `yieldNow`). Every fiber the pool runs with this context
+ * (owners, connect attempts, idle pings, the app's server-request handlers) shares one dispatcher, whose
+ * batch runs in one `setImmediate` as Effect 3's did: a promise continuation started in one fiber's turn
+ * runs after the batch, not before the next fiber's turn (nothing here depends on that interleaving).
  */
 const withSharedDispatcher = (context: Context.Context<never>): Context.Context<never> => {
   const scheduler = Context.get(context, Scheduler.Scheduler)
