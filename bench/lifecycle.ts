@@ -8,6 +8,7 @@ import { fileURLToPath } from "node:url"
 import { GCProfiler } from "node:v8"
 import { makeNotebookServer } from "../examples/notebook-server.ts"
 import * as McpServerConfig from "../src/McpServerConfig.ts"
+import type * as McpSession from "../src/McpSession.ts"
 import { isRunning } from "../test/utils/proc.ts"
 import * as L from "./lib.ts"
 import type { Section } from "./report.ts"
@@ -507,6 +508,39 @@ const randomLookups = (size: number) => {
     }))
 }
 
+/**
+ * `n` `Map.get`s of random keys of a map of the pool's own `size` sessions, each followed by one read of the
+ * session it finds, in `Effect.scoped`: a floor closer to a hit. A pool that counts leases must touch some
+ * record of the session's own, allocated when the session connected and so spread over the heap among the
+ * sessions' other objects (unlike a plain map's values, made in one loop next to each other).
+ */
+const randomSessionReads = async (pool: L.Pool, size: number) => {
+  const sessions = new Map<string, McpSession.McpSession>()
+  await Effect.runPromise(
+    Effect.forEach(
+      range(size),
+      (i) =>
+        Effect.scoped(Effect.map(pool.get({ server: "s", scope: `thread-${i}` }), (session) => {
+          sessions.set(`thread-${i}`, session)
+        })),
+      { discard: true }
+    )
+  )
+  const random = Float64Array.from({ length: 1 << 16 }, () => Math.random())
+  let next = 0
+  let found = 0
+  const run = (n: number) =>
+    Effect.runPromise(Effect.gen(function*() {
+      for (let i = 0; i < n; i++) {
+        yield* Effect.scoped(Effect.sync(() => {
+          const session = sessions.get(`thread-${Math.floor(random[next++ & 0xffff]! * size)}`)
+          if (session?.server === "s") found++
+        }))
+      }
+    }))
+  return { run, found: () => found }
+}
+
 /** Heap per idle raw SDK `Client` connected to an echo transport (the pool's sessions beside a bare client). */
 const rawClientHeap = async (n: number) => {
   const before = L.heapUsed()
@@ -557,15 +591,25 @@ export const scale = async (): Promise<Section> => {
   }
   const mapSmall = "floor: Map.get, 1 entry"
   const mapLarge = `floor: Map.get, ${largestSize.toLocaleString("en-US")} entries`
+  const readSmall = "floor: Map.get + a read of the session it finds, 1 session"
+  const readLarge = `floor: Map.get + a read of the session it finds, ${largestSize.toLocaleString("en-US")} sessions`
+  const smallReads = await randomSessionReads(filled[0]!.pool, 1)
+  const largeReads = await randomSessionReads(filled[filled.length - 1]!.pool, largestSize)
   console.log(`scale: get hit latency, pools of ${sizes.map((n) => n.toLocaleString("en-US")).join(" / ")} interleaved`)
   const { cpu: result } = await L.compare(
     [
       ...filled.map(({ pool, size }) => ({ name: label(size), run: randomHits(pool, size) })),
       { name: mapSmall, run: randomLookups(1) },
-      { name: mapLarge, run: randomLookups(largestSize) }
+      { name: mapLarge, run: randomLookups(largestSize) },
+      { name: readSmall, run: smallReads.run },
+      { name: readLarge, run: largeReads.run }
     ],
     { rounds: 30, batch: 2000, warmup: 5000 }
   )
+  // Every read found its session: the floor did the work it claims.
+  if (smallReads.found() + largeReads.found() !== 2 * (5000 + 30 * 2000)) {
+    throw new Error("scale: a session-read floor missed its sessions")
+  }
   const closeStart = performance.now()
   await filled[1]!.close()
   const closeMiddle = performance.now() - closeStart
@@ -573,12 +617,14 @@ export const scale = async (): Promise<Section> => {
   const largest = filled[2]!
   const target = L.pairRatio(result.samples[label(largestSize)]!, result.samples[label(1)]!)
   const mapGrowth = L.pairRatio(result.samples[mapLarge]!, result.samples[mapSmall]!)
-  // The floor: the 1-session pool's hit plus what a lookup alone gains from 1 to `largestSize` entries.
+  // The floors: the 1-session pool's hit plus what a lookup alone, and a lookup with a read of the session
+  // it finds, gain from 1 to `largestSize` entries (same rounds).
   const one = result.samples[label(1)]!
-  const floor = L.pairRatio(
-    one.map((x, i) => x + result.samples[mapLarge]![i]! - result.samples[mapSmall]![i]!),
-    one
-  )
+  const floorOf = (small: string, large: string) =>
+    L.pairRatio(one.map((x, i) => x + result.samples[large]![i]! - result.samples[small]![i]!), one)
+  const floor = floorOf(mapSmall, mapLarge)
+  const readFloor = floorOf(readSmall, readLarge)
+  const readGrowth = L.pairRatio(result.samples[readLarge]!, result.samples[readSmall]!)
   const micros = (name: string) => result.micros[name]!
   return {
     id: "scale",
@@ -590,10 +636,13 @@ export const scale = async (): Promise<Section> => {
       "lease on an existing session, `get`'s span included) timed (CPU time) in interleaved batches of 2,000, " +
       "each pool compared round by round with the 1-session pool (same heap, same rounds). The floor rows do " +
       "the same with a plain `Map.get` of a random key inside `Effect.scoped`: what a lookup costs by itself " +
-      "in a map of that size, in the same heap. The sessions use a minimal in-memory server: a transport that " +
-      "answers `initialize` and `tools/call` itself (bench/lib.ts `makeEchoTransport`), because 100,000 SDK " +
-      "server objects would mostly measure the servers; the memory per session in the pool rows is the pool's " +
-      "own plus the SDK `Client`'s. The last rows show a bare SDK `Client` and what a real SDK server in the " +
+      "in a map of that size, in the same heap; and with a `Map.get` of a random key in a map of the pools' own " +
+      "sessions (1 and the largest pool's), followed by one read of a field of the session it finds: what a " +
+      "lookup that reaches one record of the session's own costs, a record allocated when the session " +
+      "connected, among its other objects, as every record a hit must touch is. The sessions use a minimal " +
+      "in-memory server: a transport that answers `initialize` and `tools/call` itself (bench/lib.ts " +
+      "`makeEchoTransport`), because 100,000 SDK server objects would mostly measure the servers; the memory " +
+      "per session in the pool rows is the pool's own plus the SDK `Client`'s. The last rows show a bare SDK `Client` and what a real SDK server in the " +
       "same process adds. Heap is `heapUsed` after forced GCs, before and after opening the sessions.",
     table: {
       head: [
@@ -613,6 +662,14 @@ export const scale = async (): Promise<Section> => {
         ]),
         [mapSmall, `${L.fmt(result.micros[mapSmall]!, 1)} µs`, "–", "–", "–"],
         [mapLarge, `${L.fmt(result.micros[mapLarge]!, 1)} µs`, `${L.pairText(mapGrowth)} × the 1-entry Map`, "–", "–"],
+        [readSmall, `${L.fmt(result.micros[readSmall]!, 1)} µs`, "–", "–", "–"],
+        [
+          readLarge,
+          `${L.fmt(result.micros[readLarge]!, 1)} µs`,
+          `${L.pairText(readGrowth)} × with 1 session`,
+          "–",
+          "–"
+        ],
         [
           `${rawClients.toLocaleString("en-US")} bare SDK \`Client\`s on the echo transport (no pool)`,
           "–",
@@ -644,14 +701,21 @@ export const scale = async (): Promise<Section> => {
       bound: 1.5,
       value: target.median,
       spread: `${L.fmt(target.lo, 2)}–${L.fmt(target.hi, 2)}`,
-      floor: `${L.pairText(floor)} (the 1-session hit plus what a plain \`Map.get\` gains from 1 to ${
-        largestSize.toLocaleString("en-US")
-      } entries, same rounds)`,
+      floor: `${L.pairText(readFloor)} (the 1-session hit plus what a \`Map.get\` and one read of the session ` +
+        `it finds gain from 1 to ${largestSize.toLocaleString("en-US")}, same rounds); ${
+          L.pairText(floor)
+        } with a plain \`Map.get\` alone`,
       why:
         `${L.fmt(micros(label(largestSize)), 1)} vs ${L.fmt(micros(label(1)), 1)} µs per hit (+${
           L.fmt(micros(label(largestSize)) - micros(label(1)), 1)
-        } µs); a lookup alone gains +${L.fmt(micros(mapLarge) - micros(mapSmall), 1)} µs (CPU cache misses in a ` +
-        "large map); the rest is the pool's own per-hit work on state that grows with the number of sessions."
+        } µs). A lookup alone gains +${L.fmt(micros(mapLarge) - micros(mapSmall), 1)} µs, and +${
+          L.fmt(micros(readLarge) - micros(readSmall), 1)
+        } µs once it also reads one field of the session it finds: among ${
+          largestSize.toLocaleString("en-US")
+        } sessions spread over the heap, each record read misses the CPU caches. A hit reads two such records ` +
+        "(the session's entry and its state) and writes the entry's lease count and idle time; none of its " +
+        "steps does more with more sessions (one hash lookup; the idle queue appends, and is compacted once per " +
+        "about as many hits as there are idle sessions)."
     }],
     headline: [
       {
