@@ -29,19 +29,38 @@ const overheadVariants = async (makeClient: () => Promise<Client>, pool: L.Pool,
   const held = await Effect.runPromise(
     Effect.forEach(indexes, (i) => pool.get({ server: "notebook", scope: `held-${i}` })).pipe(Scope.provide(leaseScope))
   )
+  // Connected now (their first call would have), for their processes' ids.
+  const called = await Effect.runPromise(
+    Effect.forEach(indexes, (i) => Effect.scoped(pool.get({ server: "notebook", scope: `thread-${i}` })))
+  )
+  // Over stdio, every variant's server processes, whose CPU time is recorded beside this process's.
+  const pidsOf = (pids: ReadonlyArray<number | null | undefined>) =>
+    pids.every((pid) => typeof pid === "number") ? pids as ReadonlyArray<number> : undefined
+  const transportPid = (client: Client) =>
+    client.transport instanceof StdioClientTransport ? client.transport.pid : undefined
+  const heldPids = pidsOf(held.map((session) => session.pid))
   const variants: Array<L.Variant> = [
-    L.cycling("raw SDK Client.callTool", raw.map(L.rawCalls)),
-    L.cycling("raw SDK in Effect.tryPromise", wrapped.map(L.effectWrappedCalls)),
-    L.cycling("pool.callTool", indexes.map((i) => L.poolCalls(pool, "notebook", `thread-${i}`))),
+    L.cycling("raw SDK Client.callTool", raw.map(L.rawCalls), pidsOf(raw.map(transportPid))),
+    L.cycling("raw SDK in Effect.tryPromise", wrapped.map(L.effectWrappedCalls), pidsOf(wrapped.map(transportPid))),
+    L.cycling(
+      "pool.callTool",
+      indexes.map((i) => L.poolCalls(pool, "notebook", `thread-${i}`)),
+      pidsOf(called.map((session) => session.pid))
+    ),
     // The SDK client inside a pool session, called directly: the SDK over this pool's transport.
-    L.cycling("raw SDK Client of a pool session", held.map((session) => L.rawCalls(session.sdk.client as Client))),
+    L.cycling(
+      "raw SDK Client of a pool session",
+      held.map((session) => L.rawCalls(session.sdk.client as Client)),
+      heldPids
+    ),
     L.cycling(
       "session.callTool (lease held)",
       held.map((session) => (n: number) =>
         Effect.runPromise(Effect.gen(function*() {
           for (let i = 0; i < n; i++) yield* session.callTool(L.tool)
         }))
-      )
+      ),
+      heldPids
     )
   ]
   const close = async () => {
@@ -67,7 +86,7 @@ const vViaPool = "raw SDK Client of a pool session"
  * splits the pool's time per call into what each step adds, from the variants between the raw call and
  * `pool.callTool`.
  */
-const overheadTarget = (name: string, bound: number, t: L.Timing): Target => {
+const overheadTarget = (name: string, bound: number, t: L.Timing, server?: L.Timing): Target => {
   const us = (a: string, b: string) => {
     const d = t.micros[a]! - t.micros[b]!
     return `${d >= 0 ? "+" : "−"}${L.fmt(Math.abs(d), 1)} µs`
@@ -95,26 +114,44 @@ const overheadTarget = (name: string, bound: number, t: L.Timing): Target => {
       "What it adds to the raw call is the fiber's suspension and resumption, the lease and the session's " +
       "bookkeeping; over stdio most of a call is the two processes' pipe work, and the ratio moves by a few " +
       "percent between runs with how the kernel schedules the two ends." +
-      (t.ratio[vLease]! > bound ? " The held lease is over the bound too: the gap is not the lease." : "")
+      (t.ratio[vLease]! > bound ? " The held lease is over the bound too: the gap is not the lease." : "") +
+      (server === undefined ? "" : serverShare(server))
   }
 }
 
-/** Wall and CPU columns: the headline clock is CPU for in-memory (one process), wall for stdio. */
-const timingRows = (prefix: string, result: L.Comparison) =>
+/**
+ * Over stdio, on one CPU, a call's wall time is about the two processes' CPU time in turn: what the
+ * servers spent per call, beside the client's.
+ */
+const serverShare = (server: L.Timing) =>
+  ` The servers' own CPU per call: ${L.fmt(server.micros[vPool]!, 1)} µs answering \`pool.callTool\`, ${
+    L.fmt(server.micros["raw SDK Client.callTool"]!, 1)
+  } µs answering the raw SDK (${L.fmt(server.ratio[vPool]!, 2)}× round by round, IQR ${
+    L.fmt(server.spread[vPool]![0], 2)
+  }–${L.fmt(server.spread[vPool]![1], 2)}; the same tool in the same ` +
+  "server code, each variant with processes of its own)."
+
+/**
+ * Wall and CPU columns: the headline clock is CPU for in-memory (one process), wall for stdio. With
+ * `serverColumn`, the server processes' CPU too ("–" where the server runs in this process).
+ */
+const timingRows = (prefix: string, result: L.Comparison, serverColumn = false) =>
   Object.keys(result.wall.micros).map((name) => [
     `${prefix}${name}`,
     `${L.fmt(result.wall.micros[name]!)} µs`,
     L.ratioText(result.wall, name),
     `${L.fmt(result.cpu.micros[name]!)} µs`,
-    L.ratioText(result.cpu, name)
+    L.ratioText(result.cpu, name),
+    ...(serverColumn ? [result.server === undefined ? "–" : `${L.fmt(result.server.micros[name]!)} µs`] : [])
   ])
 
-const timingHead = (first: string) => [
+const timingHead = (first: string, serverColumn = false) => [
   first,
   "wall per call",
   "× raw SDK, wall (IQR)",
   "client CPU per call",
-  "× raw SDK, CPU (IQR)"
+  "× raw SDK, CPU (IQR)",
+  ...(serverColumn ? ["server CPU per call"] : [])
 ]
 
 export const overhead = async (): Promise<Section> => {
@@ -135,7 +172,7 @@ export const overhead = async (): Promise<Section> => {
         ? { rounds: 90, batch: 100, warmup: stdioWarmup }
         : { rounds: 100, batch: 400, warmup: 3000 }
     )
-    rows.push(...timingRows(`${kind}: `, result))
+    rows.push(...timingRows(`${kind}: `, result, true))
     results[kind] = result
     const headline = kind === "stdio" ? result.wall : result.cpu
     ratios[kind] = headline.ratio["pool.callTool"]!
@@ -156,17 +193,24 @@ export const overhead = async (): Promise<Section> => {
       "(`pool.callTool` wraps no SDK call: its hit path writes `tools/call` to the session's transport itself " +
       "and cancels it there); calling the SDK client inside a pool session directly " +
       "measures the pool's transport (for stdio: its own, against the SDK's `StdioClientTransport`); the held " +
-      "lease isolates the session wrapper from the lease taking. Each batch is timed on the wall clock and on this process's CPU time; the headline ratio " +
-      "is CPU time for in-memory (everything runs in this process) and wall time for stdio (two processes per " +
+      "lease isolates the session wrapper from the lease taking. Each batch is timed on the wall clock and on " +
+      "this process's CPU time, and over stdio on its server processes' CPU time (the scheduler's count, " +
+      "/proc/<pid>/task/*/schedstat, read between batches); the headline ratio is CPU time for in-memory " +
+      "(everything runs in this process) and wall time for stdio (two processes per " +
       `call). This section ran on CPUs ${L.allowedCpus()} (the bench pins it to one, so that both ends of a ` +
       "pipe share a core: cross-core wake-ups otherwise make most of the variance). IQR: the interquartile " +
       "range of the per-round ratios.",
     table: {
-      head: timingHead("variant"),
+      head: timingHead("variant", true),
       rows
     },
     targets: [
-      overheadTarget("stdio: `pool.callTool` ÷ raw SDK call, wall", 1.0, results["stdio"]!.wall),
+      overheadTarget(
+        "stdio: `pool.callTool` ÷ raw SDK call, wall",
+        1.0,
+        results["stdio"]!.wall,
+        results["stdio"]!.server
+      ),
       overheadTarget("stdio: `pool.callTool` ÷ raw SDK call, client CPU", 1.05, results["stdio"]!.cpu),
       overheadTarget("in-memory: `pool.callTool` ÷ raw SDK call, CPU", 1.1, results["in-memory"]!.cpu)
     ],

@@ -15,7 +15,7 @@ import {
 import { AjvJsonSchemaValidator } from "@modelcontextprotocol/sdk/validation/ajv"
 import type { jsonSchemaValidator } from "@modelcontextprotocol/sdk/validation/types.js"
 import { Effect, Exit, Scope } from "effect"
-import { readFileSync } from "node:fs"
+import { readdirSync, readFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import { makeNotebookServer } from "../examples/notebook-server.ts"
 import * as McpServerConfig from "../src/McpServerConfig.ts"
@@ -76,21 +76,50 @@ export const cpuMillis = (): number => {
   return (user + system) / 1000
 }
 
+/**
+ * CPU time the processes have used so far, every thread of theirs, in milliseconds: the scheduler's own
+ * nanosecond count (`/proc/<pid>/task/<tid>/schedstat`), where `/proc/<pid>/stat` counts 10 ms ticks, more
+ * than a batch of calls takes. A thread that ends between two readings drops out of the later one (V8's
+ * helpers live as long as the process).
+ */
+export const processCpuMillis = (pids: ReadonlyArray<number>): number => {
+  let nanos = 0
+  for (const pid of pids) {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      try {
+        nanos += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[0])
+      } catch {
+        // The thread ended after the listing.
+      }
+    }
+  }
+  return nanos / 1e6
+}
+
 /** One compared variant: `run(n)` performs the operation `n` times in a row. */
 export interface Variant {
   readonly name: string
   readonly run: (n: number) => Promise<unknown>
   /** How many instances (server processes) `run` cycles through; each is warmed up. Default 1. */
   readonly instances?: number
+  /** The server processes it calls, if they are processes: their CPU time is recorded batch by batch too. */
+  readonly serverPids?: ReadonlyArray<number>
 }
 
 /**
  * One variant over several instances, a different one per batch. Server processes differ by several
  * percent in speed (JIT, placement) and that would otherwise pass for a difference between clients.
  */
-export const cycling = (name: string, runs: ReadonlyArray<(n: number) => Promise<unknown>>): Variant => {
+export const cycling = (
+  name: string,
+  runs: ReadonlyArray<(n: number) => Promise<unknown>>,
+  serverPids?: ReadonlyArray<number>
+): Variant => {
   let next = 0
-  return { name, instances: runs.length, run: (n) => runs[next++ % runs.length]!(n) }
+  const run = (n: number) => runs[next++ % runs.length]!(n)
+  return serverPids === undefined
+    ? { name, instances: runs.length, run }
+    : { name, instances: runs.length, run, serverPids }
 }
 
 /** The CPUs this process may run on, from /proc (the bench pins the per-call sections with taskset). */
@@ -121,6 +150,8 @@ export interface Timing {
 export interface Comparison {
   readonly wall: Timing
   readonly cpu: Timing
+  /** The server processes' CPU time per operation, when every variant names its servers (`serverPids`). */
+  readonly server: Timing | undefined
 }
 
 const summarize = (times: Map<string, Array<number>>, baseline: string): Timing => {
@@ -173,18 +204,29 @@ export const compare = async (
   }
   const wall = new Map(variants.map((v) => [v.name, [] as Array<number>]))
   const cpu = new Map(variants.map((v) => [v.name, [] as Array<number>]))
+  const server = new Map(variants.map((v) => [v.name, [] as Array<number>]))
+  const withServers = variants.every((v) => v.serverPids !== undefined)
   for (let round = 0; round < options.rounds; round++) {
     for (let i = 0; i < variants.length; i++) {
       const variant = variants[(round + i) % variants.length]!
+      // Read outside the timed window: the reads cost this process, not the batch.
+      const serverStart = withServers ? processCpuMillis(variant.serverPids!) : 0
       const [wallStart, cpuStart] = [performance.now(), cpuMillis()]
       await variant.run(options.batch)
       wall.get(variant.name)!.push(((performance.now() - wallStart) * 1000) / options.batch)
       cpu.get(variant.name)!.push(((cpuMillis() - cpuStart) * 1000) / options.batch)
+      if (withServers) {
+        server.get(variant.name)!.push(((processCpuMillis(variant.serverPids!) - serverStart) * 1000) / options.batch)
+      }
     }
     if (round % 5 === 4) process.stdout.write(".")
   }
   process.stdout.write("\n")
-  return { wall: summarize(wall, variants[0]!.name), cpu: summarize(cpu, variants[0]!.name) }
+  return {
+    wall: summarize(wall, variants[0]!.name),
+    cpu: summarize(cpu, variants[0]!.name),
+    server: withServers ? summarize(server, variants[0]!.name) : undefined
+  }
 }
 
 /** "1.23 (1.10–1.31)": the median ratio and its interquartile range over rounds. */
