@@ -10,6 +10,7 @@ import { accessSync, constants, mkdtempSync, readdirSync, readFileSync, rmSync }
 import { createServer } from "node:http"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import { npmEnvironment } from "../examples/npm-env.ts"
 import * as McpServerConfig from "../src/McpServerConfig.ts"
 import * as L from "./lib.ts"
 import type { Section } from "./report.ts"
@@ -110,7 +111,9 @@ export const playwright = async (): Promise<Section> => {
   } catch {
     return skipped(`no Chromium at ${chromiumPath} (set CHROMIUM_PATH, or apt-get install -y chromium)`)
   }
-  const env = getDefaultEnvironment()
+  // What npx needs to fetch Playwright MCP on a machine that has not yet (a proxy, CA certificates, …).
+  const npmEnv = npmEnvironment()
+  const env = { ...getDefaultEnvironment(), ...npmEnv }
   const probe = spawnSync("npx", [...npx, "--version"], {
     env,
     encoding: "utf8",
@@ -128,7 +131,7 @@ export const playwright = async (): Promise<Section> => {
       browser: McpServerConfig.stdio({
         command: "npx",
         args: (scope) => [...npx, ...flags, "--output-dir", join(workDir, "output", scope)],
-        env: { TMPDIR: workDir },
+        env: { ...npmEnv, TMPDIR: workDir },
         maxConcurrentCalls: 1
       })
     },

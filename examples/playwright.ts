@@ -44,6 +44,7 @@ import { createServer } from "node:http"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { McpServerConfig, McpSessionPool } from "../src/index.ts"
+import { npmEnvironment } from "./npm-env.ts"
 
 const PLAYWRIGHT_MCP_VERSION = "0.0.83"
 const chromiumPath = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium"
@@ -56,25 +57,9 @@ const commandArgs = localCli === undefined
   : [resolve(localCli)]
 const shown = [localCli === undefined ? "npx" : "node", ...commandArgs].join(" ")
 
-// A stdio server gets a safe default environment (PATH, HOME, …), not ours. npx talks to the npm registry, so
-// pass on what that may take here: a proxy, extra CA certificates (without NODE_EXTRA_CA_CERTS behind a
-// TLS-inspecting proxy, npm retries for minutes and the connect times out), a registry.
-const npmEnv: Record<string, string> = {}
-for (
-  const name of [
-    "NODE_EXTRA_CA_CERTS",
-    "HTTPS_PROXY",
-    "https_proxy",
-    "HTTP_PROXY",
-    "http_proxy",
-    "NO_PROXY",
-    "no_proxy",
-    "npm_config_registry"
-  ]
-) {
-  const value = process.env[name]
-  if (value !== undefined) npmEnv[name] = value
-}
+// A stdio server gets a safe default environment (PATH, HOME, …), not ours; npx talks to the npm registry,
+// so it gets what that may take here (a proxy, extra CA certificates, a registry).
+const npmEnv = npmEnvironment()
 
 // =============================================================================
 // Before anything else: is there a Chromium, and can Playwright MCP be started?
