@@ -1170,7 +1170,7 @@ export const openSession = (
                   method,
                   code: ErrorCode.InvalidRequest,
                   message:
-                    `the server asked the client for input (input_required) during ${method}; this pool does not answer server requests yet`
+                    `the server asked the client for input (input_required) during ${method}, which this pool answers only through McpClientHandlers (none are provided)`
                 })
               case "Other":
                 return new McpProtocolError({
