@@ -34,18 +34,20 @@ const overheadVariants = async (makeClient: () => Promise<Client>, pool: L.Pool,
     Effect.forEach(indexes, (i) => Effect.scoped(pool.get({ server: "notebook", scope: `thread-${i}` })))
   )
   // Over stdio, every variant's server processes, whose CPU time is recorded beside this process's.
-  const pidsOf = (pids: ReadonlyArray<number | null | undefined>) =>
-    pids.every((pid) => typeof pid === "number") ? pids as ReadonlyArray<number> : undefined
   const transportPid = (client: Client) =>
     client.transport instanceof StdioClientTransport ? client.transport.pid : undefined
-  const heldPids = pidsOf(held.map((session) => session.pid))
+  const heldPids = L.readablePids(held.map((session) => session.pid))
   const variants: Array<L.Variant> = [
-    L.cycling("raw SDK Client.callTool", raw.map(L.rawCalls), pidsOf(raw.map(transportPid))),
-    L.cycling("raw SDK in Effect.tryPromise", wrapped.map(L.effectWrappedCalls), pidsOf(wrapped.map(transportPid))),
+    L.cycling("raw SDK Client.callTool", raw.map(L.rawCalls), L.readablePids(raw.map(transportPid))),
+    L.cycling(
+      "raw SDK in Effect.tryPromise",
+      wrapped.map(L.effectWrappedCalls),
+      L.readablePids(wrapped.map(transportPid))
+    ),
     L.cycling(
       "pool.callTool",
       indexes.map((i) => L.poolCalls(pool, "notebook", `thread-${i}`)),
-      pidsOf(called.map((session) => session.pid))
+      L.readablePids(called.map((session) => session.pid))
     ),
     // The SDK client inside a pool session, called directly: the SDK over this pool's transport.
     L.cycling(
@@ -84,7 +86,7 @@ const vViaPool = "raw SDK Client of a pool session"
  * One overhead target on one clock. Beside a miss: the raw call inside `Effect.tryPromise` (what an Effect
  * API that wraps the SDK's call pays) and the call on a held lease, measured in the same rounds; the why
  * splits the pool's time per call into what each step adds, from the variants between the raw call and
- * `pool.callTool`.
+ * `pool.callTool`, and, given `server` (the server processes' CPU on the same rounds), what the servers spent.
  */
 const overheadTarget = (name: string, bound: number, t: L.Timing, server?: L.Timing): Target => {
   const us = (a: string, b: string) => {
@@ -112,8 +114,8 @@ const overheadTarget = (name: string, bound: number, t: L.Timing, server?: L.Tim
       "lease, writes `tools/call` to the session's transport itself (toolCalls.ts: no promise chain, timer or " +
       "abort listener per call, results decoded without zod) and returns the lease when the answer is read. " +
       "What it adds to the raw call is the fiber's suspension and resumption, the lease and the session's " +
-      "bookkeeping; over stdio most of a call is the two processes' pipe work, and the ratio moves by a few " +
-      "percent between runs with how the kernel schedules the two ends." +
+      "bookkeeping; over stdio most of a call is the server's own work and the two processes' pipe work, " +
+      "and the ratio moves by a few percent between runs with how the kernel schedules the two ends." +
       (t.ratio[vLease]! > bound ? " The held lease is over the bound too: the gap is not the lease." : "") +
       (server === undefined ? "" : serverShare(server))
   }
@@ -128,8 +130,9 @@ const serverShare = (server: L.Timing) =>
     L.fmt(server.micros["raw SDK Client.callTool"]!, 1)
   } µs answering the raw SDK (${L.fmt(server.ratio[vPool]!, 2)}× round by round, IQR ${
     L.fmt(server.spread[vPool]![0], 2)
-  }–${L.fmt(server.spread[vPool]![1], 2)}; the same tool in the same ` +
-  "server code, each variant with processes of its own)."
+  }–${L.fmt(server.spread[vPool]![1], 2)}): the same tool in the same server code, on processes of their ` +
+  "own, costs the servers more or less with how the calls reach them (the two variants on a held lease " +
+  "share their processes and still differ)."
 
 /**
  * Wall and CPU columns: the headline clock is CPU for in-memory (one process), wall for stdio. With
@@ -187,7 +190,9 @@ export const overhead = async (): Promise<Section> => {
     title: "1. Overhead: `pool.callTool` vs a raw SDK `Client` already connected",
     description: "One `counter_increment` call on the bundled notebook server. Each variant has servers of " +
       `its own (one in-memory instance; ${stdioInstances} stdio processes, a different one per batch, each ` +
-      `warmed up with ${L.int(stdioWarmup)} calls); rounds interleave the variants in rotating order; the ` +
+      `warmed up with ${
+        L.int(stdioWarmup)
+      } calls; the two variants on a held lease share theirs); rounds interleave the variants in rotating order; the ` +
       "ratio is the median over rounds of (variant ÷ raw SDK) within the round. `Effect.tryPromise` around " +
       "the raw call, its abort signal passed to the SDK, is what any Effect API that cancels that way pays " +
       "(`pool.callTool` wraps no SDK call: its hit path writes `tools/call` to the session's transport itself " +

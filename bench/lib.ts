@@ -88,12 +88,29 @@ export const processCpuMillis = (pids: ReadonlyArray<number>): number => {
     for (const tid of readdirSync(`/proc/${pid}/task`)) {
       try {
         nanos += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[0])
-      } catch {
-        // The thread ended after the listing.
+      } catch (error) {
+        // The thread ended after the listing; anything else is not a reading to drop silently.
+        if ((error as NodeJS.ErrnoException).code !== "ENOENT" && (error as NodeJS.ErrnoException).code !== "ESRCH") {
+          throw error
+        }
       }
     }
   }
   return nanos / 1e6
+}
+
+/**
+ * `pids` when every one is a process whose CPU time {@link processCpuMillis} can read (Linux with
+ * schedstat), else `undefined`: then the server CPU column says "–" rather than the bench failing.
+ */
+export const readablePids = (pids: ReadonlyArray<number | null | undefined>): ReadonlyArray<number> | undefined => {
+  if (!pids.every((pid): pid is number => typeof pid === "number")) return undefined
+  try {
+    const reading = processCpuMillis(pids)
+    return Number.isFinite(reading) && reading > 0 ? pids : undefined
+  } catch {
+    return undefined
+  }
 }
 
 /** One compared variant: `run(n)` performs the operation `n` times in a row. */
@@ -144,8 +161,9 @@ export interface Timing {
 }
 
 /**
- * The same rounds on two clocks: wall time, and this process's CPU time (for variants that run entirely
- * in this process, CPU time leaves out the time other processes held the cores of a shared machine).
+ * The same rounds on two clocks, wall time and this process's CPU time (for variants that run entirely in
+ * this process, CPU time leaves out the time other processes held the cores of a shared machine), and on
+ * the server processes' CPU time when the variants name them.
  */
 export interface Comparison {
   readonly wall: Timing
@@ -188,7 +206,8 @@ export const pairText = (r: PairRatio): string => `${fmt(r.median, 2)} (${fmt(r.
 /**
  * Runs the variants side by side: every round times one batch of each, in a rotating order (A B C, B C A,
  * …) so that no variant always goes first. The first variant is the baseline of the ratios. Each batch is
- * timed on the wall clock and on this process's CPU time. No forced GC between rounds: a full GC also
+ * timed on the wall clock and on this process's CPU time (and on its servers' CPU time, when every variant
+ * names its server processes). No forced GC between rounds: a full GC also
  * discards warm caches, which slowed every variant here and widened the spread several times.
  */
 export const compare = async (
@@ -209,7 +228,7 @@ export const compare = async (
   for (let round = 0; round < options.rounds; round++) {
     for (let i = 0; i < variants.length; i++) {
       const variant = variants[(round + i) % variants.length]!
-      // Read outside the timed window: the reads cost this process, not the batch.
+      // Read outside the timed window: the reads' own cost stays out of the batch's clocks.
       const serverStart = withServers ? processCpuMillis(variant.serverPids!) : 0
       const [wallStart, cpuStart] = [performance.now(), cpuMillis()]
       await variant.run(options.batch)

@@ -111,7 +111,7 @@ export const playwright = async (): Promise<Section> => {
   } catch {
     return skipped(`no Chromium at ${chromiumPath} (set CHROMIUM_PATH, or apt-get install -y chromium)`)
   }
-  // What npx needs to fetch Playwright MCP on a machine that has not yet (a proxy, CA certificates, …).
+  // What npx needs to fetch Playwright MCP where it has not been fetched yet (a proxy, CA certificates, …).
   const npmEnv = npmEnvironment()
   const env = { ...getDefaultEnvironment(), ...npmEnv }
   const probe = spawnSync("npx", [...npx, "--version"], {

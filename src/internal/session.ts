@@ -1170,7 +1170,7 @@ export const openSession = (
                   method,
                   code: ErrorCode.InvalidRequest,
                   message:
-                    `the server asked the client for input (input_required) during ${method}, which this pool answers only through McpClientHandlers (none are provided)`
+                    `the server asked the client for input (input_required) during ${method}; the pool answers such requests only through McpClientHandlers, and none were provided`
                 })
               case "Other":
                 return new McpProtocolError({
