@@ -190,11 +190,10 @@ export const overhead = async (): Promise<Section> => {
     title: "1. Overhead: `pool.callTool` vs a raw SDK `Client` already connected",
     description: "One `counter_increment` call on the bundled notebook server. Each variant has servers of " +
       `its own (one in-memory instance; ${stdioInstances} stdio processes, a different one per batch, each ` +
-      `warmed up with ${
-        L.int(stdioWarmup)
-      } calls; the two variants on a held lease share theirs); rounds interleave the variants in rotating order; the ` +
-      "ratio is the median over rounds of (variant ÷ raw SDK) within the round. `Effect.tryPromise` around " +
-      "the raw call, its abort signal passed to the SDK, is what any Effect API that cancels that way pays " +
+      `warmed up with ${L.int(stdioWarmup)} calls; the two variants on a held lease share theirs); rounds ` +
+      "interleave the variants in rotating order; the ratio is the median over rounds of (variant ÷ raw " +
+      "SDK) within the round. `Effect.tryPromise` around the raw call, its abort signal passed to the SDK, " +
+      "is what any Effect API that cancels that way pays " +
       "(`pool.callTool` wraps no SDK call: its hit path writes `tools/call` to the session's transport itself " +
       "and cancels it there); calling the SDK client inside a pool session directly " +
       "measures the pool's transport (for stdio: its own, against the SDK's `StdioClientTransport`); the held " +

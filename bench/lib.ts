@@ -90,9 +90,8 @@ export const processCpuMillis = (pids: ReadonlyArray<number>): number => {
         nanos += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[0])
       } catch (error) {
         // The thread ended after the listing; anything else is not a reading to drop silently.
-        if ((error as NodeJS.ErrnoException).code !== "ENOENT" && (error as NodeJS.ErrnoException).code !== "ESRCH") {
-          throw error
-        }
+        const { code } = error as NodeJS.ErrnoException
+        if (code !== "ENOENT" && code !== "ESRCH") throw error
       }
     }
   }
@@ -207,8 +206,8 @@ export const pairText = (r: PairRatio): string => `${fmt(r.median, 2)} (${fmt(r.
  * Runs the variants side by side: every round times one batch of each, in a rotating order (A B C, B C A,
  * …) so that no variant always goes first. The first variant is the baseline of the ratios. Each batch is
  * timed on the wall clock and on this process's CPU time (and on its servers' CPU time, when every variant
- * names its server processes). No forced GC between rounds: a full GC also
- * discards warm caches, which slowed every variant here and widened the spread several times.
+ * names its server processes). No forced GC between rounds: a full GC also discards warm caches, which
+ * slowed every variant here and widened the spread several times.
  */
 export const compare = async (
   variants: ReadonlyArray<Variant>,
