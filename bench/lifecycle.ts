@@ -483,28 +483,32 @@ const fill = async (config: McpServerConfig.McpServerConfig, size: number) => {
 
 const kib = (bytes: number) => `${L.fmt(bytes / 1024)} KiB`
 
-/** `n` gets of random existing keys of a pool of `size` sessions, in one Effect program. */
-const randomHits = (pool: L.Pool, size: number) => {
+/**
+ * Random existing keys of `size` (`thread-0` … `thread-<size - 1>`), from a table of random numbers made
+ * up front: drawing one costs the same in every variant and nothing from `Math.random` in the timed loop.
+ */
+const randomKeys = (size: number) => {
   const random = Float64Array.from({ length: 1 << 16 }, () => Math.random())
   let next = 0
+  return () => `thread-${Math.floor(random[next++ & 0xffff]! * size)}`
+}
+
+/** `n` gets of random existing keys of a pool of `size` sessions, in one Effect program. */
+const randomHits = (pool: L.Pool, size: number) => {
+  const key = randomKeys(size)
   return (n: number) =>
     Effect.runPromise(Effect.gen(function*() {
-      for (let i = 0; i < n; i++) {
-        yield* Effect.scoped(pool.get({ server: "s", scope: `thread-${Math.floor(random[next++ & 0xffff]! * size)}` }))
-      }
+      for (let i = 0; i < n; i++) yield* Effect.scoped(pool.get({ server: "s", scope: key() }))
     }))
 }
 
 /** `n` `Map.get`s of random existing keys of a map of `size` entries, each in `Effect.scoped`: a floor. */
 const randomLookups = (size: number) => {
   const map = new Map(range(size).map((i) => [`thread-${i}`, { i }]))
-  const random = Float64Array.from({ length: 1 << 16 }, () => Math.random())
-  let next = 0
+  const key = randomKeys(size)
   return (n: number) =>
     Effect.runPromise(Effect.gen(function*() {
-      for (let i = 0; i < n; i++) {
-        yield* Effect.scoped(Effect.sync(() => map.get(`thread-${Math.floor(random[next++ & 0xffff]! * size)}`)))
-      }
+      for (let i = 0; i < n; i++) yield* Effect.scoped(Effect.sync(() => map.get(key())))
     }))
 }
 
@@ -527,14 +531,13 @@ const randomSessionReads = async (pool: L.Pool, size: number) => {
       { discard: true }
     )
   )
-  const random = Float64Array.from({ length: 1 << 16 }, () => Math.random())
-  let next = 0
+  const key = randomKeys(size)
   let found = 0
   const run = (n: number) =>
     Effect.runPromise(Effect.gen(function*() {
       for (let i = 0; i < n; i++) {
         yield* Effect.scoped(Effect.sync(() => {
-          const session = sessions.get(`thread-${Math.floor(random[next++ & 0xffff]! * size)}`)
+          const session = sessions.get(key())
           if (session?.server === "s") found++
         }))
       }
