@@ -72,11 +72,6 @@ const overheadVariants = async (makeClient: () => Promise<Client>, pool: L.Pool,
   return { variants, close }
 }
 
-/** Server processes per stdio variant, cycled batch by batch. */
-const stdioInstances = 3
-/** Calls per server before timing: fewer leave the servers' JIT still settling, some faster than others. */
-const stdioWarmup = 10_000
-
 const vPool = "pool.callTool"
 const vFloor = "raw SDK in Effect.tryPromise"
 const vLease = "session.callTool (lease held)"
@@ -167,12 +162,12 @@ export const overhead = async (): Promise<Section> => {
       servers: { notebook: kind === "stdio" ? L.notebookStdio : L.notebookInMemory }
     })
     const { close, variants } = kind === "stdio"
-      ? await overheadVariants(L.rawStdioClient, pool, stdioInstances)
+      ? await overheadVariants(L.rawStdioClient, pool, L.stdioInstances)
       : await overheadVariants(L.rawInMemoryClient, pool, 1)
     const result = await L.compare(
       variants,
       kind === "stdio"
-        ? { rounds: 90, batch: 100, warmup: stdioWarmup }
+        ? { rounds: 90, batch: 100, warmup: L.stdioWarmup }
         : { rounds: 100, batch: 400, warmup: 3000 }
     )
     rows.push(...timingRows(`${kind}: `, result, true))
@@ -189,8 +184,8 @@ export const overhead = async (): Promise<Section> => {
     id: "overhead",
     title: "1. Overhead: `pool.callTool` vs a raw SDK `Client` already connected",
     description: "One `counter_increment` call on the bundled notebook server. Each variant has servers of " +
-      `its own (one in-memory instance; ${stdioInstances} stdio processes, a different one per batch, each ` +
-      `warmed up with ${L.int(stdioWarmup)} calls; the two variants on a held lease share theirs); rounds ` +
+      `its own (one in-memory instance; ${L.stdioInstances} stdio processes, a different one per batch, each ` +
+      `warmed up with ${L.int(L.stdioWarmup)} calls; the two variants on a held lease share theirs); rounds ` +
       "interleave the variants in rotating order; the ratio is the median over rounds of (variant ÷ raw " +
       "SDK) within the round. `Effect.tryPromise` around the raw call, its abort signal passed to the SDK, " +
       "is what any Effect API that cancels that way pays " +
@@ -461,14 +456,14 @@ const effectAiInstance = async (): Promise<Instance> => {
   }
 }
 
-/** `stdioInstances` instances of a peer as one variant, or why it could not be measured. */
+/** `L.stdioInstances` instances of a peer as one variant, or why it could not be measured. */
 const peerVariant = async (
   name: string,
   make: () => Promise<Instance | string>,
   closers: Array<() => Promise<void>>
 ): Promise<L.Variant | string> => {
   const runs: Array<Instance["run"]> = []
-  for (let i = 0; i < stdioInstances; i++) {
+  for (let i = 0; i < L.stdioInstances; i++) {
     let instance: Instance | string
     try {
       instance = await make()
@@ -493,7 +488,7 @@ export const peers = async (): Promise<Section> => {
     }, closers),
     L.cycling(
       "effect-mcp-pool pool.callTool",
-      Array.from({ length: stdioInstances }, (_, i) => L.poolCalls(pool, "notebook", `thread-${i}`))
+      Array.from({ length: L.stdioInstances }, (_, i) => L.poolCalls(pool, "notebook", `thread-${i}`))
     ),
     await peerVariant("@ai-sdk/mcp tool.execute", aiSdkInstance, closers),
     await peerVariant("@mastra/mcp tool.execute", mastraInstance, closers),
@@ -502,7 +497,7 @@ export const peers = async (): Promise<Section> => {
   ]
   const variants = made.filter((v): v is L.Variant => typeof v !== "string")
   const missing = made.filter((v): v is string => typeof v === "string")
-  const result = await L.compare(variants, { rounds: 60, batch: 100, warmup: stdioWarmup })
+  const result = await L.compare(variants, { rounds: 60, batch: 100, warmup: L.stdioWarmup })
   for (const closer of closers) await closer()
   const ours = "effect-mcp-pool pool.callTool"
   const others = variants.slice(1).map((v) => v.name).filter((name) => name !== ours)
@@ -516,7 +511,7 @@ export const peers = async (): Promise<Section> => {
     title: "6. Peers on the same stdio server",
     description: "The bundled notebook server over stdio, `counter_increment` called through each client's " +
       `own API (for @ai-sdk/mcp and @mastra/mcp, the tool's \`execute\`, as an agent loop calls it); each ` +
-      `client has ${stdioInstances} server processes of its own, each warmed up with ${L.int(stdioWarmup)} ` +
+      `client has ${L.stdioInstances} server processes of its own, each warmed up with ${L.int(L.stdioWarmup)} ` +
       `calls, and variants are interleaved in rotating order on CPUs ${L.allowedCpus()} (same method as ` +
       "section 1). Every client is connected before timing starts: only calls are timed.",
     table: {

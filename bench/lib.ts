@@ -32,6 +32,16 @@ export const clientInfo = { name: "bench", version: "0.0.0" }
 /** The call every comparison makes: a tool with a tiny argument and a tiny result. */
 export const tool = { name: "counter_increment", arguments: { by: 1 } }
 
+/** Server processes per variant in the stdio per-call comparisons (§1, §6, §10), cycled batch by batch. */
+export const stdioInstances = 3
+/**
+ * Calls per server process before timing. A Node server's own CPU per call keeps falling well past 10,000
+ * calls (measured here: 23 µs after 10,000, 17 µs after 40,000, no lower after 80,000), and unevenly
+ * between processes, so that with fewer the variants' servers, not their clients, made most of the
+ * difference between them.
+ */
+export const stdioWarmup = 50_000
+
 // --- statistics ---
 
 export const median = (xs: ReadonlyArray<number>): number => percentile(xs, 50)

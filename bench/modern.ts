@@ -12,8 +12,6 @@ import type { Section } from "./report.ts"
 
 const modernServer = fileURLToPath(new URL("../test/fixtures/modern-server.ts", import.meta.url))
 const call = { name: "counter_increment", arguments: {} }
-const instances = 3
-const warmup = 10_000
 
 const sdkV2Client = async () => {
   const client = new ModernClient(L.clientInfo, { versionNegotiation: { mode: { pin: "2026-07-28" } } })
@@ -26,7 +24,7 @@ export const modern = async (): Promise<Section> => {
   const { close, pool } = await L.openPool({
     servers: { modern: McpServerConfig.stdio({ command: process.execPath, args: [modernServer] }) }
   })
-  const clients = await Promise.all(Array.from({ length: instances }, sdkV2Client))
+  const clients = await Promise.all(Array.from({ length: L.stdioInstances }, sdkV2Client))
   const raw = "SDK v2 Client.callTool (pinned 2026-07-28)"
   const ours = "pool.callTool (protocol auto → 2026-07-28)"
   const result = await L.compare([
@@ -38,12 +36,12 @@ export const modern = async (): Promise<Section> => {
     ),
     L.cycling(
       ours,
-      Array.from({ length: instances }, (_, i) => (n: number) =>
+      Array.from({ length: L.stdioInstances }, (_, i) => (n: number) =>
         Effect.runPromise(Effect.gen(function*() {
           for (let j = 0; j < n; j++) yield* pool.callTool({ server: "modern", scope: `thread-${i}`, ...call })
         })))
     )
-  ], { rounds: 60, batch: 100, warmup })
+  ], { rounds: 60, batch: 100, warmup: L.stdioWarmup })
   const revisions = await Effect.runPromise(Effect.map(pool.snapshot, (rows) => rows.map((row) => row.protocolVersion)))
   for (const client of clients) await client.close()
   await close()
@@ -52,8 +50,10 @@ export const modern = async (): Promise<Section> => {
     title: "10. The 2026-07-28 revision over stdio: the pool vs SDK v2's own client",
     description: "`counter_increment` on the SDK v2 fixture server (test/fixtures/modern-server.ts, modern-only), " +
       `called through SDK v2's \`Client\` pinned to 2026-07-28 and through \`pool.callTool\` with the default ` +
-      `\`protocol: "auto"\` (the pool's sessions spoke ${[...new Set(revisions)].join(", ")}); ${instances} ` +
-      `server processes per variant, each warmed up with ${L.int(warmup)} calls, interleaved in rotating order ` +
+      `\`protocol: "auto"\` (the pool's sessions spoke ${[...new Set(revisions)].join(", ")}); ${L.stdioInstances} ` +
+      `server processes per variant, each warmed up with ${
+        L.int(L.stdioWarmup)
+      } calls, interleaved in rotating order ` +
       `on CPUs ${L.allowedCpus()} (as in section 1). Both results are validated by SDK v2's own schemas: the ` +
       "pool's zod-free decoder serves 2025-era sessions only.",
     table: {
