@@ -50,12 +50,10 @@ export const modern = async (): Promise<Section> => {
     title: "10. The 2026-07-28 revision over stdio: the pool vs SDK v2's own client",
     description: "`counter_increment` on the SDK v2 fixture server (test/fixtures/modern-server.ts, modern-only), " +
       `called through SDK v2's \`Client\` pinned to 2026-07-28 and through \`pool.callTool\` with the default ` +
-      `\`protocol: "auto"\` (the pool's sessions spoke ${[...new Set(revisions)].join(", ")}); ${L.stdioInstances} ` +
-      `server processes per variant, each warmed up with ${
-        L.int(L.stdioWarmup)
-      } calls, interleaved in rotating order ` +
-      `on CPUs ${L.allowedCpus()} (as in section 1). Both results are validated by SDK v2's own schemas: the ` +
-      "pool's zod-free decoder serves 2025-era sessions only.",
+      `\`protocol: "auto"\` (the pool's sessions spoke ${[...new Set(revisions)].join(", ")}); ` +
+      `${L.stdioInstances} server processes per variant, each warmed up with ${L.int(L.stdioWarmup)} calls, ` +
+      `interleaved in rotating order on CPUs ${L.allowedCpus()} (as in section 1). Both results are validated ` +
+      "by SDK v2's own schemas: the pool's zod-free decoder serves 2025-era sessions only.",
     table: {
       head: ["client", "wall per call", "× SDK v2, wall (IQR)", "client CPU per call", "× SDK v2, CPU (IQR)"],
       rows: Object.keys(result.wall.micros).map((name) => [
